@@ -1,0 +1,101 @@
+// Command testserver embeds the supervisor and worker packages with a test
+// handler, as any program would; the process-level tests drive it.
+//
+// Routes: /slow?ms=N sleeps, /hang blocks for ever, /pid answers the
+// worker's pid, /grow?mb=N keeps N more MiB alive, anything else answers "ok".
+// TESTSERVER_BOOT_FAIL=1 makes every worker fail to boot.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/mcpgateway/mcpgateway/supervisor"
+	"github.com/mcpgateway/mcpgateway/supervisor/protocol"
+	"github.com/mcpgateway/mcpgateway/worker"
+	"github.com/valyala/fasthttp"
+	"go.uber.org/zap"
+)
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "worker" {
+		os.Exit(worker.Run(setup))
+	}
+	var binds multiFlag
+	fs := flag.NewFlagSet("testserver", flag.ExitOnError)
+	fs.Var(&binds, "bind", "address (repeatable)")
+	o := supervisor.Options{Args: []string{"worker"}, RespawnFailed: true}
+	fs.IntVar(&o.Workers, "workers", 2, "")
+	fs.DurationVar(&o.Timeout, "timeout", 30*time.Second, "")
+	fs.DurationVar(&o.GracefulTimeout, "graceful-timeout", 5*time.Second, "")
+	fs.IntVar(&o.MaxRequests, "max-requests", 0, "")
+	fs.IntVar(&o.MaxRequestsJitter, "max-requests-jitter", 0, "")
+	fs.IntVar(&o.Worker.Backpressure, "backpressure", 0, "")
+	fs.IntVar(&o.Worker.WorkerConnections, "worker-connections", 1000, "")
+	fs.BoolVar(&o.RespawnFailed, "respawn-failed", true, "")
+	fs.BoolVar(&o.ReusePort, "reuse-port", false, "")
+	fs.StringVar(&o.Pidfile, "pidfile", "", "")
+	fs.Parse(os.Args[1:])
+	o.Binds = binds
+	o.Worker.KeepAlive = 5 * time.Second
+	o.Worker.Threads = 1
+	o.Worker.MaxHeaderSize = 8192
+	o.Worker.MaxRequestBodySize = 1 << 20
+	o.Worker.LogLevel = "info"
+	log, err := protocol.NewLogger("info", "")
+	if err != nil {
+		protocol.Exit(1, "%v", err)
+	}
+	o.Logger = log
+	if err := supervisor.Run(context.Background(), o); err != nil {
+		var h *supervisor.HaltError
+		if errors.As(err, &h) {
+			os.Exit(h.Code)
+		}
+		fmt.Fprintln(os.Stderr, "testserver:", err)
+		os.Exit(1)
+	}
+}
+
+var grown [][]byte
+
+func setup(ctx context.Context, info worker.Info) (worker.App, error) {
+	if os.Getenv("TESTSERVER_BOOT_FAIL") == "1" {
+		return worker.App{}, errors.New("handler failed to initialise (TESTSERVER_BOOT_FAIL=1)")
+	}
+	pid := []byte(strconv.Itoa(os.Getpid()))
+	return worker.App{Handler: func(ctx *fasthttp.RequestCtx) {
+		switch string(ctx.Path()) {
+		case "/slow":
+			ms, _ := strconv.Atoi(string(ctx.QueryArgs().Peek("ms")))
+			time.Sleep(time.Duration(ms) * time.Millisecond)
+			ctx.SetBodyString("slept")
+		case "/hang":
+			select {}
+		case "/pid":
+			ctx.SetBody(pid)
+		case "/panic":
+			panic("test panic")
+		case "/grow":
+			mb, _ := strconv.Atoi(string(ctx.QueryArgs().Peek("mb")))
+			b := make([]byte, mb<<20)
+			for i := range b {
+				b[i] = 1
+			}
+			grown = append(grown, b)
+			ctx.SetBodyString("grown")
+		default:
+			ctx.SetBodyString("ok")
+		}
+	}, Close: func() { info.Logger.Debug("app closed", zap.Int("pid", os.Getpid())) }}, nil
+}
+
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return fmt.Sprint(*m) }
+func (m *multiFlag) Set(s string) error { *m = append(*m, s); return nil }

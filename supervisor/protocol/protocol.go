@@ -1,0 +1,119 @@
+// Package protocol is the contract between the master and its workers: which
+// file descriptors a worker inherits, the environment names that describe it,
+// the messages it sends back, and the shared status table. Both sides use
+// these definitions and nothing else.
+package protocol
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"strconv"
+	"time"
+)
+
+// File descriptors a worker inherits, in this order (exec.Cmd.ExtraFiles
+// starts at 3). Listeners follow, one per bound address in bind order.
+const (
+	FDConfig    = 3 // memfd: the Envelope as JSON, read once at start
+	FDStatus    = 4 // memfd: the status table, mapped shared
+	FDMaster    = 5 // pipe write end: Message lines to the master
+	FDListeners = 6 // first listening socket
+)
+
+// Environment names set on each worker process.
+const (
+	EnvSlot        = "MCPGATEWAY_WORKER_SLOT"         // logical worker index, 0..workers-1
+	EnvGeneration  = "MCPGATEWAY_WORKER_GENERATION"   // how many workers this slot has had
+	EnvRow         = "MCPGATEWAY_WORKER_ROW"          // its row in the status table
+	EnvListeners   = "MCPGATEWAY_WORKER_LISTENERS"    // number of inherited listeners
+	EnvMasterPID   = "MCPGATEWAY_MASTER_PID"          // the parent it must outlive no longer than a second
+	EnvMaxRequests = "MCPGATEWAY_WORKER_MAX_REQUESTS" // this worker's limit, jitter applied (0 = none)
+)
+
+// Messages a worker writes to the master, one per line.
+const (
+	MsgReady  = "ready"   // serving: the master may stop the worker this one replaces
+	MsgRetire = "retire " // + reason: replace me, then stop me gracefully
+)
+
+// Reasons a worker is retired or exits, used in logs and metrics.
+const (
+	ReasonRecycled = "recycled" // max_requests reached
+	ReasonLifetime = "lifetime" // max worker lifetime reached
+	ReasonRSS      = "rss"      // max worker RSS exceeded
+	ReasonTimeout  = "timeout"  // a request overran the timeout, or the heartbeat stopped
+	ReasonCrashed  = "crashed"  // exited on its own
+	ReasonReload   = "reload"   // HUP
+	ReasonScale    = "scale"    // TTOU
+	ReasonShutdown = "shutdown" // the master is stopping
+	ReasonBootFail = "boot"     // failed to start
+)
+
+// ExitBootError is the worker's exit status when its application fails to
+// initialise; the master halts instead of respawning (Gunicorn's
+// WORKER_BOOT_ERROR).
+const ExitBootError = 3
+
+// WorkerOptions is what a worker needs to know about serving; the master
+// hands the same value to every worker.
+type WorkerOptions struct {
+	Binds              []string      `json:"binds"`
+	Timeout            time.Duration `json:"timeout"`
+	GracefulTimeout    time.Duration `json:"graceful_timeout"`
+	Backpressure       int           `json:"backpressure"`
+	WorkerConnections  int           `json:"worker_connections"`
+	KeepAlive          time.Duration `json:"keep_alive"`
+	Threads            int           `json:"threads"`
+	MaxHeaderSize      int           `json:"max_header_size"`
+	MaxRequestBodySize int           `json:"max_request_body_size"`
+	LogLevel           string        `json:"log_level"`
+	AccessLog          bool          `json:"access_log"`
+	MaxWorkerRSS       int64         `json:"max_worker_rss"` // bytes, 0 = off
+}
+
+// Envelope is the configuration memfd's content.
+type Envelope struct {
+	Worker WorkerOptions   `json:"worker"`
+	App    json.RawMessage `json:"app,omitempty"` // the embedding program's own settings
+}
+
+// Identity is what the environment tells a worker about itself.
+type Identity struct {
+	Slot, Generation, Row, Listeners, MasterPID, MaxRequests int
+}
+
+// Env renders the identity as environment entries.
+func (id Identity) Env() []string {
+	return []string{
+		EnvSlot + "=" + strconv.Itoa(id.Slot),
+		EnvGeneration + "=" + strconv.Itoa(id.Generation),
+		EnvRow + "=" + strconv.Itoa(id.Row),
+		EnvListeners + "=" + strconv.Itoa(id.Listeners),
+		EnvMasterPID + "=" + strconv.Itoa(id.MasterPID),
+		EnvMaxRequests + "=" + strconv.Itoa(id.MaxRequests),
+	}
+}
+
+// ReadIdentity reads the identity from the process environment.
+func ReadIdentity() (Identity, error) {
+	var id Identity
+	for _, f := range []struct {
+		name string
+		dst  *int
+	}{
+		{EnvSlot, &id.Slot}, {EnvGeneration, &id.Generation}, {EnvRow, &id.Row},
+		{EnvListeners, &id.Listeners}, {EnvMasterPID, &id.MasterPID}, {EnvMaxRequests, &id.MaxRequests},
+	} {
+		v, ok := os.LookupEnv(f.name)
+		if !ok {
+			return id, fmt.Errorf("%s is not set: a worker is started by its master, not by hand", f.name)
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return id, fmt.Errorf("%s=%q: want a whole number", f.name, v)
+		}
+		*f.dst = n
+	}
+	return id, nil
+}
