@@ -60,6 +60,7 @@ type master struct {
 	stopAt    time.Time
 	halt      *HaltError
 	bootFails int
+	crashes   []time.Time // recent crashes of ready workers
 	backoff   time.Time
 }
 
@@ -254,7 +255,7 @@ func (m *master) manage() {
 	}
 	// A replaced worker stops only once its successor serves.
 	for _, p := range m.procs {
-		if p.retire == "" || !p.termAt.IsZero() {
+		if p.retire == "" || !p.termAt.IsZero() || !p.quitAt.IsZero() {
 			continue
 		}
 		if p.slot >= m.target || m.slotReady(p.slot) {
@@ -453,12 +454,24 @@ func (m *master) reap(p *proc, st *os.ProcessState) {
 			}
 			return
 		}
-		if time.Since(p.started) < time.Second {
-			m.bootFails++
-			m.backoff = time.Now().Add(backoffDelay(m.bootFails))
+		// One crash is replaced at once; a worker crashing again and again
+		// is replaced ever more slowly, so a crash loop does not eat the CPU.
+		now := time.Now()
+		m.crashes = append(m.crashes, now)
+		for len(m.crashes) > 0 && now.Sub(m.crashes[0]) > crashWindow {
+			m.crashes = m.crashes[1:]
+		}
+		if n := len(m.crashes); n > crashesBeforeBackoff {
+			m.backoff = now.Add(backoffDelay(n - crashesBeforeBackoff))
 		}
 	}
 }
+
+// A few crashes within the window are respawned at once; more back off.
+const (
+	crashWindow          = 10 * time.Second
+	crashesBeforeBackoff = 3
+)
 
 // maxBootFailures is how many workers in a row may die before ever serving
 // before the master gives up instead of looping.
@@ -487,7 +500,7 @@ func (m *master) abort(h *HaltError) {
 func (m *master) murder() {
 	now := protocol.Nanotime()
 	for _, p := range m.procs {
-		if !p.termAt.IsZero() || p.killed {
+		if p.killed {
 			continue
 		}
 		if !p.quitAt.IsZero() {
@@ -496,6 +509,9 @@ func (m *master) murder() {
 				_ = p.cmd.Process.Kill()
 			}
 			continue
+		}
+		if !p.termAt.IsZero() {
+			continue // draining: bounded by graceful_timeout in manage
 		}
 		hb := int64(m.table.Row(p.row).Load(protocol.FHeartbeat))
 		if age := time.Duration(now - hb); age > m.o.Timeout {

@@ -3,7 +3,8 @@
 //
 // Routes: /slow?ms=N sleeps, /hang blocks for ever, /pid answers the
 // worker's pid, /grow?mb=N keeps N more MiB alive, anything else answers "ok".
-// TESTSERVER_BOOT_FAIL=1 makes every worker fail to boot.
+// TESTSERVER_BOOT_FAIL=1 makes every worker fail to boot; TESTSERVER_CRASH=1
+// makes every worker exit before it is ready.
 package main
 
 import (
@@ -65,6 +66,9 @@ func main() {
 var grown [][]byte
 
 func setup(ctx context.Context, info worker.Info) (worker.App, error) {
+	if os.Getenv("TESTSERVER_CRASH") == "1" {
+		os.Exit(1) // dies before ready, as a worker with a broken runtime would
+	}
 	if os.Getenv("TESTSERVER_BOOT_FAIL") == "1" {
 		return worker.App{}, errors.New("handler failed to initialise (TESTSERVER_BOOT_FAIL=1)")
 	}
