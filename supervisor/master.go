@@ -43,7 +43,8 @@ type event struct {
 type master struct {
 	o         Options
 	log       *zap.Logger
-	listeners []*listener
+	listeners []*listener   // the sockets of slot 0, and of every slot in the shared layout
+	perSlot   [][]*listener // reuse-port layout: each slot's own sockets (slot 0: listeners)
 	table     *protocol.Table
 	config    *os.File
 	events    chan event
@@ -113,6 +114,9 @@ func configFile(o Options) (*os.File, error) {
 }
 
 func (m *master) close() {
+	for slot := range m.perSlot {
+		m.closeSlotSockets(slot)
+	}
 	closeListeners(m.listeners)
 	if m.table != nil {
 		m.table.Close()
@@ -317,8 +321,14 @@ func (m *master) spawn(slot int) error {
 	cmd := exec.Command(m.o.Executable, m.o.Args...)
 	cmd.Env = append(os.Environ(), id.Env()...)
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	sockets, err := m.socketsFor(slot)
+	if err != nil {
+		pr.Close()
+		pw.Close()
+		return err
+	}
 	cmd.ExtraFiles = []*os.File{m.config, m.table.File(), pw}
-	for _, l := range m.listeners {
+	for _, l := range sockets {
 		cmd.ExtraFiles = append(cmd.ExtraFiles, l.file)
 	}
 	// The kernel tells the worker when the master dies, however it dies.
@@ -424,6 +434,9 @@ func (m *master) reap(p *proc, st *os.ProcessState) {
 		reason = protocol.ReasonCrashed
 	}
 	m.table.Header().Add(protocol.ExitField(reason), 1)
+	if p.slot >= m.target && m.slotEmpty(p.slot) {
+		m.closeSlotSockets(p.slot) // scaled down: the slot is gone
+	}
 	fields := m.fields(p, zap.String("reason", reason), zap.String("status", status),
 		zap.Duration("lifetime", time.Since(p.started)), zap.Uint64("served", served))
 	if reason == protocol.ReasonCrashed || reason == protocol.ReasonBootFail || (signaled && reason != protocol.ReasonShutdown && !p.killed) {
@@ -535,4 +548,59 @@ func exitStatus(st *os.ProcessState) (string, bool) {
 		return "signal " + unix.SignalName(ws.Signal()), true
 	}
 	return fmt.Sprintf("exit %d", st.ExitCode()), false
+}
+
+// socketsFor is what a worker of this slot inherits. In the shared layout
+// every worker accepts from the same sockets. In the reuse-port layout each
+// slot has its own SO_REUSEPORT socket per TCP address, opened by the master
+// on first use and handed to every generation of the slot, so the kernel
+// spreads connections evenly and a recycled worker's queue waits for its
+// successor. Unix sockets are always shared.
+func (m *master) socketsFor(slot int) ([]*listener, error) {
+	if !m.o.ReusePort || slot == 0 {
+		return m.listeners, nil
+	}
+	for len(m.perSlot) <= slot {
+		m.perSlot = append(m.perSlot, nil)
+	}
+	if m.perSlot[slot] == nil {
+		var ls []*listener
+		for _, l := range m.listeners {
+			if l.path != "" {
+				ls = append(ls, l)
+				continue
+			}
+			nl, err := listenOne(l.bound, m.o.Backlog, true)
+			if err != nil {
+				closeListeners(ls[:0])
+				return nil, fmt.Errorf("open listener %s for slot %d: %w", l.bound, slot, err)
+			}
+			ls = append(ls, nl)
+		}
+		m.perSlot[slot] = ls
+	}
+	return m.perSlot[slot], nil
+}
+
+// closeSlotSockets closes a slot's own sockets. Connections still queued on
+// them are reset: the reuse-port layout's price for scaling down.
+func (m *master) closeSlotSockets(slot int) {
+	if slot == 0 || slot >= len(m.perSlot) {
+		return
+	}
+	for _, l := range m.perSlot[slot] {
+		if l.path == "" {
+			l.file.Close()
+		}
+	}
+	m.perSlot[slot] = nil
+}
+
+func (m *master) slotEmpty(slot int) bool {
+	for _, p := range m.procs {
+		if p.slot == slot {
+			return false
+		}
+	}
+	return true
 }

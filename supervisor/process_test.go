@@ -14,7 +14,18 @@ import (
 )
 
 func TestWorkersShareLoad(t *testing.T) {
-	s := start(t, nil, "--workers", "3")
+	for _, layout := range []string{"shared", "reuse-port"} {
+		t.Run(layout, func(t *testing.T) {
+			args := []string{"--workers", "3"}
+			if layout == "reuse-port" {
+				args = append(args, "--reuse-port")
+			}
+			testShareLoad(t, start(t, nil, args...))
+		})
+	}
+}
+
+func testShareLoad(t *testing.T, s *server) {
 	r := load(s.url("/pid"), 6000, 30)
 	if len(r.errors) > 0 {
 		t.Fatalf("%d errors, first: %v", len(r.errors), r.errors[0])
@@ -75,7 +86,18 @@ func TestKill9WorkerIsReplaced(t *testing.T) {
 }
 
 func TestRecycleUnderLoadDropsNothing(t *testing.T) {
-	s := start(t, nil, "--workers", "3", "--max-requests", "200", "--max-requests-jitter", "50")
+	for _, layout := range []string{"shared", "reuse-port"} {
+		t.Run(layout, func(t *testing.T) {
+			args := []string{"--workers", "3", "--max-requests", "200", "--max-requests-jitter", "50"}
+			if layout == "reuse-port" {
+				args = append(args, "--reuse-port")
+			}
+			testRecycleUnderLoad(t, start(t, nil, args...))
+		})
+	}
+}
+
+func testRecycleUnderLoad(t *testing.T, s *server) {
 	r := load(s.url("/pid"), 20000, 50)
 	if len(r.errors) > 0 {
 		t.Fatalf("%d failed requests, first: %v", len(r.errors), r.errors[0])

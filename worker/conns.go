@@ -114,7 +114,7 @@ func (l *gatedListener) Accept() (net.Conn, error) {
 // the average ready worker.
 func (w *worker) mayAccept() bool {
 	mine := w.conns.open()
-	if mine < 4 {
+	if mine < 2 {
 		return true
 	}
 	var total, workers int64
@@ -128,5 +128,6 @@ func (w *worker) mayAccept() bool {
 	if workers <= 1 {
 		return true
 	}
-	return mine*10 <= total*11/workers+40 // within 10% (+4 connections) of the average
+	avg := total / workers
+	return mine <= avg+max(1, avg/10) // within 10%, or one connection, of the average
 }
