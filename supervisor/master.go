@@ -145,6 +145,11 @@ func (m *master) run(ctx context.Context) error {
 	m.log.Info("master starting", zap.Strings("listening", m.addrs()), zap.Int("workers", m.target),
 		zap.Duration("timeout", m.o.Timeout), zap.Int("max_requests", m.o.MaxRequests),
 		zap.Int("backpressure", m.o.Worker.Backpressure))
+	if m.o.Prepare != nil {
+		if err := m.o.Prepare(ctx); err != nil {
+			return err
+		}
+	}
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	done := ctx.Done()

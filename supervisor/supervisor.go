@@ -38,6 +38,10 @@ type Options struct {
 	Args       []string // arguments that make the binary a worker, e.g. {"worker"}
 	Logger     *zap.Logger
 
+	// Prepare, when set, runs once after the sockets are bound and before
+	// any worker starts (database migrations); an error stops the master.
+	Prepare func(ctx context.Context) error
+
 	// Ready, when set, is called once, when every worker has first reported
 	// ready, with the addresses actually bound (port 0 resolved).
 	Ready func(addrs []string)

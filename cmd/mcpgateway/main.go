@@ -1,0 +1,60 @@
+// Command mcpgateway is the MCP gateway's server: a master process that
+// supervises fasthttp worker processes serving JSON-RPC.
+package main
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+	"strings"
+
+	"github.com/mcpgateway/mcpgateway/worker"
+)
+
+// version is set at build time: -ldflags "-X main.version=..."
+var version = "0.1.0-dev"
+
+const usage = `mcpgateway: the MCP gateway's multi-process server
+
+Usage:
+  mcpgateway [serve] [flags]   start the master and its workers (see: mcpgateway serve --help)
+  mcpgateway config [flags]    print every resolved setting, its value and its source
+  mcpgateway token -u EMAIL    mint a JWT the server accepts (see: mcpgateway token --help)
+  mcpgateway status [flags]    one line per worker of a running server (reads the pidfile)
+  mcpgateway healthcheck       exit 0 when the local server's /health answers 200
+  mcpgateway version           print the version
+
+Settings come from, lowest first: profile defaults (HTTP_SERVER=gunicorn|granian),
+gunicorn.conf.go, .env, the environment, flags. See docs/tuning.md.
+`
+
+func main() {
+	args := os.Args[1:]
+	cmd := "serve"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "serve":
+		os.Exit(serve(args))
+	case "worker": // internal: started by the master
+		os.Exit(worker.Run(setupWorker))
+	case "migrate": // internal: started once by the master, settings on stdin
+		os.Exit(migrate())
+	case "config":
+		os.Exit(printConfig(args))
+	case "token":
+		os.Exit(token(args, os.Stdout, os.Stderr))
+	case "status":
+		os.Exit(status(args, os.Stdout))
+	case "healthcheck":
+		os.Exit(healthcheck(args))
+	case "version":
+		fmt.Printf("mcpgateway %s (%s %s/%s)\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	case "help":
+		fmt.Print(usage)
+	default:
+		fmt.Fprintf(os.Stderr, "mcpgateway: unknown command %q\n\n%s", cmd, usage)
+		os.Exit(2)
+	}
+}

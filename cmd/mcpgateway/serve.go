@@ -1,0 +1,193 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"time"
+
+	"github.com/mcpgateway/mcpgateway/config"
+	"github.com/mcpgateway/mcpgateway/rpc"
+	"github.com/mcpgateway/mcpgateway/store"
+	"github.com/mcpgateway/mcpgateway/supervisor"
+	"github.com/mcpgateway/mcpgateway/supervisor/protocol"
+	"github.com/mcpgateway/mcpgateway/worker"
+	"go.uber.org/zap"
+)
+
+// load resolves the configuration; on error it prints it and returns the
+// exit status, before anything is bound or opened.
+func load(args []string) (*config.Resolved, int) {
+	res, err := config.Load(config.Input{Args: args, Environ: os.Environ(), Dir: "."})
+	if errors.Is(err, flag.ErrHelp) {
+		config.Usage(os.Stderr)
+		return nil, 0
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "mcpgateway: %v\n", err)
+		return nil, 1
+	}
+	return res, -1
+}
+
+func serve(args []string) int {
+	res, code := load(args)
+	if res == nil {
+		return code
+	}
+	s := res.Settings
+	log, err := protocol.NewLogger(s.LogLevel, s.ErrorLogFile)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "mcpgateway: %v\n", err)
+		return 1
+	}
+	defer log.Sync()
+	for _, w := range res.Warnings {
+		log.Warn("configuration", zap.String("warning", w))
+	}
+	opts, err := serverOptions(res, log)
+	if err != nil {
+		log.Error("cannot start", zap.Error(err))
+		return 1
+	}
+	err = supervisor.Run(context.Background(), opts)
+	var halt *supervisor.HaltError
+	switch {
+	case errors.As(err, &halt):
+		return halt.Code
+	case err != nil:
+		log.Error("cannot start", zap.Error(err))
+		return 1
+	}
+	return 0
+}
+
+// serverOptions maps the resolved settings onto the supervisor.
+func serverOptions(res *config.Resolved, log *zap.Logger) (supervisor.Options, error) {
+	s := res.Settings
+	payload, err := json.Marshal(s)
+	if err != nil {
+		return supervisor.Options{}, fmt.Errorf("encode settings for workers: %w", err)
+	}
+	return supervisor.Options{
+		Binds: s.Bind, Backlog: s.Backlog, ReusePort: s.ReusePort,
+		Workers: s.Workers, Timeout: s.Timeout, GracefulTimeout: s.GracefulTimeout,
+		MaxRequests: s.MaxRequests, MaxRequestsJitter: s.MaxRequestsJitter,
+		RespawnFailed: s.RespawnFailed, Pidfile: s.Pidfile,
+		Worker: protocol.WorkerOptions{
+			Backpressure: s.Backpressure, WorkerConnections: s.WorkerConnections,
+			KeepAlive: s.KeepAlive, Threads: s.Threads, MaxHeaderSize: s.HTTP1BufferSize,
+			MaxRequestBodySize: s.MaxRequestBodySize, LogLevel: s.LogLevel,
+			AccessLog: !s.DisableAccessLog,
+		},
+		Payload: payload,
+		Args:    []string{"worker"},
+		Logger:  log,
+		Prepare: func(ctx context.Context) error { return runMigrate(ctx, payload, log) },
+	}, nil
+}
+
+// runMigrate runs the migrations once, before any worker starts, in a
+// short-lived child: the master itself never loads a database driver, which
+// keeps it small for its whole life.
+func runMigrate(ctx context.Context, settings []byte, log *zap.Logger) error {
+	start := time.Now()
+	cmd := exec.CommandContext(ctx, "/proc/self/exe", "migrate")
+	cmd.Stdin = bytes.NewReader(settings)
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("database migrations failed (their error is logged above): %w", err)
+	}
+	log.Info("database ready", zap.Duration("took", time.Since(start)))
+	return nil
+}
+
+// migrate is the child side of runMigrate.
+func migrate() int {
+	raw, err := io.ReadAll(os.Stdin)
+	var s config.Settings
+	if err == nil {
+		err = json.Unmarshal(raw, &s)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "mcpgateway migrate: read settings from the master: %v\n", err)
+		return 1
+	}
+	log, err := protocol.NewLogger(s.LogLevel, s.ErrorLogFile)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "mcpgateway migrate: %v\n", err)
+		return 1
+	}
+	log = log.With(zap.String("proc", "migrate"), zap.Int("pid", os.Getpid()))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	o := storeOptions(s, log)
+	if err := store.CheckCapacity(ctx, o, s.Workers); err != nil {
+		log.Error("database cannot serve this many workers", zap.Error(err))
+		return 1
+	}
+	if err := store.Migrate(ctx, o); err != nil {
+		log.Error("database migration failed", zap.Error(err))
+		return 1
+	}
+	return 0
+}
+
+// setupWorker builds the gateway in each worker process.
+func setupWorker(ctx context.Context, info worker.Info) (worker.App, error) {
+	var s config.Settings
+	if err := json.Unmarshal(info.Payload, &s); err != nil {
+		return worker.App{}, fmt.Errorf("decode settings from the master: %w", err)
+	}
+	st, err := store.Open(ctx, storeOptions(s, info.Logger))
+	if err != nil {
+		return worker.App{}, err
+	}
+	srv, err := rpc.New(rpcOptions(s, info.Logger), st)
+	if err != nil {
+		st.Close()
+		return worker.App{}, err
+	}
+	return worker.App{Handler: srv.Handler, Close: func() { st.Close() }}, nil
+}
+
+func storeOptions(s config.Settings, log *zap.Logger) store.Options {
+	return store.Options{
+		DatabaseURL: s.DatabaseURL, PoolSize: s.DBPoolSize, MaxOverflow: s.DBMaxOverflow,
+		PoolTimeout: s.DBPoolTimeout, PoolRecycle: s.DBPoolRecycle,
+		CacheType: s.CacheType, CachePrefix: s.CachePrefix, CacheTTL: s.CacheTTL,
+		RedisURL: s.RedisURL, RedisMaxConnections: s.RedisMaxConnections,
+		RedisSocketTimeout: s.RedisSocketTimeout, RedisSocketConnectTimeout: s.RedisSocketConnectTimeout,
+		RedisHealthCheckInterval: s.RedisHealthCheckInterval,
+		PlatformAdminEmail:       s.PlatformAdminEmail, Logger: log,
+	}
+}
+
+func rpcOptions(s config.Settings, log *zap.Logger) rpc.Options {
+	return rpc.Options{
+		AuthRequired: s.AuthRequired, JWTSecretKey: s.JWTSecretKey, JWTAlgorithm: s.JWTAlgorithm,
+		JWTAudience: s.JWTAudience, JWTIssuer: s.JWTIssuer,
+		RequireTokenExpiration: s.RequireTokenExpiration, RequireJTI: s.RequireJTI,
+		RequireUserInDB: s.RequireUserInDB, MaxRequestBodySize: s.MaxRequestBodySize,
+		MaxBatchSize: s.MaxBatchSize, Version: version, Logger: log,
+	}
+}
+
+func printConfig(args []string) int {
+	res, code := load(args)
+	if res == nil {
+		return code
+	}
+	fmt.Printf("profile: %s\n", res.Profile)
+	res.Print(os.Stdout)
+	for _, w := range res.Warnings {
+		fmt.Fprintf(os.Stderr, "warning: %s\n", w)
+	}
+	return 0
+}

@@ -1,0 +1,45 @@
+package config
+
+import (
+	"fmt"
+	"io"
+	"reflect"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Print writes one aligned line per setting: name, value, source. Secrets
+// (JWTSecretKey, KeyFilePassword, passwords inside DatabaseURL and RedisURL)
+// are masked.
+func (r *Resolved) Print(w io.Writer) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	v := reflect.ValueOf(r.Settings)
+	for i := range settingsType.NumField() {
+		name := settingsType.Field(i).Name
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", name, formatValue(name, v.Field(i)), r.Sources[name])
+	}
+	tw.Flush()
+}
+
+// formatValue shows a setting's value the way the text sources accept it.
+func formatValue(field string, v reflect.Value) string {
+	switch x := v.Interface().(type) {
+	case string:
+		if x = maskValue(field, x); x == "" {
+			return `""`
+		}
+		return x
+	case []string:
+		return strings.Join(x, ",")
+	case time.Duration:
+		return x.String()
+	case int:
+		if field == "Workers" && x == workersAuto {
+			return "auto"
+		}
+		return strconv.Itoa(x)
+	}
+	return fmt.Sprint(v.Interface())
+}

@@ -1,0 +1,211 @@
+package config
+
+import (
+	"net"
+	"net/url"
+	"reflect"
+	"strings"
+	"time"
+)
+
+var settingsType = reflect.TypeFor[Settings]()
+
+// rule is what Load knows about one setting besides its names: what it
+// accepts (for errors and --help) and the range check run after merging.
+type rule struct {
+	accepted string
+	help     string
+	ok       func(v reflect.Value) bool // nil: any value of the field's type
+}
+
+const (
+	durSyntax  = "seconds (600, 0.5) or a Go duration (10m, 1.5s)"
+	boolSyntax = "true/false, 1/0, yes/no, on/off"
+)
+
+var rules = map[string]rule{
+	// Process model.
+	"HTTPServer": {`"gunicorn" or "granian"`, "profile whose defaults apply", oneOf(ProfileGunicorn, ProfileGranian)},
+	"Bind":       {"host:port, [ipv6]:port or unix:/path (comma-separated in GUNICORN_BIND)", "address to listen on (repeatable); empty means Host:Port", nil},
+	"Host":       {"a host name or IP address", "listen host when Bind is empty", nil},
+	"Port":       {"a whole number from 0 to 65535", "listen port when Bind is empty", intIn(0, 65535)},
+	"Workers":    {`"auto" or a whole number from 1 to 256`, "worker processes", intIn(1, maxWorkers)},
+	"Threads":    {"a whole number from 1 to 1024", "GOMAXPROCS of each worker", intIn(1, 1024)},
+	"Timeout":    {"a duration above 0: " + durSyntax, "kill a worker whose heartbeat or request is older than this", durAbove(0)},
+	"GracefulTimeout": {"a duration of 0 or more: " + durSyntax,
+		"time a stopping worker has to finish in-flight requests", durAbove(-1)},
+	"MaxRequests":       {"a whole number of 0 or more (0 = off)", "recycle a worker after this many requests", intIn(0, maxInt)},
+	"MaxRequestsJitter": {"a whole number of 0 or more", "random 0..N added to MaxRequests per worker", intIn(0, maxInt)},
+	"MaxWorkerLifetime": {"a duration of 0 or more (0 = off): " + durSyntax, "recycle a worker after this long", durAbove(-1)},
+	"MaxWorkerRSS":      {"a whole number of MiB, 0 or more (0 = off)", "recycle a worker whose RSS exceeds this many MiB", intIn(0, maxInt)},
+	"Backlog":           {"a whole number from 1 to 65535", "listen queue length of each socket", intIn(1, 65535)},
+	"Backpressure": {"a whole number of 0 or more (0 = off)",
+		"in-flight requests per worker before 503 + Retry-After", intIn(0, maxInt)},
+	"WorkerConnections": {"a whole number of 1 or more", "open connections per worker", intIn(1, maxInt)},
+	"KeepAlive":         {"a duration of 0 or more (0 = keep-alive off): " + durSyntax, "idle keep-alive timeout", durAbove(-1)},
+	"PreloadApp": {boolSyntax,
+		"master opens and checks the store before starting workers", nil},
+	"RespawnFailed":   {boolSyntax, "respawn workers that die", nil},
+	"HTTP1BufferSize": {"a whole number of bytes from 1024 to 1048576", "max request head size", intIn(1024, 1<<20)},
+	"HTTP":            {`"auto", "1" or "2"`, "HTTP version", oneOf("auto", "1", "2")},
+	"ReusePort":       {boolSyntax, "one SO_REUSEPORT socket per worker slot (held by the master)", nil},
+	"Pidfile":         {"a file path, or empty for none", "write the master's pid here", nil},
+	"ConfigFile":      {"a gunicorn.conf.go file path", "configuration file to read", nil},
+	"EnvFile":         {"a .env file path", ".env file to read", nil},
+	"LogLevel": {`"debug", "info", "warning" (or "warn"), "error" or "critical"`,
+		"log level", oneOf("debug", "info", "warning", "error", "critical")},
+	"DisableAccessLog": {boolSyntax, "turn the access log off", nil},
+	"AccessLogFile":    {`a file path, "-" for stdout, or empty for none`, "access log destination", nil},
+	"ErrorLogFile":     {`a file path, or "-" for stderr`, "error log destination", nil},
+	"SSL":              {boolSyntax, "serve HTTPS with CertFile and KeyFile", nil},
+	"CertFile":         {"a file path (required when SSL is on)", "TLS certificate (PEM)", nil},
+	"KeyFile":          {"a file path (required when SSL is on)", "TLS private key (PEM)", nil},
+	"KeyFilePassword":  {"any text", "passphrase of an encrypted KeyFile", nil},
+
+	// Gateway.
+	"AuthRequired":           {boolSyntax, "require a Bearer JWT", nil},
+	"JWTSecretKey":           {"any text (empty: a random key is generated)", "HMAC key of the JWTs", nil},
+	"JWTAlgorithm":           {`"HS256", "HS384" or "HS512"`, "JWT signing algorithm", oneOf("HS256", "HS384", "HS512")},
+	"JWTAudience":            {"any text", "required aud claim", nil},
+	"JWTIssuer":              {"any text", "required iss claim", nil},
+	"RequireTokenExpiration": {boolSyntax, "refuse JWTs without exp", nil},
+	"RequireJTI":             {boolSyntax, "refuse JWTs without jti", nil},
+	"RequireUserInDB":        {boolSyntax, "JWT subject must be a known active user", nil},
+	"PlatformAdminEmail":     {"an e-mail address (contains @)", "bootstrap admin user", func(v reflect.Value) bool { return strings.Contains(v.String(), "@") }},
+	"DatabaseURL": {"sqlite:///path, postgresql://..., postgres://... or postgresql+driver://...",
+		"database", func(v reflect.Value) bool { return validDatabaseURL(v.String()) }},
+	"DBPoolSize":    {"a whole number of 1 or more", "database connections kept per worker", intIn(1, maxInt)},
+	"DBMaxOverflow": {"a whole number of 0 or more", "extra connections allowed above DBPoolSize", intIn(0, maxInt)},
+	"DBPoolTimeout": {"a duration above 0: " + durSyntax, "wait for a free connection", durAbove(0)},
+	"DBPoolRecycle": {"a duration above 0: " + durSyntax, "close connections older than this", durAbove(0)},
+	"CacheType": {`"database", "memory", "redis" or "none"`,
+		"cache backend", oneOf("database", "memory", "redis", "none")},
+	"CachePrefix": {"any text", "key prefix in shared caches", nil},
+	"CacheTTL":    {"a duration above 0: " + durSyntax, "cache entry lifetime", durAbove(0)},
+	"RedisURL": {"redis://... or rediss://...", "Redis server",
+		func(v reflect.Value) bool { return hasScheme(v.String(), "redis", "rediss") }},
+	"RedisMaxConnections":       {"a whole number of 1 or more", "Redis pool size per worker", intIn(1, maxInt)},
+	"RedisSocketTimeout":        {"a duration above 0: " + durSyntax, "Redis command timeout", durAbove(0)},
+	"RedisSocketConnectTimeout": {"a duration above 0: " + durSyntax, "Redis connect timeout", durAbove(0)},
+	"RedisHealthCheckInterval":  {"a duration above 0: " + durSyntax, "Redis connection health check period", durAbove(0)},
+	"MaxRequestBodySize":        {"a whole number of bytes, 1 or more", "largest request body accepted", intIn(1, maxInt)},
+	"MaxBatchSize":              {"a whole number of 1 or more", "largest JSON-RPC batch accepted", intIn(1, maxInt)},
+}
+
+const maxInt = int(^uint(0) >> 1)
+
+func intIn(lo, hi int) func(reflect.Value) bool {
+	return func(v reflect.Value) bool { n := int(v.Int()); return n >= lo && n <= hi }
+}
+
+// durAbove(-1) means "0 or more", durAbove(0) "more than 0".
+func durAbove(min time.Duration) func(reflect.Value) bool {
+	return func(v reflect.Value) bool { return time.Duration(v.Int()) > min }
+}
+
+func oneOf(values ...string) func(reflect.Value) bool {
+	return func(v reflect.Value) bool {
+		for _, s := range values {
+			if v.String() == s {
+				return true
+			}
+		}
+		return false
+	}
+}
+
+func hasScheme(raw string, schemes ...string) bool {
+	scheme, _, ok := strings.Cut(raw, "://")
+	if !ok {
+		return false
+	}
+	for _, s := range schemes {
+		if strings.EqualFold(scheme, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// validDatabaseURL checks the scheme only: the store opens the database.
+func validDatabaseURL(raw string) bool {
+	scheme, rest, ok := strings.Cut(raw, "://")
+	if !ok {
+		return false
+	}
+	scheme = strings.ToLower(scheme)
+	base, driver, hasDriver := strings.Cut(scheme, "+")
+	switch {
+	case base == "sqlite" && !hasDriver:
+		return strings.HasPrefix(rest, "/") && len(rest) > 1
+	case base == "postgresql" || (base == "postgres" && !hasDriver):
+		return !hasDriver || driver != ""
+	}
+	return false
+}
+
+// normalise folds the spellings Load accepts into the one form workers see.
+func normalise(s *Settings) {
+	s.HTTPServer = strings.ToLower(strings.TrimSpace(s.HTTPServer))
+	s.HTTP = strings.ToLower(strings.TrimSpace(s.HTTP))
+	s.LogLevel = strings.ToLower(strings.TrimSpace(s.LogLevel))
+	if s.LogLevel == "warn" {
+		s.LogLevel = "warning"
+	}
+	s.CacheType = strings.ToLower(strings.TrimSpace(s.CacheType))
+	s.JWTAlgorithm = strings.ToUpper(strings.TrimSpace(s.JWTAlgorithm))
+	s.Host = strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(s.Host), "["), "]")
+}
+
+// checkBind validates one Bind entry.
+func checkBind(addr string) bool {
+	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
+		return path != ""
+	}
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	n, err := parseInt(port)
+	return err == nil && n >= 0 && n <= 65535 && !strings.ContainsAny(port, " +-")
+}
+
+// maskURL hides the password inside a URL. Text that url.Parse rejects is
+// masked by hand, so a malformed URL never leaks its password into a log.
+func maskURL(raw string) string {
+	const mask = "xxxxx"
+	if u, err := url.Parse(raw); err == nil {
+		if u.User == nil {
+			return raw
+		}
+		if _, has := u.User.Password(); !has {
+			return raw
+		}
+		u.User = url.UserPassword(u.User.Username(), mask)
+		return u.String()
+	}
+	scheme, rest, ok := strings.Cut(raw, "://")
+	at := strings.LastIndex(rest, "@")
+	if !ok || at < 0 {
+		return raw
+	}
+	user, _, hasPass := strings.Cut(rest[:at], ":")
+	if !hasPass {
+		return raw
+	}
+	return scheme + "://" + user + ":" + mask + rest[at:]
+}
+
+// maskValue hides secrets in a value about to be shown in an error or by Print.
+func maskValue(field, value string) string {
+	switch field {
+	case "JWTSecretKey", "KeyFilePassword":
+		if value == "" {
+			return ""
+		}
+		return "********"
+	case "DatabaseURL", "RedisURL":
+		return maskURL(value)
+	}
+	return value
+}

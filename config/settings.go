@@ -1,0 +1,187 @@
+// Package config builds the one resolved configuration of mcpgateway, in the
+// master process, from these layers (later wins):
+//
+//	profile defaults (HTTP_SERVER) < gunicorn.conf.go < .env file < environment < flags
+//
+// Workers never re-read files: the master hands them the resolved Settings
+// (they round-trip through JSON exactly).
+package config
+
+import "time"
+
+// Profiles select the defaults of the server they are named after.
+const (
+	ProfileGunicorn = "gunicorn"
+	ProfileGranian  = "granian"
+)
+
+// Settings is the resolved configuration. Field names are the names used in
+// gunicorn.conf.go, in Resolved.Sources and in `mcpgateway config`.
+//
+// Tags: `env` holds a name read in every profile, `gunicorn` and `granian` the
+// names of that server (both are read in every profile; the active profile's
+// name wins when both are set), `flag` the long and short flag names.
+// caarlos0/env reads the three environment tags; see envlayer.go.
+type Settings struct {
+	// Process model.
+	HTTPServer string   `env:"HTTP_SERVER" flag:"http-server"`
+	Bind       []string `gunicorn:"GUNICORN_BIND" flag:"bind,b"`
+	Host       string   `env:"HOST" granian:"GRANIAN_HOST" flag:"host"`
+	Port       int      `env:"PORT" granian:"GRANIAN_PORT" flag:"port"`
+	// Workers is always >= 1 after Load ("auto" is resolved). Its environment
+	// names are on envTarget.Workers, because their text may be "auto".
+	Workers           int           `flag:"workers,w"`
+	Threads           int           `gunicorn:"GUNICORN_THREADS" granian:"GRANIAN_RUNTIME_THREADS" flag:"threads"`
+	Timeout           time.Duration `gunicorn:"GUNICORN_TIMEOUT" flag:"timeout,t"`
+	GracefulTimeout   time.Duration `gunicorn:"GUNICORN_GRACEFUL_TIMEOUT" granian:"GRANIAN_WORKERS_KILL_TIMEOUT" flag:"graceful-timeout"`
+	MaxRequests       int           `gunicorn:"GUNICORN_MAX_REQUESTS" flag:"max-requests"`
+	MaxRequestsJitter int           `gunicorn:"GUNICORN_MAX_REQUESTS_JITTER" flag:"max-requests-jitter"`
+	MaxWorkerLifetime time.Duration `granian:"GRANIAN_WORKERS_LIFETIME" flag:"max-worker-lifetime"`
+	MaxWorkerRSS      int           `granian:"GRANIAN_WORKERS_MAX_RSS" flag:"max-worker-rss"` // MiB
+	Backlog           int           `gunicorn:"GUNICORN_BACKLOG" granian:"GRANIAN_BACKLOG" flag:"backlog"`
+	Backpressure      int           `gunicorn:"GUNICORN_BACKPRESSURE" granian:"GRANIAN_BACKPRESSURE" flag:"backpressure"`
+	WorkerConnections int           `gunicorn:"GUNICORN_WORKER_CONNECTIONS" flag:"worker-connections"`
+	KeepAlive         time.Duration `env:"GUNICORN_KEEPALIVE" gunicorn:"GUNICORN_KEEP_ALIVE" flag:"keep-alive"`
+	PreloadApp        bool          `gunicorn:"GUNICORN_PRELOAD_APP" flag:"preload"`
+	RespawnFailed     bool          `granian:"GRANIAN_RESPAWN_FAILED" flag:"respawn-failed"`
+	HTTP1BufferSize   int           `granian:"GRANIAN_HTTP1_BUFFER_SIZE" flag:"http1-buffer-size"`
+	HTTP              string        `granian:"GRANIAN_HTTP" flag:"http"`
+	ReusePort         bool          `gunicorn:"GUNICORN_REUSE_PORT" granian:"GRANIAN_REUSE_PORT" flag:"reuse-port"`
+	Pidfile           string        `gunicorn:"GUNICORN_PIDFILE" granian:"GRANIAN_PID_FILE" flag:"pidfile,p"`
+	ConfigFile        string        `gunicorn:"GUNICORN_CONFIG" flag:"config,c"`
+	EnvFile           string        `env:"ENV_FILE" flag:"env-file"`
+	LogLevel          string        `env:"LOG_LEVEL" gunicorn:"GUNICORN_LOG_LEVEL" granian:"GRANIAN_LOG_LEVEL" flag:"log-level"`
+	DisableAccessLog  bool          `env:"DISABLE_ACCESS_LOG" flag:"disable-access-log"`
+	AccessLogFile     string        `gunicorn:"GUNICORN_ACCESS_LOGFILE" flag:"access-logfile"`
+	ErrorLogFile      string        `gunicorn:"GUNICORN_ERROR_LOGFILE" flag:"error-logfile"`
+	SSL               bool          `env:"SSL" flag:"ssl"`
+	CertFile          string        `env:"CERT_FILE" flag:"certfile"`
+	KeyFile           string        `env:"KEY_FILE" flag:"keyfile"`
+	KeyFilePassword   string        `env:"KEY_FILE_PASSWORD"`
+
+	// Gateway.
+	AuthRequired              bool          `env:"AUTH_REQUIRED"`
+	JWTSecretKey              string        `env:"JWT_SECRET_KEY"`
+	JWTAlgorithm              string        `env:"JWT_ALGORITHM"`
+	JWTAudience               string        `env:"JWT_AUDIENCE"`
+	JWTIssuer                 string        `env:"JWT_ISSUER"`
+	RequireTokenExpiration    bool          `env:"REQUIRE_TOKEN_EXPIRATION"`
+	RequireJTI                bool          `env:"REQUIRE_JTI"`
+	RequireUserInDB           bool          `env:"REQUIRE_USER_IN_DB"`
+	PlatformAdminEmail        string        `env:"PLATFORM_ADMIN_EMAIL"`
+	DatabaseURL               string        `env:"DATABASE_URL"`
+	DBPoolSize                int           `env:"DB_POOL_SIZE"`
+	DBMaxOverflow             int           `env:"DB_MAX_OVERFLOW"`
+	DBPoolTimeout             time.Duration `env:"DB_POOL_TIMEOUT"`
+	DBPoolRecycle             time.Duration `env:"DB_POOL_RECYCLE"`
+	CacheType                 string        `env:"CACHE_TYPE"`
+	CachePrefix               string        `env:"CACHE_PREFIX"`
+	CacheTTL                  time.Duration `env:"CACHE_TTL"`
+	RedisURL                  string        `env:"REDIS_URL"`
+	RedisMaxConnections       int           `env:"REDIS_MAX_CONNECTIONS"`
+	RedisSocketTimeout        time.Duration `env:"REDIS_SOCKET_TIMEOUT"`
+	RedisSocketConnectTimeout time.Duration `env:"REDIS_SOCKET_CONNECT_TIMEOUT"`
+	RedisHealthCheckInterval  time.Duration `env:"REDIS_HEALTH_CHECK_INTERVAL"`
+	MaxRequestBodySize        int           `env:"MAX_REQUEST_BODY_SIZE" flag:"max-request-body-size"`
+	MaxBatchSize              int           `env:"JSONRPC_MAX_BATCH_SIZE"`
+}
+
+// Source says where a setting's value came from.
+type Source struct {
+	Kind string // "default", "file", "dotenv", "env", "flag", "generated", "derived"
+	Name string // e.g. "GUNICORN_WORKERS", "--workers", "gunicorn.conf.go:12"
+}
+
+func (s Source) String() string {
+	if s.Name == "" {
+		return s.Kind
+	}
+	return s.Kind + " " + s.Name
+}
+
+// Resolved is the outcome of Load.
+type Resolved struct {
+	Settings Settings
+	Sources  map[string]Source // by Go field name
+	Warnings []string
+	Profile  string
+}
+
+// Input is everything Load reads besides the files it finds.
+type Input struct {
+	Args    []string // flags only, after the subcommand
+	Environ []string // os.Environ() form
+	Dir     string   // where ./gunicorn.conf.go and ./.env are looked for; relative paths are taken from here
+	NumCPU  int      // CPUs for Workers "auto"; 0 means runtime.GOMAXPROCS(0), which follows a container's CPU limit
+}
+
+// workersAuto is how "auto" is held until Load resolves it.
+const workersAuto = 0
+
+// Defaults returns the defaults of a profile ("gunicorn" or "granian"), with
+// Workers still "auto" (0) and JWTSecretKey still empty.
+func Defaults(profile string) (Settings, error) {
+	s := Settings{
+		HTTPServer:        ProfileGunicorn,
+		Host:              "0.0.0.0",
+		Port:              4444,
+		Workers:           workersAuto,
+		Threads:           1,
+		Timeout:           600 * time.Second,
+		GracefulTimeout:   30 * time.Second,
+		MaxRequests:       100000,
+		MaxRequestsJitter: 100,
+		Backlog:           2048,
+		Backpressure:      0,
+		WorkerConnections: 1000,
+		KeepAlive:         5 * time.Second,
+		RespawnFailed:     true,
+		HTTP1BufferSize:   8192,
+		HTTP:              "auto",
+		EnvFile:           ".env",
+		LogLevel:          "info",
+		DisableAccessLog:  true,
+		ErrorLogFile:      "-",
+		CertFile:          "certs/cert.pem",
+		KeyFile:           "certs/key.pem",
+
+		AuthRequired:              true,
+		JWTAlgorithm:              "HS256",
+		JWTAudience:               "mcpgateway-api",
+		JWTIssuer:                 "mcpgateway",
+		RequireTokenExpiration:    true,
+		RequireJTI:                true,
+		RequireUserInDB:           true,
+		PlatformAdminEmail:        "admin@example.com",
+		DatabaseURL:               "sqlite:///./mcp.db",
+		DBPoolSize:                5,
+		DBMaxOverflow:             5,
+		DBPoolTimeout:             30 * time.Second,
+		DBPoolRecycle:             3600 * time.Second,
+		CacheType:                 "database",
+		CachePrefix:               "mcpgw:",
+		CacheTTL:                  60 * time.Second,
+		RedisURL:                  "redis://localhost:6379/0",
+		RedisMaxConnections:       50,
+		RedisSocketTimeout:        2 * time.Second,
+		RedisSocketConnectTimeout: 2 * time.Second,
+		RedisHealthCheckInterval:  30 * time.Second,
+		MaxRequestBodySize:        4 << 20,
+		MaxBatchSize:              100,
+	}
+	switch profile {
+	case ProfileGunicorn:
+	case ProfileGranian:
+		// Granian does not recycle by request count, refuses work past its
+		// backpressure limit, and reads requests into a 512 KiB buffer.
+		s.HTTPServer = ProfileGranian
+		s.MaxRequests = 0
+		s.MaxRequestsJitter = 0
+		s.Backpressure = 512
+		s.HTTP1BufferSize = 512 << 10
+	default:
+		return Settings{}, &Error{Setting: "HTTPServer", Source: "profile", Value: profile,
+			Accepted: rules["HTTPServer"].accepted, Err: ErrInvalidValue}
+	}
+	return s, nil
+}
