@@ -290,3 +290,61 @@ func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool)
 	t.Fatalf("%s: not within %s", what, timeout)
 	return 0
 }
+
+// keepLoading sends POST requests over conns keep-alive connections until
+// the returned stop is called, which reports what the load saw.
+func keepLoading(url string, conns int) (stop func() *loadResult) {
+	r := &loadResult{byBody: map[string]int{}, byStatus: map[int]int{}}
+	c := client(conns)
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := 0; i < conns; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				code, body, err := post(c, url)
+				r.mu.Lock()
+				if err != nil {
+					r.errors = append(r.errors, err)
+				} else {
+					r.byStatus[code]++
+					r.byBody[body]++
+				}
+				r.mu.Unlock()
+			}
+		}()
+	}
+	return func() *loadResult {
+		close(done)
+		wg.Wait()
+		c.CloseIdleConnections()
+		return r
+	}
+}
+
+// clean fails the test when the load saw any failure.
+func (r *loadResult) clean(t *testing.T) int {
+	t.Helper()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.errors) > 0 {
+		t.Fatalf("%d failed requests, first: %v", len(r.errors), r.errors[0])
+	}
+	total := 0
+	for code, n := range r.byStatus {
+		if code != 200 {
+			t.Fatalf("%d answers %d", n, code)
+		}
+		total += n
+	}
+	if total == 0 {
+		t.Fatal("the load got no answer at all")
+	}
+	return total
+}

@@ -30,6 +30,8 @@ type proc struct {
 	quitAt              time.Time // when it was sent SIGQUIT for not heartbeating
 	killed              bool
 	exited              bool
+	lifetime            time.Duration // recycle after this long (0: never)
+	rssStrikes          int           // consecutive RSS samples over the limit
 }
 
 // event is what the per-process goroutines report to the loop.
@@ -56,10 +58,18 @@ type master struct {
 	target    int
 	everReady bool
 
+	notify    *notifier
+	child     *exec.Cmd  // the new master of a USR2 upgrade
+	childDone chan error // its exit
+	winched   bool       // WINCH: our workers stopped for the new master's
+	upgraded  bool       // this master was started by an old one's USR2
+	reloading bool       // HUP: tell systemd READY=1 when the roll is done
+
 	stopping  bool
 	fast      bool
 	stopAt    time.Time
 	halt      *HaltError
+	ticks     int
 	bootFails int
 	crashes   []time.Time // recent crashes of ready workers
 	backoff   time.Time
@@ -69,9 +79,10 @@ func newMaster(o Options) (*master, error) {
 	m := &master{
 		o: o, log: o.Logger.With(zap.String("proc", "master"), zap.Int("pid", os.Getpid())),
 		events: make(chan event, 64), procs: map[int]*proc{}, dead: map[int]bool{}, target: o.Workers,
+		childDone: make(chan error, 1), notify: newNotifier(),
 	}
 	var err error
-	if m.listeners, err = listen(o.Binds, o.Backlog, o.ReusePort); err != nil {
+	if m.listeners, m.upgraded, err = openListeners(o); err != nil {
 		return nil, err
 	}
 	if m.table, err = protocol.CreateTable(tableRows); err != nil {
@@ -95,6 +106,19 @@ func newMaster(o Options) (*master, error) {
 	return m, nil
 }
 
+// openListeners takes the sockets systemd passed, else those an upgrading
+// master passed, else binds the configured addresses.
+func openListeners(o Options) ([]*listener, bool, error) {
+	if ls, err := activatedListeners(); err != nil || ls != nil {
+		return ls, false, err
+	}
+	if ls, upgraded, err := upgradeListeners(o.Binds, o.Backlog, o.ReusePort); upgraded {
+		return ls, true, err
+	}
+	ls, err := listen(o.Binds, o.Backlog, o.ReusePort)
+	return ls, false, err
+}
+
 // configFile writes what every worker reads at start into a memfd.
 func configFile(o Options) (*os.File, error) {
 	raw, err := json.Marshal(protocol.Envelope{Worker: o.Worker, App: o.Payload})
@@ -116,6 +140,14 @@ func configFile(o Options) (*os.File, error) {
 func (m *master) close() {
 	for slot := range m.perSlot {
 		m.closeSlotSockets(slot)
+	}
+	if m.child != nil {
+		for _, l := range m.listeners {
+			l.path = "" // the new master serves on these socket files now
+		}
+		if m.o.Pidfile != "" {
+			removePidfile(m.o.Pidfile + ".oldbin")
+		}
 	}
 	closeListeners(m.listeners)
 	if m.table != nil {
@@ -166,12 +198,17 @@ func (m *master) run(ctx context.Context) error {
 			m.signal(sig.(syscall.Signal))
 		case ev := <-m.events:
 			m.handle(ev)
+		case err := <-m.childDone:
+			m.upgradeFailed(err)
 		case <-tick.C:
 			m.murder()
+			m.recyclePolicies()
+			m.notify.ping()
 		}
 	}
 	if m.halt != nil {
 		m.log.Error("master halted", zap.String("reason", m.halt.Reason))
+		m.notify.send("STOPPING=1\nSTATUS=halted: " + m.halt.Reason)
 		return m.halt
 	}
 	m.log.Info("master stopped")
@@ -189,6 +226,14 @@ func (m *master) signal(sig syscall.Signal) {
 		m.scale(m.target + 1)
 	case syscall.SIGTTOU:
 		m.scale(m.target - 1)
+	case syscall.SIGHUP:
+		m.reload()
+	case syscall.SIGUSR1:
+		m.reopenLogs()
+	case syscall.SIGUSR2:
+		m.upgrade()
+	case syscall.SIGWINCH:
+		m.winch()
 	}
 }
 
@@ -199,6 +244,7 @@ func (m *master) stop(fast bool, why string) {
 		return
 	}
 	m.stopping, m.fast = true, fast
+	m.notify.send("STOPPING=1")
 	if fast {
 		m.stopAt = time.Now().Add(killDelay)
 	} else {
@@ -271,7 +317,7 @@ func (m *master) manage() {
 			m.terminate(p, p.retire)
 		}
 	}
-	if now.Before(m.backoff) {
+	if now.Before(m.backoff) || m.winched {
 		return
 	}
 	for slot := 0; slot < m.target; slot++ {
@@ -324,7 +370,7 @@ func (m *master) spawn(slot int) error {
 		return fmt.Errorf("pipe: %w", err)
 	}
 	cmd := exec.Command(m.o.Executable, m.o.Args...)
-	cmd.Env = append(os.Environ(), id.Env()...)
+	cmd.Env = append(childEnv(true), id.Env()...)
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	sockets, err := m.socketsFor(slot)
 	if err != nil {
@@ -359,7 +405,8 @@ func (m *master) spawn(slot int) error {
 	m.table.Header().Add(protocol.HStarts, 1)
 	r.Store(protocol.FPid, uint64(cmd.Process.Pid))
 
-	p := &proc{slot: slot, gen: id.Generation, row: row, pid: cmd.Process.Pid, cmd: cmd, started: time.Now()}
+	p := &proc{slot: slot, gen: id.Generation, row: row, pid: cmd.Process.Pid, cmd: cmd, started: time.Now(),
+		lifetime: lifetimeFor(m.o.MaxWorkerLifetime)}
 	m.procs[p.pid] = p
 	m.log.Info("worker started", m.fields(p, zap.Int("max_requests", limit))...)
 	go m.readMessages(p, pr)
@@ -395,10 +442,16 @@ func (m *master) handle(ev event) {
 		if !m.everReady && m.allReady() {
 			m.everReady = true
 			m.log.Info("server ready", zap.Strings("listening", m.addrs()), zap.Int("workers", m.target))
+			ready := "READY=1"
+			if m.upgraded {
+				ready = fmt.Sprintf("MAINPID=%d\nREADY=1", os.Getpid()) // systemd follows the new master
+			}
+			m.notify.send(ready + "\nSTATUS=" + m.status())
 			if m.o.Ready != nil {
 				m.o.Ready(m.addrs())
 			}
 		}
+		m.reloaded()
 	case strings.HasPrefix(ev.msg, protocol.MsgRetire):
 		if p.retire == "" {
 			p.retire = strings.TrimPrefix(ev.msg, protocol.MsgRetire)

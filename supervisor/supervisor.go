@@ -28,6 +28,8 @@ type Options struct {
 	GracefulTimeout   time.Duration // how long a stopping worker may drain
 	MaxRequests       int           // recycle a worker after this many requests (0: never)
 	MaxRequestsJitter int           // plus a random [0, jitter], so workers do not recycle together
+	MaxWorkerLifetime time.Duration // recycle a worker after this long, +0-10% (0: never)
+	MaxWorkerRSS      int64         // recycle a worker whose RSS stays above this many bytes (0: never)
 	RespawnFailed     bool          // respawn workers that die on their own
 	Pidfile           string
 
@@ -41,6 +43,13 @@ type Options struct {
 	// Prepare, when set, runs once after the sockets are bound and before
 	// any worker starts (database migrations); an error stops the master.
 	Prepare func(ctx context.Context) error
+
+	// Reload, when set, gives the configuration HUP switches to; an error
+	// refuses the reload and the running workers keep serving.
+	Reload func() (Options, error)
+
+	// ReopenLogs, when set, reopens the master's log files on USR1.
+	ReopenLogs func()
 
 	// Ready, when set, is called once, when every worker has first reported
 	// ready, with the addresses actually bound (port 0 resolved).

@@ -114,7 +114,7 @@ func (w *worker) account(ctx *fasthttp.RequestCtx, start int64) {
 		w.retire(protocol.ReasonRecycled)
 	}
 	if w.opts.AccessLog {
-		w.log.Info("request", zap.ByteString("method", ctx.Method()), zap.ByteString("path", ctx.Path()),
+		w.access.Info("request", zap.ByteString("method", ctx.Method()), zap.ByteString("path", ctx.Path()),
 			zap.Int("status", code), zap.Duration("duration", time.Duration(dur)),
 			zap.String("remote", ctx.RemoteAddr().String()))
 	}

@@ -52,6 +52,7 @@ type worker struct {
 	id      protocol.Identity
 	opts    protocol.WorkerOptions
 	log     *zap.Logger
+	access  *zap.Logger // access lines: the main log or AccessLogFile
 	table   *protocol.Table
 	row     *protocol.Row
 	master  *os.File // pipe to the master
@@ -108,7 +109,7 @@ func attach() (*worker, error) {
 	if id.Row < 1 || id.Row > table.Len() {
 		return nil, fmt.Errorf("status row %d out of range 1..%d", id.Row, table.Len())
 	}
-	log, err := protocol.NewLogger(env.Worker.LogLevel, "")
+	log, err := protocol.NewLogger(env.Worker.LogLevel, env.Worker.LogFile)
 	if err != nil {
 		return nil, err
 	}
@@ -130,6 +131,14 @@ func attach() (*worker, error) {
 		w.listeners = append(w.listeners, ln)
 	}
 	w.conns.row = w.row
+	w.access = w.log
+	if env.Worker.AccessLogFile != "" {
+		access, err := protocol.NewLogger("info", env.Worker.AccessLogFile)
+		if err != nil {
+			return nil, err
+		}
+		w.access = access.With(zap.Int("slot", id.Slot), zap.Int("pid", os.Getpid()))
+	}
 	w.app.Handler = func(*fasthttp.RequestCtx) {}
 	return w, nil
 }
@@ -175,7 +184,9 @@ func (w *worker) run(setup Setup) int {
 				w.log.Info("worker fast stop", zap.String("signal", "INT"))
 				return 0
 			case syscall.SIGUSR1:
-				// Logs go to inherited stderr; nothing to reopen here.
+				if err := protocol.ReopenLogFiles(); err != nil {
+					w.log.Error("reopen log files", zap.Error(err))
+				}
 			}
 		case <-tick.C:
 			w.heartbeat()

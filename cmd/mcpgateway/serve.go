@@ -56,6 +56,12 @@ func serve(args []string) int {
 		log.Error("cannot start", zap.Error(err))
 		return 1
 	}
+	opts.Reload = func() (supervisor.Options, error) { return reloadOptions(args, res, log) }
+	opts.ReopenLogs = func() {
+		if err := protocol.ReopenLogFiles(); err != nil {
+			log.Error("reopen log files", zap.Error(err))
+		}
+	}
 	err = supervisor.Run(context.Background(), opts)
 	var halt *supervisor.HaltError
 	switch {
@@ -66,6 +72,23 @@ func serve(args []string) int {
 		return 1
 	}
 	return 0
+}
+
+// reloadOptions resolves the configuration again for HUP: gunicorn.conf.go
+// and .env are read anew; the environment and flags are the ones the master
+// started with. A key the master generated stays, or every token would die.
+func reloadOptions(args []string, first *config.Resolved, log *zap.Logger) (supervisor.Options, error) {
+	res, err := config.Load(config.Input{Args: args, Environ: os.Environ(), Dir: "."})
+	if err != nil {
+		return supervisor.Options{}, err
+	}
+	if res.Sources["JWTSecretKey"].Kind == "generated" && first.Sources["JWTSecretKey"].Kind == "generated" {
+		res.Settings.JWTSecretKey = first.Settings.JWTSecretKey
+	}
+	for _, w := range res.Warnings {
+		log.Warn("configuration", zap.String("warning", w))
+	}
+	return serverOptions(res, log)
 }
 
 // serverOptions maps the resolved settings onto the supervisor.
@@ -80,11 +103,13 @@ func serverOptions(res *config.Resolved, log *zap.Logger) (supervisor.Options, e
 		Workers: s.Workers, Timeout: s.Timeout, GracefulTimeout: s.GracefulTimeout,
 		MaxRequests: s.MaxRequests, MaxRequestsJitter: s.MaxRequestsJitter,
 		RespawnFailed: s.RespawnFailed, Pidfile: s.Pidfile,
+		MaxWorkerLifetime: s.MaxWorkerLifetime, MaxWorkerRSS: int64(s.MaxWorkerRSS) << 20,
 		Worker: protocol.WorkerOptions{
 			Backpressure: s.Backpressure, WorkerConnections: s.WorkerConnections,
 			KeepAlive: s.KeepAlive, Threads: s.Threads, MaxHeaderSize: s.HTTP1BufferSize,
-			MaxRequestBodySize: s.MaxRequestBodySize, LogLevel: s.LogLevel,
-			AccessLog: !s.DisableAccessLog,
+			MaxRequestBodySize: s.MaxRequestBodySize, LogLevel: s.LogLevel, LogFile: s.ErrorLogFile,
+			AccessLog: !s.DisableAccessLog || s.AccessLogFile != "", AccessLogFile: s.AccessLogFile,
+			Version: version,
 		},
 		Payload: payload,
 		Args:    []string{"worker"},

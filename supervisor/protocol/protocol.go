@@ -48,6 +48,7 @@ const (
 	ReasonScale    = "scale"    // TTOU
 	ReasonShutdown = "shutdown" // the master is stopping
 	ReasonBootFail = "boot"     // failed to start
+	ReasonUpgrade  = "upgrade"  // WINCH after USR2: the new master's workers took over
 )
 
 // ExitBootError is the worker's exit status when its application fails to
@@ -68,8 +69,10 @@ type WorkerOptions struct {
 	MaxHeaderSize      int           `json:"max_header_size"`
 	MaxRequestBodySize int           `json:"max_request_body_size"`
 	LogLevel           string        `json:"log_level"`
-	AccessLog          bool          `json:"access_log"`
-	MaxWorkerRSS       int64         `json:"max_worker_rss"` // bytes, 0 = off
+	LogFile            string        `json:"log_file"`        // "" = standard error
+	AccessLog          bool          `json:"access_log"`      // one line per request
+	AccessLogFile      string        `json:"access_log_file"` // "" = the main log
+	Version            string        `json:"version"`         // for build_info
 }
 
 // Envelope is the configuration memfd's content.

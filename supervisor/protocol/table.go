@@ -91,6 +91,7 @@ const (
 	HExitScale
 	HExitShutdown
 	HExitBoot
+	HExitUpgrade
 )
 
 // ExitField maps an exit reason to its header counter.
@@ -112,12 +113,14 @@ func ExitField(reason string) Field {
 		return HExitShutdown
 	case ReasonBootFail:
 		return HExitBoot
+	case ReasonUpgrade:
+		return HExitUpgrade
 	}
 	return HExitCrashed
 }
 
 // ExitReasons lists the reasons in header order, for metrics.
-var ExitReasons = []string{ReasonRecycled, ReasonLifetime, ReasonRSS, ReasonTimeout, ReasonCrashed, ReasonReload, ReasonScale, ReasonShutdown, ReasonBootFail}
+var ExitReasons = []string{ReasonRecycled, ReasonLifetime, ReasonRSS, ReasonTimeout, ReasonCrashed, ReasonReload, ReasonScale, ReasonShutdown, ReasonBootFail, ReasonUpgrade}
 
 // Worker states.
 const (

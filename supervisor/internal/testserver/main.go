@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/mcpgateway/mcpgateway/supervisor"
@@ -26,6 +27,9 @@ import (
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "worker" {
 		os.Exit(worker.Run(setup))
+	}
+	if os.Getenv("MCPGATEWAY_UPGRADE_FDS") != "" && os.Getenv("TESTSERVER_UPGRADE_FAIL") == "1" {
+		protocol.Exit(1, "testserver: failing as a new master (TESTSERVER_UPGRADE_FAIL=1)")
 	}
 	var binds multiFlag
 	fs := flag.NewFlagSet("testserver", flag.ExitOnError)
@@ -41,7 +45,32 @@ func main() {
 	fs.BoolVar(&o.RespawnFailed, "respawn-failed", true, "")
 	fs.BoolVar(&o.ReusePort, "reuse-port", false, "")
 	fs.StringVar(&o.Pidfile, "pidfile", "", "")
+	fs.DurationVar(&o.MaxWorkerLifetime, "max-worker-lifetime", 0, "")
+	maxRSS := fs.Int64("max-worker-rss", 0, "MiB")
+	reloadFile := fs.String("reload-file", "", "HUP reads workers=N from this file; a line 'bad' fails the reload")
 	fs.Parse(os.Args[1:])
+	o.MaxWorkerRSS = *maxRSS << 20
+	if *reloadFile != "" {
+		o.Reload = func() (supervisor.Options, error) {
+			n := o
+			b, err := os.ReadFile(*reloadFile)
+			if err != nil {
+				return n, err
+			}
+			for i, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+				k, v, _ := strings.Cut(line, "=")
+				switch k {
+				case "workers":
+					if n.Workers, err = strconv.Atoi(v); err != nil {
+						return n, fmt.Errorf("%s:%d: workers: %w", *reloadFile, i+1, err)
+					}
+				default:
+					return n, fmt.Errorf("%s:%d: bad setting %q", *reloadFile, i+1, line)
+				}
+			}
+			return n, nil
+		}
+	}
 	o.Binds = binds
 	o.Worker.KeepAlive = 5 * time.Second
 	o.Worker.Threads = 1

@@ -1,0 +1,311 @@
+package supervisor_test
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mcpgateway/mcpgateway/supervisor/protocol"
+)
+
+func TestHUPRollsEveryWorkerUnderLoad(t *testing.T) {
+	reload := filepath.Join(t.TempDir(), "reload.conf")
+	os.WriteFile(reload, []byte("workers=3\n"), 0o644)
+	s := start(t, nil, "--workers", "2", "--reload-file", reload)
+	tb := s.table()
+	before := readyPids(tb)
+	stop := keepLoading(s.url("/pid"), 50)
+	time.Sleep(300 * time.Millisecond)
+	s.signal(syscall.SIGHUP)
+	s.waitLog("reload complete", 10*time.Second)
+	waitFor(t, "old workers gone", 10*time.Second, func() bool {
+		for pid := range before {
+			if alive(pid) {
+				return false
+			}
+		}
+		return true
+	})
+	time.Sleep(300 * time.Millisecond)
+	served := stop().clean(t)
+	after := readyPids(tb)
+	if len(after) != 3 {
+		t.Fatalf("want the reloaded 3 workers, have %d", len(after))
+	}
+	for pid := range after {
+		if before[pid] {
+			t.Fatalf("worker %d survived the reload", pid)
+		}
+	}
+	t.Logf("HUP under load: %d requests, none failed", served)
+}
+
+func TestHUPWithBrokenConfigurationKeepsServing(t *testing.T) {
+	reload := filepath.Join(t.TempDir(), "reload.conf")
+	os.WriteFile(reload, []byte("workers=2\nbad\n"), 0o644)
+	s := start(t, nil, "--workers", "2", "--reload-file", reload)
+	before := readyPids(s.table())
+	s.signal(syscall.SIGHUP)
+	refused := s.waitLog("reload refused: the running configuration stays", 5*time.Second)
+	if !strings.Contains(fmt.Sprint(refused["error"]), "reload.conf:2") {
+		t.Fatalf("the error does not name file and line: %v", refused)
+	}
+	time.Sleep(300 * time.Millisecond)
+	after := readyPids(s.table())
+	if len(after) != 2 {
+		t.Fatalf("workers changed: %v", after)
+	}
+	for pid := range before {
+		if !after[pid] {
+			t.Fatalf("worker %d replaced by a refused reload", pid)
+		}
+	}
+	if code, _, err := post(client(1), s.url("/pid")); err != nil || code != 200 {
+		t.Fatalf("not serving after a refused reload: %d %v", code, err)
+	}
+}
+
+func TestTTINAndTTOUScaleUnderLoad(t *testing.T) {
+	s := start(t, nil, "--workers", "2")
+	tb := s.table()
+	stop := keepLoading(s.url("/pid"), 50)
+	s.signal(syscall.SIGTTIN)
+	waitFor(t, "3 workers", 5*time.Second, func() bool { return len(readyPids(tb)) == 3 })
+	s.signal(syscall.SIGTTIN)
+	waitFor(t, "4 workers", 5*time.Second, func() bool { return len(readyPids(tb)) == 4 })
+	// Signals of one kind sent together coalesce in the kernel: one at a time.
+	for want := 3; want >= 1; want-- {
+		s.signal(syscall.SIGTTOU)
+		waitFor(t, fmt.Sprintf("%d workers", want), 10*time.Second, func() bool { return len(tb.Snapshot().Workers) == want })
+	}
+	time.Sleep(300 * time.Millisecond)
+	served := stop().clean(t)
+	t.Logf("scaled 2 -> 4 -> 1 under load: %d requests, none failed", served)
+	for _, l := range s.logs.find("worker exited") {
+		if l["reason"] != protocol.ReasonScale {
+			t.Fatalf("unexpected exit: %v", l)
+		}
+	}
+}
+
+func TestUSR2UpgradeThenWINCHAndQUITUnderLoad(t *testing.T) {
+	pidfile := filepath.Join(t.TempDir(), "master.pid")
+	s := start(t, nil, "--workers", "2", "--pidfile", pidfile)
+	oldWorkers := readyPids(s.table())
+	stop := keepLoading(s.url("/pid"), 50)
+	time.Sleep(200 * time.Millisecond)
+
+	s.signal(syscall.SIGUSR2)
+	started := s.waitLog("upgrade: new master started", 5*time.Second)
+	newMaster := int(started["new_master"].(float64))
+	waitFor(t, "new master ready", 10*time.Second, func() bool {
+		for _, l := range s.logs.find("server ready") {
+			if int(l["pid"].(float64)) == newMaster {
+				return true
+			}
+		}
+		return false
+	})
+	if b, _ := os.ReadFile(pidfile); strings.TrimSpace(string(b)) != fmt.Sprint(newMaster) {
+		t.Fatalf("pidfile holds %q, want the new master %d", b, newMaster)
+	}
+	if b, _ := os.ReadFile(pidfile + ".oldbin"); strings.TrimSpace(string(b)) != fmt.Sprint(s.cmd.Process.Pid) {
+		t.Fatalf("pidfile.oldbin holds %q, want the old master", b)
+	}
+	s.signal(syscall.SIGWINCH)
+	waitFor(t, "old workers gone", 10*time.Second, func() bool {
+		for pid := range oldWorkers {
+			if alive(pid) {
+				return false
+			}
+		}
+		return true
+	})
+	time.Sleep(200 * time.Millisecond)
+	s.signal(syscall.SIGQUIT)
+	// exec's Wait would also wait for the new master, which shares the
+	// output pipe: watch the old master's process instead.
+	waitFor(t, "old master gone", 5*time.Second, func() bool { return !alive(s.cmd.Process.Pid) })
+	if len(s.logs.find("master stopped")) != 1 {
+		t.Fatal("the old master did not stop cleanly")
+	}
+	time.Sleep(300 * time.Millisecond)
+	r := stop()
+	served := r.clean(t)
+	newTable, err := protocol.OpenMasterTable(newMaster)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer newTable.Close()
+	newWorkers := readyPids(newTable)
+	if len(newWorkers) != 2 {
+		t.Fatalf("new master has %d ready workers", len(newWorkers))
+	}
+	if code, body, err := post(client(1), s.url("/pid")); err != nil || code != 200 || !newWorkers[atoi(body)] {
+		t.Fatalf("after the upgrade the new master's workers must serve: %d %q %v", code, body, err)
+	}
+	if _, err := os.Stat(pidfile + ".oldbin"); !os.IsNotExist(err) {
+		t.Fatal("pidfile.oldbin left behind")
+	}
+	syscall.Kill(newMaster, syscall.SIGTERM)
+	waitFor(t, "new master stopped", 10*time.Second, func() bool { return !alive(newMaster) })
+	t.Logf("USR2 + WINCH + QUIT under load: %d requests, none failed", served)
+}
+
+func atoi(s string) int {
+	var n int
+	fmt.Sscan(s, &n)
+	return n
+}
+
+func TestNotifySocketSeesReadyReloadWatchdogStopping(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "notify.sock")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	msgs := make(chan string, 100)
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, _, err := conn.ReadFromUnix(buf)
+			if err != nil {
+				return
+			}
+			msgs <- string(buf[:n])
+		}
+	}()
+	expect := func(what string) string {
+		t.Helper()
+		deadline := time.After(10 * time.Second)
+		for {
+			select {
+			case m := <-msgs:
+				if strings.Contains(m, what) {
+					return m
+				}
+			case <-deadline:
+				t.Fatalf("no %q on the notify socket", what)
+			}
+		}
+	}
+	reload := filepath.Join(dir, "reload.conf")
+	os.WriteFile(reload, []byte("workers=2\n"), 0o644)
+	s := start(t, []string{"NOTIFY_SOCKET=" + sock, "WATCHDOG_USEC=400000"}, "--workers", "2", "--reload-file", reload)
+	if m := expect("READY=1"); !strings.Contains(m, "STATUS=2/2 workers ready") {
+		t.Fatalf("READY without status: %q", m)
+	}
+	expect("WATCHDOG=1")
+	expect("WATCHDOG=1")
+	s.signal(syscall.SIGHUP)
+	if m := expect("RELOADING=1"); !strings.Contains(m, "MONOTONIC_USEC=") {
+		t.Fatalf("RELOADING without MONOTONIC_USEC: %q", m)
+	}
+	expect("READY=1")
+	s.signal(syscall.SIGTERM)
+	expect("STOPPING=1")
+	s.wait(10 * time.Second)
+}
+
+func TestSocketActivation(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, _ := ln.(*net.TCPListener).File()
+	ln.Close()
+	defer f.Close()
+	// LISTEN_PID must be the server's own pid: the shell's, which exec keeps.
+	s := &server{t: t, logs: &logBuffer{}, done: make(chan struct{})}
+	s.cmd = exec.Command("/bin/sh", "-c", `LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=http exec "$0" --bind 127.0.0.1:1 --workers 2`, testBinary)
+	s.cmd.ExtraFiles = []*os.File{f}
+	s.cmd.Stderr, s.cmd.Stdout = s.logs, s.logs
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { s.cmd.Wait(); close(s.done) }()
+	t.Cleanup(func() { syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL); <-s.done })
+	ready := s.waitLog("server ready", 10*time.Second)
+	addr := ln.Addr().String()
+	if got := fmt.Sprint(ready["listening"]); !strings.Contains(got, addr) {
+		t.Fatalf("serving on %s, want the passed socket %s", got, addr)
+	}
+	s.addr = addr
+	if code, _, err := post(client(1), s.url("/pid")); err != nil || code != 200 {
+		t.Fatalf("passed socket not served: %d %v", code, err)
+	}
+}
+
+func TestLifetimeRecyclesOneAtATime(t *testing.T) {
+	s := start(t, nil, "--workers", "2", "--max-worker-lifetime", "1s")
+	stop := keepLoading(s.url("/pid"), 20)
+	time.Sleep(4 * time.Second)
+	stop().clean(t)
+	exits := s.logs.find("worker exited")
+	if len(exits) < 2 {
+		t.Fatalf("want workers recycled for their lifetime, got %d exits", len(exits))
+	}
+	for _, l := range exits {
+		if l["reason"] != protocol.ReasonLifetime {
+			t.Fatalf("unexpected exit: %v", l)
+		}
+	}
+	// One at a time: never two replacements asked for without an exit between.
+	asked := 0
+	for _, l := range s.logs.find("replacing worker") {
+		_ = l
+		asked++
+	}
+	if asked > len(exits)+1 {
+		t.Fatalf("%d replacements asked for but only %d exits: more than one at a time", asked, len(exits))
+	}
+}
+
+func TestRSSLimitRecyclesAGrowingWorker(t *testing.T) {
+	s := start(t, nil, "--workers", "1", "--max-worker-rss", "64")
+	c := client(1)
+	_, pid, _ := post(c, s.url("/pid"))
+	if code, _, err := post(c, s.url("/grow?mb=100")); err != nil || code != 200 {
+		t.Fatalf("grow: %d %v", code, err)
+	}
+	exited := s.waitLog("worker exited", 15*time.Second)
+	if exited["reason"] != protocol.ReasonRSS || fmt.Sprint(exited["worker_pid"]) != pid {
+		t.Fatalf("want worker %s recycled for rss, got %v", pid, exited)
+	}
+	replacing := s.logs.find("replacing worker")
+	if len(replacing) == 0 || replacing[0]["rss"].(float64) < 64<<20 {
+		t.Fatalf("no rss figure in the log: %v", replacing)
+	}
+}
+
+func TestFailedUpgradeLeavesTheOldMasterServing(t *testing.T) {
+	pidfile := filepath.Join(t.TempDir(), "master.pid")
+	s := start(t, []string{"TESTSERVER_UPGRADE_FAIL=1"}, "--workers", "2", "--pidfile", pidfile)
+	before := readyPids(s.table())
+	stop := keepLoading(s.url("/pid"), 20)
+	s.signal(syscall.SIGUSR2)
+	s.waitLog("upgrade: the new master exited; this master keeps serving", 5*time.Second)
+	time.Sleep(200 * time.Millisecond)
+	stop().clean(t)
+	if b, _ := os.ReadFile(pidfile); strings.TrimSpace(string(b)) != fmt.Sprint(s.cmd.Process.Pid) {
+		t.Fatalf("pidfile not restored: %q", b)
+	}
+	after := readyPids(s.table())
+	for pid := range before {
+		if !after[pid] {
+			t.Fatalf("worker %d lost to a failed upgrade", pid)
+		}
+	}
+	// A second attempt is possible.
+	s.signal(syscall.SIGUSR2)
+	waitFor(t, "second attempt", 5*time.Second, func() bool { return len(s.logs.find("upgrade: new master started")) == 2 })
+}
