@@ -32,12 +32,17 @@ func (w *worker) serve() {
 	}
 	for _, ln := range w.listeners {
 		go func(ln net.Listener) {
-			err := w.server.Serve(&gatedListener{Listener: ln, w: w})
+			err := w.serveListener(&gatedListener{Listener: ln, w: w})
 			if err != nil && !w.draining.Load() {
 				w.log.Error("listener failed", zap.String("addr", ln.Addr().String()), zap.Error(err))
 			}
 		}(ln)
 	}
+}
+
+// serveListener serves one inherited listener: plain HTTP/1.1 with fasthttp.
+func (w *worker) serveListener(ln net.Listener) error {
+	return w.server.Serve(ln)
 }
 
 // readTimeout bounds reading one request (head and body) so that a slow

@@ -73,6 +73,18 @@ type WorkerOptions struct {
 	AccessLog          bool          `json:"access_log"`      // one line per request
 	AccessLogFile      string        `json:"access_log_file"` // "" = the main log
 	Version            string        `json:"version"`         // for build_info
+
+	// HTTP is "auto", "1" or "2" (GRANIAN_HTTP). With TLS, auto offers h2
+	// and http/1.1 through ALPN; without TLS, 2 means h2c.
+	HTTP string `json:"http"`
+	TLS  *TLS   `json:"tls,omitempty"` // nil: plain HTTP
+}
+
+// TLS is where a worker finds its certificate.
+type TLS struct {
+	CertFile        string `json:"cert_file"`
+	KeyFile         string `json:"key_file"`
+	KeyFilePassword string `json:"key_file_password,omitempty"`
 }
 
 // Envelope is the configuration memfd's content.
