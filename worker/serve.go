@@ -55,21 +55,30 @@ func readTimeout(timeout time.Duration) time.Duration {
 }
 
 var (
-	healthPath = []byte("/health")
-	healthBody = []byte(`{"status":"healthy"}`)
-	jsonType   = []byte("application/json")
+	healthPath  = []byte("/health")
+	metricsPath = []byte("/metrics")
+	healthBody  = []byte(`{"status":"healthy"}`)
+	jsonType    = []byte("application/json")
 )
 
 // handle wraps the application's handler: /health, backpressure, in-flight
 // tracking for timeouts, panics, counting and recycling.
 func (w *worker) handle(ctx *fasthttp.RequestCtx) {
 	start := protocol.Nanotime()
-	if bytes.Equal(ctx.Path(), healthPath) && (ctx.IsGet() || ctx.IsHead()) {
-		// Liveness is answered here, before backpressure, so it is never refused.
-		ctx.SetContentTypeBytes(jsonType)
-		ctx.SetBody(healthBody)
-		w.account(ctx, start)
-		return
+	if ctx.IsGet() || ctx.IsHead() {
+		// Liveness and metrics are answered here, before backpressure, so
+		// they are never refused: an overloaded server is when they matter.
+		switch path := ctx.Path(); {
+		case bytes.Equal(path, healthPath):
+			ctx.SetContentTypeBytes(jsonType)
+			ctx.SetBody(healthBody)
+			w.account(ctx, start)
+			return
+		case bytes.Equal(path, metricsPath):
+			w.metrics(ctx)
+			w.account(ctx, start)
+			return
+		}
 	}
 	n := w.row.Add(protocol.FInFlight, 1)
 	if limit := w.opts.Backpressure; limit > 0 && n > uint64(limit) {
@@ -95,8 +104,10 @@ func (w *worker) finish(ctx *fasthttp.RequestCtx, req *inflightRequest, start in
 		ctx.SetBodyString(`{"detail":"internal server error"}`)
 	}
 	if w.inflight.end(req) {
-		// Already answered 504 by the watchdog; this late answer goes nowhere.
+		// Already answered 504 by the watchdog; this late answer goes nowhere
+		// and the request counts as what the client got.
 		w.abandoned.Add(-1)
+		ctx.SetStatusCode(fasthttp.StatusGatewayTimeout)
 	}
 	w.row.Sub(protocol.FInFlight, 1)
 	w.account(ctx, start)

@@ -58,6 +58,7 @@ type worker struct {
 	master  *os.File // pipe to the master
 	payload json.RawMessage
 	app     App
+	metrics fasthttp.RequestHandler // /metrics for the whole server
 
 	server    *fasthttp.Server
 	listeners []net.Listener
@@ -167,6 +168,7 @@ func (w *worker) run(setup Setup) int {
 	if app.Handler != nil {
 		w.app = app
 	}
+	w.metrics = MetricsHandler(w.table, BuildInfo{Version: w.opts.Version}, w.listeners)
 	w.serve()
 	w.row.Store(protocol.FState, protocol.StateReady)
 	w.send(protocol.MsgReady)

@@ -34,7 +34,7 @@ const (
 	HVersion
 	HRows
 	HMasterPID
-	HMasterStarted // unix ns
+	HMasterStarted // Nanotime
 	HFoldSeq       // odd while the master folds a row into the totals
 	HWorkersTarget
 	HMaxRow // highest row index ever handed out, so readers scan no further
@@ -46,10 +46,10 @@ const (
 	FSlot
 	FGeneration
 	FState
-	FStarted   // unix ns
-	FHeartbeat // unix ns
+	FStarted   // Nanotime
+	FHeartbeat // Nanotime
 	FInFlight
-	FOldestStart // unix ns of the oldest in-flight request, 0 when idle
+	FOldestStart // Nanotime of the oldest in-flight request, 0 when idle
 	FConns       // open connections
 	FRSS         // bytes, sampled by the worker
 )
@@ -311,7 +311,7 @@ func (c *Counters) add(r *Row) {
 type WorkerStatus struct {
 	Row, Slot, Generation, Pid int
 	State                      uint64
-	Started, Heartbeat         int64 // unix ns
+	Started, Heartbeat         int64 // Nanotime
 	InFlight, Conns, RSS       uint64
 	OldestStart                int64
 	Counters                   Counters
