@@ -22,7 +22,8 @@ func TestMetricsCountEveryRequestAcrossRecycling(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	families, err := expfmt.NewTextParser(model.LegacyValidation).TextToMetricFamilies(resp.Body)
+	parser := expfmt.NewTextParser(model.LegacyValidation)
+	families, err := parser.TextToMetricFamilies(resp.Body)
 	if err != nil {
 		t.Fatalf("/metrics does not parse: %v", err)
 	}
