@@ -236,9 +236,13 @@ type loadResult struct {
 	errors   []error
 }
 
+func newLoadResult() *loadResult {
+	return &loadResult{byBody: map[string]int{}, byStatus: map[int]int{}}
+}
+
 // load sends n POST requests over conns keep-alive connections.
 func load(url string, n, conns int) *loadResult {
-	r := &loadResult{byBody: map[string]int{}, byStatus: map[int]int{}}
+	r := newLoadResult()
 	c := client(conns)
 	defer c.CloseIdleConnections()
 	jobs := make(chan struct{}, n)
@@ -252,20 +256,23 @@ func load(url string, n, conns int) *loadResult {
 		go func() {
 			defer wg.Done()
 			for range jobs {
-				code, body, err := post(c, url)
-				r.mu.Lock()
-				if err != nil {
-					r.errors = append(r.errors, err)
-				} else {
-					r.byStatus[code]++
-					r.byBody[body]++
-				}
-				r.mu.Unlock()
+				r.record(post(c, url))
 			}
 		}()
 	}
 	wg.Wait()
 	return r
+}
+
+func (r *loadResult) record(code int, body string, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err != nil {
+		r.errors = append(r.errors, err)
+	} else {
+		r.byStatus[code]++
+		r.byBody[body]++
+	}
 }
 
 func alive(pid int) bool {
@@ -294,7 +301,7 @@ func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool)
 // keepLoading sends POST requests over conns keep-alive connections until
 // the returned stop is called, which reports what the load saw.
 func keepLoading(url string, conns int) (stop func() *loadResult) {
-	r := &loadResult{byBody: map[string]int{}, byStatus: map[int]int{}}
+	r := newLoadResult()
 	c := client(conns)
 	done := make(chan struct{})
 	var wg sync.WaitGroup
@@ -308,15 +315,7 @@ func keepLoading(url string, conns int) (stop func() *loadResult) {
 					return
 				default:
 				}
-				code, body, err := post(c, url)
-				r.mu.Lock()
-				if err != nil {
-					r.errors = append(r.errors, err)
-				} else {
-					r.byStatus[code]++
-					r.byBody[body]++
-				}
-				r.mu.Unlock()
+				r.record(post(c, url))
 			}
 		}()
 	}
@@ -347,4 +346,18 @@ func (r *loadResult) clean(t *testing.T) int {
 		t.Fatal("the load got no answer at all")
 	}
 	return total
+}
+
+// eachLayout runs a test in both socket layouts: one shared socket, and one
+// SO_REUSEPORT socket per worker slot.
+func eachLayout(t *testing.T, args []string, test func(t *testing.T, s *server)) {
+	for _, layout := range []string{"shared", "reuse-port"} {
+		t.Run(layout, func(t *testing.T) {
+			a := args
+			if layout == "reuse-port" {
+				a = append(append([]string{}, args...), "--reuse-port")
+			}
+			test(t, start(t, nil, a...))
+		})
+	}
 }

@@ -14,15 +14,7 @@ import (
 )
 
 func TestWorkersShareLoad(t *testing.T) {
-	for _, layout := range []string{"shared", "reuse-port"} {
-		t.Run(layout, func(t *testing.T) {
-			args := []string{"--workers", "3"}
-			if layout == "reuse-port" {
-				args = append(args, "--reuse-port")
-			}
-			testShareLoad(t, start(t, nil, args...))
-		})
-	}
+	eachLayout(t, []string{"--workers", "3"}, testShareLoad)
 }
 
 func testShareLoad(t *testing.T, s *server) {
@@ -86,15 +78,7 @@ func TestKill9WorkerIsReplaced(t *testing.T) {
 }
 
 func TestRecycleUnderLoadDropsNothing(t *testing.T) {
-	for _, layout := range []string{"shared", "reuse-port"} {
-		t.Run(layout, func(t *testing.T) {
-			args := []string{"--workers", "3", "--max-requests", "200", "--max-requests-jitter", "50"}
-			if layout == "reuse-port" {
-				args = append(args, "--reuse-port")
-			}
-			testRecycleUnderLoad(t, start(t, nil, args...))
-		})
-	}
+	eachLayout(t, []string{"--workers", "3", "--max-requests", "200", "--max-requests-jitter", "50"}, testRecycleUnderLoad)
 }
 
 func testRecycleUnderLoad(t *testing.T, s *server) {
