@@ -1,0 +1,477 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+const (
+	// negativeTTL bounds how long "no such user" stays in the near cache
+	// (it is also invalidated like any entry, so this is about memory only).
+	negativeTTL = 5 * time.Second
+	// maxNearUsers bounds the near cache's user entries per worker.
+	maxNearUsers = 10000
+)
+
+// Store is one worker's handle on the database and the cache. It is safe for
+// concurrent use. Lookups are answered from the near cache when it is
+// trusted (see coherence.go) and from Redis or the database otherwise.
+type Store struct {
+	o     Options
+	log   *zap.Logger
+	db    database
+	near  *nearCache  // nil for CACHE_TYPE=none
+	redis *redisCache // non-nil for CACHE_TYPE=redis
+	base  time.Time   // origin of now()
+
+	// lease: the near cache may be read while now() < lease (coherence.go).
+	lease     atomic.Int64
+	checkErr  atomic.Pointer[error] // current coherence failure, nil when fine
+	lastEpoch int64                 // owned by the poll goroutine
+
+	flight flight
+
+	// bg is cancelled by Close, ending background polls and PINGs at once.
+	bg        context.Context
+	cancelBG  context.CancelFunc
+	stop      chan struct{}
+	wg        sync.WaitGroup
+	closed    atomic.Bool
+	closeOnce sync.Once
+}
+
+// Open opens the database pool and the cache of one worker. It fails only on
+// bad options, never because the database or Redis is unreachable (it spends
+// at most one coherence check on them): a worker started during an outage
+// serves errors (or database answers) until they return, then recovers
+// without a restart. Migrate must have run.
+func Open(ctx context.Context, o Options) (*Store, error) {
+	o, err := o.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	db, err := openDatabase(o)
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{o: o, log: o.Logger.Named("store"), db: db, base: time.Now(), stop: make(chan struct{}), lastEpoch: -1}
+	s.bg, s.cancelBG = context.WithCancel(context.Background())
+	if err := db.prepare(ctx); err != nil {
+		// Migrate has normally done this already; carry on (SQLite's
+		// rollback journal still works, only with less concurrency).
+		s.log.Warn("database preparation failed", zap.Error(err))
+	}
+	if o.CacheType != CacheNone {
+		s.near = newNearCache(int64(o.CacheTTL), int64(min(o.CacheTTL, negativeTTL)), maxNearUsers)
+	}
+	switch o.CacheType {
+	case CacheMemory, CacheDatabase:
+		// One poll now so the near cache is usable from the first request.
+		s.pollOnce(ctx)
+		s.wg.Add(1)
+		go s.pollLoop()
+	case CacheRedis:
+		if s.redis, err = newRedisCache(s); err != nil {
+			s.cancelBG()
+			db.close()
+			return nil, err
+		}
+		if !s.redis.down.Load() {
+			// Skipped when the first dial failed: Open should not wait
+			// for a second timeout. The loop will keep trying.
+			s.heartbeat(ctx)
+		}
+		s.wg.Add(1)
+		go s.heartbeatLoop()
+	}
+	s.log.Info("store opened", zap.String("dialect", db.dialect()), zap.String("cache_type", o.CacheType),
+		zap.Int("pool_max_conns", o.maxConns()))
+	return s, nil
+}
+
+// now is a monotonic clock in nanoseconds, cheap enough for the hot path.
+func (s *Store) now() int64 { return int64(time.Since(s.base)) }
+
+// trusted reports whether the near cache may be read at now.
+func (s *Store) trusted(now int64) bool { return s.near != nil && now < s.lease.Load() }
+
+// Dialect is "sqlite" or "postgresql".
+func (s *Store) Dialect() string { return s.db.dialect() }
+
+// CacheType is the effective CACHE_TYPE.
+func (s *Store) CacheType() string { return s.o.CacheType }
+
+// normEmail makes lookups case-insensitive. For an already lower-case,
+// trimmed address (the usual case) it returns its argument without copying.
+func normEmail(e string) string { return strings.ToLower(strings.TrimSpace(e)) }
+
+// Tools returns the enabled tools sorted by name. The slice is shared by all
+// callers until the next change: do not modify it or its elements.
+func (s *Store) Tools(ctx context.Context) ([]Tool, error) {
+	if now := s.now(); s.trusted(now) {
+		if snap := s.near.getTools(now); snap != nil {
+			return snap.list, nil
+		}
+	}
+	snap, err := s.loadTools(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return snap.list, nil
+}
+
+// Tool returns one enabled tool; a disabled or unknown tool is ErrNotFound.
+func (s *Store) Tool(ctx context.Context, name string) (Tool, error) {
+	if now := s.now(); s.trusted(now) {
+		if snap := s.near.getTools(now); snap != nil {
+			return lookupTool(snap, name)
+		}
+	}
+	if s.near == nil {
+		// No cache: one indexed query rather than the whole catalogue.
+		return s.dbTool(ctx, name)
+	}
+	snap, err := s.loadTools(ctx)
+	if err != nil {
+		return Tool{}, err
+	}
+	return lookupTool(snap, name)
+}
+
+func lookupTool(snap *toolSnapshot, name string) (Tool, error) {
+	if t, ok := snap.byName[name]; ok {
+		return t, nil
+	}
+	return Tool{}, ErrNotFound
+}
+
+// User returns the user with this email (case-insensitive) or ErrNotFound.
+func (s *Store) User(ctx context.Context, email string) (User, error) {
+	email = normEmail(email)
+	if now := s.now(); s.trusted(now) {
+		if e, ok := s.near.getUser(email, now); ok {
+			if !e.found {
+				return User{}, ErrNotFound
+			}
+			return e.user, nil
+		}
+	}
+	e, err := s.loadUser(ctx, email)
+	if err != nil {
+		return User{}, err
+	}
+	if !e.found {
+		return User{}, ErrNotFound
+	}
+	return e.user, nil
+}
+
+// detached gives a shared (single-flight) load a context that one caller
+// giving up cannot cancel for the others, bounded so it cannot hang forever.
+func (s *Store) detached(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), s.o.PoolTimeout+10*time.Second)
+}
+
+// loadTools is the miss path: Redis (CACHE_TYPE=redis) or the database, then
+// the near cache.
+func (s *Store) loadTools(ctx context.Context) (*toolSnapshot, error) {
+	if s.near == nil {
+		// CACHE_TYPE=none: literally one query per lookup, no collapsing.
+		return s.fetchTools(ctx)
+	}
+	v, err := s.flight.do(ctx, toolsKey, func() (any, error) {
+		fctx, cancel := s.detached(ctx)
+		defer cancel()
+		return s.fetchTools(fctx)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.(*toolSnapshot), nil
+}
+
+func (s *Store) fetchTools(ctx context.Context) (*toolSnapshot, error) {
+	now := s.now()
+	cacheable := s.trusted(now)
+	var gen uint64
+	if s.near != nil {
+		gen = s.near.snapshotGen() // before any read: see nearCache
+	}
+	var tools []Tool
+	state := redisSkipped
+	if s.redis != nil && cacheable {
+		var val string
+		val, state = s.redis.get(ctx, toolsKey)
+		if state == redisHit {
+			if err := json.Unmarshal([]byte(val), &tools); err != nil {
+				s.log.Warn("undecodable tools entry in Redis; reading the database", zap.Error(err))
+				state = redisAbsent
+			}
+		}
+	}
+	if state != redisHit {
+		var err error
+		if tools, err = s.dbTools(ctx); err != nil {
+			return nil, err
+		}
+		if state == redisAbsent {
+			if b, err := json.Marshal(tools); err == nil {
+				s.redis.fill(ctx, toolsKey, string(b), s.o.CacheTTL, now)
+			}
+		}
+	}
+	snap := newToolSnapshot(tools)
+	if cacheable && state != redisFailed {
+		s.near.fillTools(gen, snap, now)
+	}
+	return snap, nil
+}
+
+func newToolSnapshot(tools []Tool) *toolSnapshot {
+	sort.Slice(tools, func(i, j int) bool { return tools[i].Name < tools[j].Name })
+	snap := &toolSnapshot{list: tools, byName: make(map[string]Tool, len(tools))}
+	for _, t := range tools {
+		snap.byName[t.Name] = t
+	}
+	return snap
+}
+
+func (s *Store) loadUser(ctx context.Context, email string) (*userEntry, error) {
+	key := userKey(email)
+	if s.near == nil {
+		return s.fetchUser(ctx, email, key)
+	}
+	v, err := s.flight.do(ctx, key, func() (any, error) {
+		fctx, cancel := s.detached(ctx)
+		defer cancel()
+		return s.fetchUser(fctx, email, key)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.(*userEntry), nil
+}
+
+// Redis encodings of a user key besides the JSON of a User.
+const redisNoUser = "-" // the database has no such user (a cached negative)
+
+func (s *Store) fetchUser(ctx context.Context, email, key string) (*userEntry, error) {
+	now := s.now()
+	cacheable := s.trusted(now)
+	var gen uint64
+	if s.near != nil {
+		gen = s.near.snapshotGen()
+	}
+	e := &userEntry{}
+	state := redisSkipped
+	if s.redis != nil && cacheable {
+		var val string
+		val, state = s.redis.get(ctx, key)
+		if state == redisHit {
+			if val != redisNoUser {
+				if err := json.Unmarshal([]byte(val), &e.user); err != nil {
+					s.log.Warn("undecodable user entry in Redis; reading the database", zap.Error(err))
+					state = redisAbsent
+				} else {
+					e.found = true
+				}
+			}
+		}
+	}
+	if state != redisHit {
+		u, err := s.dbUser(ctx, email)
+		switch {
+		case err == nil:
+			e.user, e.found = u, true
+		case errors.Is(err, ErrNotFound):
+		default:
+			return nil, err
+		}
+		if state == redisAbsent {
+			val, ttl := redisNoUser, min(s.o.CacheTTL, negativeTTL)
+			if e.found {
+				b, _ := json.Marshal(e.user)
+				val, ttl = string(b), s.o.CacheTTL
+			}
+			s.redis.fill(ctx, key, val, ttl, now)
+		}
+	}
+	if cacheable && state != redisFailed {
+		s.near.fillUser(gen, email, e.user, e.found, now)
+	}
+	return e, nil
+}
+
+// Database reads.
+
+func (s *Store) dbTools(ctx context.Context) ([]Tool, error) {
+	r, err := s.db.query(ctx, "SELECT name, description, input_schema, enabled FROM tools WHERE enabled ORDER BY name")
+	if err != nil {
+		return nil, fmt.Errorf("list tools: %w", err)
+	}
+	defer r.Close()
+	tools := []Tool{}
+	for r.Next() {
+		var t Tool
+		var schema string
+		if err := r.Scan(&t.Name, &t.Description, &schema, &t.Enabled); err != nil {
+			return nil, fmt.Errorf("list tools: %w", err)
+		}
+		t.InputSchema = json.RawMessage(schema)
+		tools = append(tools, t)
+	}
+	if err := r.Err(); err != nil {
+		return nil, fmt.Errorf("list tools: %w", err)
+	}
+	return tools, nil
+}
+
+func (s *Store) dbTool(ctx context.Context, name string) (Tool, error) {
+	var t Tool
+	var schema string
+	err := queryOne(ctx, s.db, "SELECT name, description, input_schema, enabled FROM tools WHERE name = $1 AND enabled",
+		[]any{name}, &t.Name, &t.Description, &schema, &t.Enabled)
+	if errors.Is(err, errNoRows) {
+		return Tool{}, ErrNotFound
+	}
+	if err != nil {
+		return Tool{}, fmt.Errorf("get tool %q: %w", name, err)
+	}
+	t.InputSchema = json.RawMessage(schema)
+	return t, nil
+}
+
+func (s *Store) dbUser(ctx context.Context, email string) (User, error) {
+	var u User
+	err := queryOne(ctx, s.db, "SELECT email, active, is_admin FROM users WHERE email = $1",
+		[]any{email}, &u.Email, &u.Active, &u.Admin)
+	if errors.Is(err, errNoRows) {
+		return User{}, ErrNotFound
+	}
+	if err != nil {
+		return User{}, fmt.Errorf("get user %s: %w", email, err)
+	}
+	return u, nil
+}
+
+// Writes.
+
+// PutUser inserts or updates a user (email is case-insensitive and stored
+// lower-case), then makes every worker of every instance forget the old value.
+func (s *Store) PutUser(ctx context.Context, u User) error {
+	u.Email = normEmail(u.Email)
+	if u.Email == "" {
+		return errors.New("put user: email is empty")
+	}
+	key := userKey(u.Email)
+	err := s.db.tx(ctx, func(q querier) error {
+		if _, err := q.exec(ctx, `INSERT INTO users (email, active, is_admin) VALUES ($1, $2, $3)
+			ON CONFLICT (email) DO UPDATE SET active = excluded.active, is_admin = excluded.is_admin,
+			updated_at = CURRENT_TIMESTAMP`, u.Email, u.Active, u.Admin); err != nil {
+			return err
+		}
+		_, err := bumpEpoch(ctx, q, key)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("put user %s: %w", u.Email, err)
+	}
+	s.afterWrite(ctx, key)
+	return nil
+}
+
+// PutTool inserts or updates a tool, then makes every worker of every
+// instance forget the old catalogue. An empty InputSchema becomes
+// {"type":"object"}; an invalid one is refused.
+func (s *Store) PutTool(ctx context.Context, t Tool) error {
+	if strings.TrimSpace(t.Name) == "" {
+		return errors.New("put tool: name is empty")
+	}
+	schema := []byte(t.InputSchema)
+	if len(schema) == 0 {
+		schema = []byte(`{"type":"object"}`)
+	}
+	if !json.Valid(schema) {
+		return fmt.Errorf("put tool %q: inputSchema is not valid JSON", t.Name)
+	}
+	err := s.db.tx(ctx, func(q querier) error {
+		if _, err := q.exec(ctx, `INSERT INTO tools (name, description, input_schema, enabled) VALUES ($1, $2, $3, $4)
+			ON CONFLICT (name) DO UPDATE SET description = excluded.description,
+			input_schema = excluded.input_schema, enabled = excluded.enabled, updated_at = CURRENT_TIMESTAMP`,
+			t.Name, t.Description, string(schema), t.Enabled); err != nil {
+			return err
+		}
+		_, err := bumpEpoch(ctx, q, toolsKey)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("put tool %q: %w", t.Name, err)
+	}
+	s.afterWrite(ctx, toolsKey)
+	return nil
+}
+
+// afterWrite runs after a committed write: this worker forgets the key at
+// once (it reads its own writes), and with Redis every other client is told.
+// Other workers using the database epoch learn of it at their next poll.
+func (s *Store) afterWrite(ctx context.Context, key string) {
+	if s.near != nil {
+		s.near.invalidateKey(key)
+	}
+	if s.redis != nil {
+		s.redis.tombstone(ctx, key)
+	}
+}
+
+// Ready reports whether the database and the cache can be reached, for /ready.
+func (s *Store) Ready(ctx context.Context) []Check {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	db := Check{Name: "Database", OK: true, Detail: s.db.dialect()}
+	if err := s.db.ping(ctx); err != nil {
+		db.OK, db.Detail = false, err.Error()
+	}
+	return []Check{db, s.cacheCheck(ctx)}
+}
+
+func (s *Store) cacheCheck(ctx context.Context) Check {
+	c := Check{Name: "Cache", OK: true, Detail: s.o.CacheType}
+	switch s.o.CacheType {
+	case CacheRedis:
+		if err := s.redis.ping(ctx); err != nil {
+			c.OK, c.Detail = false, "redis: "+err.Error()
+		} else {
+			c.Detail = "redis " + s.redis.addr
+		}
+	case CacheMemory, CacheDatabase:
+		// These caches are only as good as their epoch polls.
+		if ep := s.checkErr.Load(); ep != nil {
+			c.OK, c.Detail = false, s.o.CacheType+": "+(*ep).Error()
+		}
+	}
+	return c
+}
+
+// Close stops the background goroutines and closes Redis and the pool.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		s.closed.Store(true)
+		s.cancelBG()
+		close(s.stop)
+		s.wg.Wait()
+		if s.redis != nil {
+			s.redis.close()
+		}
+		s.db.close()
+	})
+	return nil
+}
