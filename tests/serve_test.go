@@ -88,3 +88,16 @@ func TestPidfileWrittenAndRemoved(t *testing.T) {
 		t.Fatal("pidfile left behind after a clean stop")
 	}
 }
+
+func TestLogLevelWarningHidesInfo(t *testing.T) {
+	dir := t.TempDir()
+	g := run(t, dir, baseEnv(dir, "GUNICORN_WORKERS=1"), "serve", "--bind", "127.0.0.1:0", "--log-level", "warning")
+	time.Sleep(1500 * time.Millisecond)
+	g.cmd.Process.Signal(syscall.SIGTERM)
+	if code := g.wait(10 * time.Second); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	if out := g.out.String(); strings.Contains(out, `"level":"info"`) {
+		t.Fatalf("info lines at --log-level warning:\n%s", out)
+	}
+}
