@@ -1,0 +1,315 @@
+// Package rpc is the gateway that the worker processes serve: the HTTP routes,
+// JSON-RPC 2.0, the MCP methods and transport, the built-in tools and the JWT
+// authentication. It is a single fasthttp.RequestHandler (Server.Handler) and
+// knows nothing of processes; the store behind it is reached through Backend.
+//
+// The request path is written for speed (the gateway's budget is a few
+// microseconds per request): a hand-written JSON reader, responses appended
+// into pooled buffers, verified tokens and time zones cached. See docs/rpc.md.
+package rpc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/valyala/fasthttp"
+	"go.uber.org/zap"
+
+	"github.com/mcpgateway/mcpgateway/store"
+)
+
+// Backend is what the gateway needs from the store. *store.Store satisfies it.
+type Backend interface {
+	// Tools returns the enabled tools. The slice is shared: do not mutate it.
+	Tools(ctx context.Context) ([]store.Tool, error)
+	// Tool returns one tool by name, or store.ErrNotFound.
+	Tool(ctx context.Context, name string) (store.Tool, error)
+	// User returns one user by email, or store.ErrNotFound.
+	User(ctx context.Context, email string) (store.User, error)
+	// Ready reports whether the database and the cache are reachable.
+	Ready(ctx context.Context) []store.Check
+	// Dialect names the database ("sqlite", "postgresql").
+	Dialect() string
+	// CacheType names the cache ("memory", "database", "redis").
+	CacheType() string
+}
+
+// Options configure a Server. The zero value of a limit selects its default.
+type Options struct {
+	AuthRequired bool
+	JWTSecretKey string
+	JWTAlgorithm string // HS256 (default), HS384 or HS512
+	JWTAudience  string // checked when not empty, e.g. "mcpgateway-api"
+	JWTIssuer    string // checked when not empty, e.g. "mcpgateway"
+
+	RequireTokenExpiration bool // tokens without exp are refused
+	RequireJTI             bool // tokens without jti are refused
+	RequireUserInDB        bool // the token's user must exist in the Backend
+
+	MaxRequestBodySize int // bytes; larger bodies get 413 (default 1 MiB)
+	MaxBatchSize       int // JSON-RPC requests in one batch (default 100)
+
+	Version string      // reported by initialize and /version
+	Logger  *zap.Logger // nil: no logging
+}
+
+const (
+	defaultMaxBodySize  = 1 << 20
+	defaultMaxBatchSize = 100
+	serverName          = "mcpgateway"
+)
+
+// Server serves the gateway's routes. It is safe for concurrent use.
+type Server struct {
+	opt     Options
+	backend Backend
+	log     *zap.Logger
+
+	auth     *authenticator
+	sessions *sessions
+	zones    zoneCache
+	panics   atomic.Uint64
+
+	versionBody []byte // /version never changes: encoded once
+}
+
+// New checks the options and returns a Server.
+func New(o Options, b Backend) (*Server, error) {
+	if b == nil {
+		return nil, errors.New("rpc: nil Backend")
+	}
+	if o.JWTAlgorithm == "" {
+		o.JWTAlgorithm = "HS256"
+	}
+	if _, ok := hmacMethods[o.JWTAlgorithm]; !ok {
+		return nil, fmt.Errorf("rpc: unsupported JWT algorithm %q (use HS256, HS384 or HS512)", o.JWTAlgorithm)
+	}
+	if o.AuthRequired && o.JWTSecretKey == "" {
+		return nil, errors.New("rpc: JWT secret key is required when authentication is required")
+	}
+	if o.MaxRequestBodySize <= 0 {
+		o.MaxRequestBodySize = defaultMaxBodySize
+	}
+	if o.MaxBatchSize <= 0 {
+		o.MaxBatchSize = defaultMaxBatchSize
+	}
+	if o.Version == "" {
+		o.Version = "dev"
+	}
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	s := &Server{opt: o, backend: b, log: o.Logger}
+	s.auth = newAuthenticator(&s.opt, b)
+	sess, err := newSessions(o.JWTSecretKey)
+	if err != nil {
+		return nil, err
+	}
+	if o.JWTSecretKey == "" {
+		s.log.Warn("no JWT secret key: MCP session ids are signed with a per-process key " +
+			"and are only valid on the process that issued them")
+	}
+	s.sessions = sess
+	s.versionBody = s.encodeVersion()
+	return s, nil
+}
+
+// Panics returns how many panics the handlers have recovered from.
+func (s *Server) Panics() uint64 { return s.panics.Load() }
+
+// Handler is the fasthttp.RequestHandler that the worker serves.
+func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
+	defer s.recoverHTTP(ctx)
+	switch string(ctx.Path()) {
+	case "/rpc", "/rpc/":
+		if !ctx.IsPost() {
+			methodNotAllowed(ctx, "POST")
+			return
+		}
+		if _, ok := s.authorize(ctx); !ok {
+			return
+		}
+		s.serveRPC(ctx)
+	case "/mcp", "/mcp/":
+		s.serveMCP(ctx)
+	case "/health":
+		if !ctx.IsGet() && !ctx.IsHead() {
+			methodNotAllowed(ctx, "GET, HEAD")
+			return
+		}
+		writeJSON(ctx, fasthttp.StatusOK, healthBody)
+	case "/ready":
+		if !ctx.IsGet() && !ctx.IsHead() {
+			methodNotAllowed(ctx, "GET, HEAD")
+			return
+		}
+		s.serveReady(ctx)
+	case "/version":
+		if !ctx.IsGet() && !ctx.IsHead() {
+			methodNotAllowed(ctx, "GET, HEAD")
+			return
+		}
+		if _, ok := s.authorize(ctx); !ok {
+			return
+		}
+		writeJSON(ctx, fasthttp.StatusOK, s.versionBody)
+	default:
+		writeDetail(ctx, fasthttp.StatusNotFound, "Not Found")
+	}
+}
+
+// recoverHTTP is the last line of defence: a panic outside a JSON-RPC method
+// (those are recovered per message, see Server.invokeSafe) becomes a 500 and
+// never reaches fasthttp, which would otherwise take the process down.
+func (s *Server) recoverHTTP(ctx *fasthttp.RequestCtx) {
+	r := recover()
+	if r == nil {
+		return
+	}
+	s.notePanic(r, ctx)
+	ctx.Response.Reset()
+	switch string(ctx.Path()) {
+	case "/rpc", "/rpc/", "/mcp", "/mcp/":
+		out := appendError(nil, nil, codeInternalError, "Internal error")
+		writeJSON(ctx, fasthttp.StatusInternalServerError, out)
+	default:
+		writeDetail(ctx, fasthttp.StatusInternalServerError, "Internal Server Error")
+	}
+}
+
+// notePanic counts and logs a recovered panic with the stack that raised it
+// (a deferred function runs on top of the panicking frames).
+func (s *Server) notePanic(r any, ctx *fasthttp.RequestCtx) {
+	s.panics.Add(1)
+	s.log.Error("recovered panic in request handler",
+		zap.String("panic", fmt.Sprint(r)),
+		zap.ByteString("method", ctx.Method()),
+		zap.ByteString("path", ctx.Path()),
+		zap.Stack("stack"))
+}
+
+// --- Plain JSON responses -----------------------------------------------------
+
+var (
+	contentTypeJSON = []byte("application/json")
+	healthBody      = []byte(`{"status":"healthy"}`)
+)
+
+func writeJSON(ctx *fasthttp.RequestCtx, status int, body []byte) {
+	ctx.Response.SetStatusCode(status)
+	ctx.Response.Header.SetContentTypeBytes(contentTypeJSON)
+	ctx.Response.SetBody(body)
+}
+
+// writeDetail answers {"detail": msg}, the error shape of the gateway's
+// non-RPC routes (as in the FastAPI gateway it replaces).
+func writeDetail(ctx *fasthttp.RequestCtx, status int, msg string) {
+	b := make([]byte, 0, 16+len(msg))
+	b = append(b, `{"detail":`...)
+	b = appendString(b, msg)
+	b = append(b, '}')
+	writeJSON(ctx, status, b)
+}
+
+func methodNotAllowed(ctx *fasthttp.RequestCtx, allow string) {
+	ctx.Response.Header.Set("Allow", allow)
+	writeDetail(ctx, fasthttp.StatusMethodNotAllowed, "Method Not Allowed")
+}
+
+func (s *Server) serveReady(ctx *fasthttp.RequestCtx) {
+	checks := s.backend.Ready(ctx)
+	ready := true
+	for _, c := range checks {
+		ready = ready && c.OK
+	}
+	b := make([]byte, 0, 160)
+	status := fasthttp.StatusOK
+	if ready {
+		b = append(b, `{"status":"ready","status_items":[`...)
+	} else {
+		status = fasthttp.StatusServiceUnavailable
+		b = append(b, `{"status":"unready","status_items":[`...)
+	}
+	for i, c := range checks {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"name":`...)
+		b = appendString(b, c.Name)
+		b = append(b, `,"ok":`...)
+		b = appendBool(b, c.OK)
+		b = append(b, `,"detail":`...)
+		b = appendString(b, c.Detail)
+		b = append(b, '}')
+	}
+	b = append(b, "]}"...)
+	writeJSON(ctx, status, b)
+}
+
+func (s *Server) encodeVersion() []byte {
+	b := []byte(`{"name":"` + serverName + `","version":`)
+	b = appendString(b, s.opt.Version)
+	b = append(b, `,"go_version":`...)
+	b = appendString(b, runtime.Version())
+	b = append(b, `,"os":`...)
+	b = appendString(b, runtime.GOOS+"/"+runtime.GOARCH)
+	b = append(b, `,"database":`...)
+	b = appendString(b, s.backend.Dialect())
+	b = append(b, `,"cache":`...)
+	b = appendString(b, s.backend.CacheType())
+	b = append(b, `,"mcp_protocol_versions":[`...)
+	for i, v := range protocolVersions {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendString(b, v)
+	}
+	return append(b, "]}"...)
+}
+
+// requestTime is the time fasthttp read when the request arrived: reusing it
+// saves reading the clock again (tens of nanoseconds each). A RequestCtx
+// made without a server (LazyRequestTime, tests) may have none.
+func requestTime(ctx *fasthttp.RequestCtx) time.Time {
+	if t := ctx.Time(); !t.IsZero() {
+		return t
+	}
+	return time.Now()
+}
+
+func appendBool(b []byte, v bool) []byte {
+	if v {
+		return append(b, "true"...)
+	}
+	return append(b, "false"...)
+}
+
+// --- Pooled buffers -------------------------------------------------------------
+
+// buffers are the per-request scratch space: out is the response body being
+// built, text the result text of a tool before it is escaped into out.
+type buffers struct {
+	out  []byte
+	text []byte
+}
+
+var bufferPool = sync.Pool{New: func() any {
+	return &buffers{out: make([]byte, 0, 2048), text: make([]byte, 0, 512)}
+}}
+
+func getBuffers() *buffers { return bufferPool.Get().(*buffers) }
+
+// putBuffers returns b to the pool, unless a large batch grew it: keeping
+// such buffers would pin that memory in every pooled slot.
+func putBuffers(b *buffers) {
+	if cap(b.out) > 64<<10 || cap(b.text) > 64<<10 {
+		return
+	}
+	b.out, b.text = b.out[:0], b.text[:0]
+	bufferPool.Put(b)
+}
