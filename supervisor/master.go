@@ -295,8 +295,8 @@ func (m *master) manage() {
 	for _, p := range m.procs {
 		if !p.termAt.IsZero() && !p.killed {
 			limit := p.termAt.Add(m.o.GracefulTimeout + killDelay)
-			if m.stopping {
-				limit = m.stopAt
+			if m.stopping || m.halt != nil {
+				limit = m.stopAt // the whole server's deadline
 			}
 			if now.After(limit) {
 				m.log.Warn("worker overstayed its stop, killing", m.fields(p)...)
