@@ -40,7 +40,11 @@ type fakeBackend struct {
 	checks  []store.Check
 	toolErr error  // returned by Tools and Tool when set
 	userErr error  // returned by User when set
+	putErr  error  // returned by PutUser and PutTool when set
 	panicIn string // "Tools", "Tool", "User" or "Ready": that method panics
+
+	enabledOnly bool // Tool finds enabled tools only, as *store.Store does
+	puts        int  // successful PutUser and PutTool calls
 }
 
 func newFakeBackend() *fakeBackend {
@@ -119,7 +123,7 @@ func (f *fakeBackend) Tool(ctx context.Context, name string) (store.Tool, error)
 		return store.Tool{}, f.toolErr
 	}
 	t, ok := f.byName[name]
-	if !ok {
+	if !ok || (f.enabledOnly && !t.Enabled) {
 		return store.Tool{}, store.ErrNotFound
 	}
 	return t, nil
@@ -144,6 +148,50 @@ func (f *fakeBackend) Ready(ctx context.Context) []store.Check {
 	defer f.mu.RUnlock()
 	f.maybePanic("Ready")
 	return f.checks
+}
+
+func (f *fakeBackend) PutUser(ctx context.Context, u store.User) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.putErr != nil {
+		return f.putErr
+	}
+	f.users[u.Email] = u
+	f.puts++
+	return nil
+}
+
+func (f *fakeBackend) PutTool(ctx context.Context, t store.Tool) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.putErr != nil {
+		return f.putErr
+	}
+	tools := make([]store.Tool, 0, len(f.tools)+1)
+	for _, old := range f.tools {
+		if old.Name != t.Name {
+			tools = append(tools, old)
+		}
+	}
+	f.tools = append(tools, t)
+	f.byName = map[string]store.Tool{}
+	for _, t := range f.tools {
+		f.byName[t.Name] = t
+	}
+	f.puts++
+	return nil
+}
+
+// allToolsFake is a fakeBackend that can read disabled tools (AllTools).
+type allToolsFake struct{ *fakeBackend }
+
+func (f allToolsFake) AllTools(ctx context.Context) ([]store.Tool, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.toolErr != nil {
+		return nil, f.toolErr
+	}
+	return append([]store.Tool(nil), f.tools...), nil
 }
 
 func (f *fakeBackend) Dialect() string   { return "sqlite" }

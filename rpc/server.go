@@ -9,6 +9,7 @@
 package rpc
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -37,6 +38,10 @@ type Backend interface {
 	Dialect() string
 	// CacheType names the cache ("memory", "database", "redis").
 	CacheType() string
+	// PutUser creates or updates a user (the admin API).
+	PutUser(ctx context.Context, u store.User) error
+	// PutTool creates or updates a tool (the admin API).
+	PutTool(ctx context.Context, t store.Tool) error
 }
 
 // Options configure a Server. The zero value of a limit selects its default.
@@ -159,6 +164,10 @@ func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 		}
 		writeJSON(ctx, fasthttp.StatusOK, s.versionBody)
 	default:
+		if bytes.HasPrefix(ctx.Path(), []byte(adminPrefix)) {
+			s.serveAdmin(ctx) // admin.go
+			return
+		}
 		writeDetail(ctx, fasthttp.StatusNotFound, "Not Found")
 	}
 }

@@ -313,8 +313,18 @@ func (s *Store) fetchUser(ctx context.Context, email, key string) (*userEntry, e
 
 // Database reads.
 
+// AllTools lists every tool, disabled ones too, sorted by name, straight
+// from the database: it serves the admin API, not the hot path.
+func (s *Store) AllTools(ctx context.Context) ([]Tool, error) {
+	return s.queryTools(ctx, "SELECT name, description, input_schema, enabled FROM tools ORDER BY name")
+}
+
 func (s *Store) dbTools(ctx context.Context) ([]Tool, error) {
-	r, err := s.db.query(ctx, "SELECT name, description, input_schema, enabled FROM tools WHERE enabled ORDER BY name")
+	return s.queryTools(ctx, "SELECT name, description, input_schema, enabled FROM tools WHERE enabled ORDER BY name")
+}
+
+func (s *Store) queryTools(ctx context.Context, query string) ([]Tool, error) {
+	r, err := s.db.query(ctx, query)
 	if err != nil {
 		return nil, fmt.Errorf("list tools: %w", err)
 	}

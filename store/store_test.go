@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
@@ -302,5 +303,21 @@ func TestHitsDoNotAllocate(t *testing.T) {
 				t.Errorf("allocations per hit: Tools %v, User %v, Tool %v; want 0", tools, users, tool)
 			}
 		})
+	}
+}
+
+func TestAllToolsListsDisabledToo(t *testing.T) {
+	s := openMigrated(t, testOptions(t, sqliteURL(t), CacheNone))
+	ctx := context.Background()
+	if err := s.PutTool(ctx, Tool{Name: "zz_off", Description: "off", InputSchema: json.RawMessage(`{"type":"object"}`)}); err != nil {
+		t.Fatal(err)
+	}
+	all, err := s.AllTools(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	enabled, _ := s.Tools(ctx)
+	if len(all) != len(enabled)+1 || all[len(all)-1].Name != "zz_off" || all[len(all)-1].Enabled {
+		t.Fatalf("AllTools = %+v, enabled = %d", all, len(enabled))
 	}
 }
