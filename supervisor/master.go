@@ -47,6 +47,7 @@ type master struct {
 	log       *zap.Logger
 	listeners []*listener   // the sockets of slot 0, and of every slot in the shared layout
 	perSlot   [][]*listener // reuse-port layout: each slot's own sockets (slot 0: listeners)
+	spares    []*listener   // reuse-port sockets an old master passed, for our slots
 	table     *protocol.Table
 	config    *os.File
 	events    chan event
@@ -82,7 +83,7 @@ func newMaster(o Options) (*master, error) {
 		childDone: make(chan error, 1), notify: newNotifier(),
 	}
 	var err error
-	if m.listeners, m.upgraded, err = openListeners(o); err != nil {
+	if m.listeners, m.spares, m.upgraded, err = openListeners(o); err != nil {
 		return nil, err
 	}
 	if m.table, err = protocol.CreateTable(tableRows); err != nil {
@@ -108,15 +109,15 @@ func newMaster(o Options) (*master, error) {
 
 // openListeners takes the sockets systemd passed, else those an upgrading
 // master passed, else binds the configured addresses.
-func openListeners(o Options) ([]*listener, bool, error) {
+func openListeners(o Options) (primary, spares []*listener, upgraded bool, err error) {
 	if ls, err := activatedListeners(); err != nil || ls != nil {
-		return ls, false, err
+		return ls, nil, false, err
 	}
-	if ls, upgraded, err := upgradeListeners(o.Binds, o.Backlog, o.ReusePort); upgraded {
-		return ls, true, err
+	if ls, spares, upgraded, err := upgradeListeners(o.Binds, o.Backlog, o.ReusePort); upgraded {
+		return ls, spares, true, err
 	}
 	ls, err := listen(o.Binds, o.Backlog, o.ReusePort)
-	return ls, false, err
+	return ls, nil, false, err
 }
 
 // configFile writes what every worker reads at start into a memfd.
@@ -138,6 +139,7 @@ func configFile(o Options) (*os.File, error) {
 }
 
 func (m *master) close() {
+	m.closeSpares()
 	for slot := range m.perSlot {
 		m.closeSlotSockets(slot)
 	}
@@ -244,7 +246,11 @@ func (m *master) stop(fast bool, why string) {
 		return
 	}
 	m.stopping, m.fast = true, fast
-	m.notify.send("STOPPING=1")
+	if m.child == nil {
+		// After an upgrade the service goes on in the new master: telling
+		// systemd this one is stopping would stop the service.
+		m.notify.send("STOPPING=1")
+	}
 	if fast {
 		m.stopAt = time.Now().Add(killDelay)
 	} else {
@@ -447,6 +453,7 @@ func (m *master) handle(ev event) {
 				ready = fmt.Sprintf("MAINPID=%d\nREADY=1", os.Getpid()) // systemd follows the new master
 			}
 			m.notify.send(ready + "\nSTATUS=" + m.status())
+			m.closeSpares()
 			if m.o.Ready != nil {
 				m.o.Ready(m.addrs())
 			}
@@ -628,7 +635,10 @@ func (m *master) socketsFor(slot int) ([]*listener, error) {
 				ls = append(ls, l)
 				continue
 			}
-			nl, err := listenOne(l.bound, m.o.Backlog, true)
+			nl, err := m.spareFor(l.bound)
+			if nl == nil && err == nil {
+				nl, err = listenOne(l.bound, m.o.Backlog, true)
+			}
 			if err != nil {
 				closeListeners(ls[:0])
 				return nil, fmt.Errorf("open listener %s for slot %d: %w", l.bound, slot, err)
@@ -661,4 +671,22 @@ func (m *master) slotEmpty(slot int) bool {
 		}
 	}
 	return true
+}
+
+// spareFor takes a socket passed by an old master for this address, if any.
+func (m *master) spareFor(addr string) (*listener, error) {
+	for i, l := range m.spares {
+		if sameAddress(addr, l.bound) {
+			m.spares = append(m.spares[:i], m.spares[i+1:]...)
+			return l, nil
+		}
+	}
+	return nil, nil
+}
+
+// closeSpares closes the passed sockets no slot took: the old master had
+// more slots than this one.
+func (m *master) closeSpares() {
+	closeListeners(m.spares)
+	m.spares = nil
 }

@@ -95,8 +95,20 @@ func TestTTINAndTTOUScaleUnderLoad(t *testing.T) {
 }
 
 func TestUSR2UpgradeThenWINCHAndQUITUnderLoad(t *testing.T) {
+	for _, layout := range []string{"shared", "reuse-port"} {
+		t.Run(layout, func(t *testing.T) {
+			args := []string{"--workers", "2"}
+			if layout == "reuse-port" {
+				args = append(args, "--reuse-port")
+			}
+			testUpgrade(t, args)
+		})
+	}
+}
+
+func testUpgrade(t *testing.T, args []string) {
 	pidfile := filepath.Join(t.TempDir(), "master.pid")
-	s := start(t, nil, "--workers", "2", "--pidfile", pidfile)
+	s := start(t, nil, append(args, "--pidfile", pidfile)...)
 	oldWorkers := readyPids(s.table())
 	stop := keepLoading(s.url("/pid"), 50)
 	time.Sleep(200 * time.Millisecond)
@@ -132,8 +144,8 @@ func TestUSR2UpgradeThenWINCHAndQUITUnderLoad(t *testing.T) {
 	// exec's Wait would also wait for the new master, which shares the
 	// output pipe: watch the old master's process instead.
 	waitFor(t, "old master gone", 5*time.Second, func() bool { return !alive(s.cmd.Process.Pid) })
-	if len(s.logs.find("master stopped")) != 1 {
-		t.Fatal("the old master did not stop cleanly")
+	if stopped := s.waitLog("master stopped", 5*time.Second); int(stopped["pid"].(float64)) != s.cmd.Process.Pid {
+		t.Fatalf("the old master did not stop cleanly: %v", stopped)
 	}
 	time.Sleep(300 * time.Millisecond)
 	r := stop()

@@ -15,18 +15,20 @@ import (
 const envUpgradeFDs = "MCPGATEWAY_UPGRADE_FDS"
 
 // upgradeListeners adopts the sockets an old master passed, matched to the
-// configured addresses; addresses it did not pass are opened fresh, passed
-// sockets no longer configured are closed.
-func upgradeListeners(binds []string, backlog int, reusePort bool) ([]*listener, bool, error) {
+// configured addresses; addresses it did not pass are opened fresh. In the
+// reuse-port layout the old master also passes its other slots' sockets:
+// they come back as spares for this master's slots, so no socket the kernel
+// still routes connections to is closed with connections in its queue.
+func upgradeListeners(binds []string, backlog int, reusePort bool) (primary, spares []*listener, upgraded bool, err error) {
 	n, err := strconv.Atoi(os.Getenv(envUpgradeFDs))
 	if err != nil || n <= 0 {
-		return nil, false, nil
+		return nil, nil, false, nil
 	}
 	os.Unsetenv(envUpgradeFDs)
 	passed, err := inheritListeners(listenFDsStart, n)
 	if err != nil {
 		closeListeners(passed)
-		return nil, true, err
+		return nil, nil, true, err
 	}
 	var out []*listener
 	for _, b := range binds {
@@ -41,7 +43,7 @@ func upgradeListeners(binds []string, backlog int, reusePort bool) ([]*listener,
 			l, err := listenOne(b, backlog, reusePort)
 			if err != nil {
 				closeListeners(out)
-				return nil, true, err
+				return nil, nil, true, err
 			}
 			found = l
 		}
@@ -52,11 +54,15 @@ func upgradeListeners(binds []string, backlog int, reusePort bool) ([]*listener,
 		out = append(out, found)
 	}
 	for _, l := range passed {
-		if l != nil {
+		switch {
+		case l == nil:
+		case reusePort && !strings.HasPrefix(l.bound, "unix:"):
+			spares = append(spares, l)
+		default:
 			l.file.Close()
 		}
 	}
-	return out, true, nil
+	return out, spares, true, nil
 }
 
 // sameAddress matches a configured address with a bound one; port 0 in
@@ -87,11 +93,18 @@ func (m *master) upgrade() {
 		return
 	}
 	cmd := exec.Command(exe, os.Args[1:]...)
-	cmd.Env = append(childEnv(false), envUpgradeFDs+"="+strconv.Itoa(len(m.listeners)))
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	for _, l := range m.listeners {
 		cmd.ExtraFiles = append(cmd.ExtraFiles, l.file)
 	}
+	for slot := 1; slot < len(m.perSlot); slot++ {
+		for _, l := range m.perSlot[slot] {
+			if l.path == "" { // unix sockets are shared, passed once above
+				cmd.ExtraFiles = append(cmd.ExtraFiles, l.file)
+			}
+		}
+	}
+	cmd.Env = append(childEnv(false), envUpgradeFDs+"="+strconv.Itoa(len(cmd.ExtraFiles)))
 	if m.o.Pidfile != "" {
 		_ = os.Rename(m.o.Pidfile, m.o.Pidfile+".oldbin")
 	}
@@ -148,10 +161,12 @@ func childEnv(worker bool) []string {
 	for _, kv := range os.Environ() {
 		switch k, _, _ := strings.Cut(kv, "="); k {
 		case "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", envUpgradeFDs:
-		case "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID":
+		case "NOTIFY_SOCKET", "WATCHDOG_USEC":
 			if !worker {
 				env = append(env, kv)
 			}
+		case "WATCHDOG_PID":
+			// Names the old master: a new one keeping it would never ping.
 		default:
 			env = append(env, kv)
 		}
