@@ -61,7 +61,7 @@ certs: build ## write a self-signed cert.pem + key.pem to certs/ (kept if both e
 	  ./$(BIN) certs --dir $(CERT_DIR); \
 	fi
 
-test: services lint ## run every test: unit, process-level (real binary, signals), race, fuzz
+test: services tools lint ## run every test: unit, process-level (real binary, signals), race, fuzz
 	$(GO) test -count=1 ./...
 	$(GO) test -count=1 -race $(RACE_PKGS)
 	$(MAKE) --no-print-directory fuzz
