@@ -40,8 +40,15 @@ func (w *worker) serve() {
 	}
 }
 
-// serveListener serves one inherited listener: plain HTTP/1.1 with fasthttp.
+// serveListener serves one inherited listener: plain HTTP/1.1 with fasthttp,
+// or TLS with ALPN and HTTP/2, or h2c (h2.go).
 func (w *worker) serveListener(ln net.Listener) error {
+	switch {
+	case w.tls != nil:
+		return w.serveTLS(ln) // ALPN: h2 to net/http, http/1.1 to fasthttp (h2.go)
+	case w.httpMode == HTTP2:
+		return w.serveH2C(ln) // h2c with prior knowledge
+	}
 	return w.server.Serve(ln)
 }
 

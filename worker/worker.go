@@ -8,6 +8,7 @@ package worker
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -62,6 +63,8 @@ type worker struct {
 
 	server    *fasthttp.Server
 	listeners []net.Listener
+	tls       *tls.Config // nil: plain HTTP (tls.go)
+	httpMode  string      // HTTPAuto, HTTP1 or HTTP2
 	conns     connSet
 	inflight  tracker
 
@@ -155,6 +158,10 @@ func (w *worker) run(setup Setup) int {
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1)
 	signal.Ignore(syscall.SIGHUP, syscall.SIGTTIN, syscall.SIGTTOU, syscall.SIGUSR2, syscall.SIGWINCH)
 
+	if err := w.setupTLS(); err != nil {
+		w.log.Error("worker failed to boot", zap.Error(err))
+		return protocol.ExitBootError
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	app, err := setup(ctx, Info{

@@ -20,6 +20,7 @@ Usage:
   mcpgateway [serve] [flags]   start the master and its workers (see: mcpgateway serve --help)
   mcpgateway config [flags]    print every resolved setting, its value and its source
   mcpgateway token -u EMAIL    mint a JWT the server accepts (see: mcpgateway token --help)
+  mcpgateway certs [flags]     write a self-signed certs/cert.pem and certs/key.pem for SSL=true
   mcpgateway status [flags]    one line per worker of a running server (reads the pidfile)
   mcpgateway healthcheck       exit 0 when the local server's /health answers 200
   mcpgateway version           print the version
@@ -45,6 +46,8 @@ func main() {
 		os.Exit(printConfig(args))
 	case "token":
 		os.Exit(token(args, os.Stdout, os.Stderr))
+	case "certs":
+		os.Exit(certs(args, os.Stdout, os.Stderr))
 	case "status":
 		os.Exit(status(args, os.Stdout))
 	case "healthcheck":

@@ -98,6 +98,10 @@ func serverOptions(res *config.Resolved, log *zap.Logger) (supervisor.Options, e
 	if err != nil {
 		return supervisor.Options{}, fmt.Errorf("encode settings for workers: %w", err)
 	}
+	tlsOpts, err := checkTLS(res, log)
+	if err != nil {
+		return supervisor.Options{}, err
+	}
 	return supervisor.Options{
 		Binds: s.Bind, Backlog: s.Backlog, ReusePort: s.ReusePort,
 		Workers: s.Workers, Timeout: s.Timeout, GracefulTimeout: s.GracefulTimeout,
@@ -109,13 +113,35 @@ func serverOptions(res *config.Resolved, log *zap.Logger) (supervisor.Options, e
 			KeepAlive: s.KeepAlive, Threads: s.Threads, MaxHeaderSize: s.HTTP1BufferSize,
 			MaxRequestBodySize: s.MaxRequestBodySize, LogLevel: s.LogLevel, LogFile: s.ErrorLogFile,
 			AccessLog: !s.DisableAccessLog || s.AccessLogFile != "", AccessLogFile: s.AccessLogFile,
-			Version: version,
+			Version: version, HTTP: s.HTTP, TLS: tlsOpts,
 		},
 		Payload: payload,
 		Args:    []string{"worker"},
 		Logger:  log,
 		Prepare: func(ctx context.Context) error { return runMigrate(ctx, payload, log) },
 	}, nil
+}
+
+// checkTLS loads the certificate once in the master when SSL is on, so a
+// missing, unreadable, mismatched or wrongly protected file stops the
+// server before it binds (and a HUP reload keeps the running workers).
+func checkTLS(res *config.Resolved, log *zap.Logger) (*protocol.TLS, error) {
+	s := res.Settings
+	if !s.SSL {
+		return nil, nil
+	}
+	cert, err := worker.LoadCertificate(s.CertFile, s.KeyFile, s.KeyFilePassword)
+	if err != nil {
+		var ce *worker.CertError
+		if errors.As(err, &ce) {
+			return nil, fmt.Errorf("SSL is on but %v (%s is from %s)", err, ce.Setting, res.Sources[ce.Setting])
+		}
+		return nil, fmt.Errorf("SSL: %w", err)
+	}
+	if warn := worker.CertificateWarning(cert, s.CertFile); warn != "" {
+		log.Warn("configuration", zap.String("warning", warn))
+	}
+	return &protocol.TLS{CertFile: s.CertFile, KeyFile: s.KeyFile, KeyFilePassword: s.KeyFilePassword}, nil
 }
 
 // runMigrate runs the migrations once, before any worker starts, in a
