@@ -246,6 +246,7 @@ func (m *master) stop(fast bool, why string) {
 		return
 	}
 	m.stopping, m.fast = true, fast
+	m.table.Header().Store(protocol.HStopping, 1) // workers: nobody serves after you, close quiet connections
 	if m.child == nil {
 		// After an upgrade the service goes on in the new master: telling
 		// systemd this one is stopping would stop the service.
@@ -567,6 +568,7 @@ func (m *master) abort(h *HaltError) {
 	}
 	m.halt = h
 	m.fast = true
+	m.table.Header().Store(protocol.HStopping, 1)
 	m.stopAt = time.Now().Add(killDelay)
 	for _, p := range m.procs {
 		m.terminate(p, protocol.ReasonShutdown)

@@ -1,6 +1,8 @@
 package supervisor_test
 
 import (
+	"bufio"
+	"io"
 	"net"
 	"net/http"
 	"sort"
@@ -372,5 +374,44 @@ func TestConnectionCapLeavesTheRestInTheQueue(t *testing.T) {
 			t.Fatalf("conn %d: %q %v", i, buf[:n], err)
 		}
 		c.Close()
+	}
+}
+
+// A keep-alive connection that sits quiet in a client's pool while its
+// worker is recycled is not closed under the client: its next request is
+// answered (with Connection: close) by the old worker, which closes quiet
+// connections no sooner than the keep-alive timeout would have.
+func TestQuietKeepAliveConnectionSurvivesRecycling(t *testing.T) {
+	s := start(t, nil, "--workers", "1", "--max-requests", "50")
+	conn, err := net.Dial("tcp", s.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ask := func() (string, bool) {
+		t.Helper()
+		conn.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := conn.Write([]byte("POST /pid HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")); err != nil {
+			t.Fatalf("write on the quiet connection: %v", err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatalf("the quiet connection was closed under the client: %v", err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return string(body), resp.Close // "Connection: close"
+	}
+	pid, _ := ask()
+	// Others push the worker past max_requests: it is replaced and drains.
+	r := load(s.url("/pid"), 100, 4)
+	if len(r.errors) > 0 {
+		t.Fatal(r.errors[0])
+	}
+	s.waitLog("worker draining", 5*time.Second)
+	time.Sleep(1500 * time.Millisecond)
+	again, closing := ask()
+	if again != pid || !closing {
+		t.Fatalf("want the old worker %s to answer with Connection: close, got %s (close %v)", pid, again, closing)
 	}
 }

@@ -249,10 +249,19 @@ func (w *worker) drain(why string) int {
 	}
 	w.log.Info("worker draining", zap.String("why", why), zap.Int64("open_connections", w.conns.open()))
 	deadline := start.Add(w.opts.GracefulTimeout)
+	// Each connection's next answer says "Connection: close", so busy ones
+	// go away cleanly. A quiet keep-alive connection is a different matter: a
+	// client may pick it from its pool and write a request at the very moment
+	// it is closed, and a POST that meets a closed connection is not retried.
+	// So when the server goes on (recycling, reload, scaling) this worker
+	// closes none itself: the keep-alive idle timeout does, exactly as it
+	// would without the drain. When the server is stopping or the master is
+	// gone nothing will serve them afterwards, and quiet ones close at once.
+	closeQuiet := w.table.Header().Load(protocol.HStopping) == 1 || os.Getppid() != w.id.MasterPID
 	for {
-		// Connections answered with "Connection: close" go away by themselves;
-		// a connection idle for a while is not about to send, so it is closed.
-		w.conns.closeIdle(protocol.Nanotime() - int64(idleCloseAfter))
+		if closeQuiet {
+			w.conns.closeIdle(protocol.Nanotime() - int64(quietBeforeClose))
+		}
 		if w.conns.open()-w.abandoned.Load() <= 0 {
 			break
 		}
@@ -271,11 +280,9 @@ func (w *worker) drain(why string) int {
 	return 0
 }
 
-// idleCloseAfter is how long a connection must have been quiet before a
-// draining worker closes it without waiting for another request. Under load a
-// keep-alive connection is idle for microseconds; a quiet one is not racing
-// us with a request.
-const idleCloseAfter = time.Second
+// quietBeforeClose is how long a connection must have been idle before a
+// worker of a stopping server closes it without waiting for a request.
+const quietBeforeClose = 100 * time.Millisecond
 
 // readRSS reads this process's resident set size from /proc.
 func readRSS() uint64 {

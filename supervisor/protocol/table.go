@@ -37,7 +37,8 @@ const (
 	HMasterStarted // Nanotime
 	HFoldSeq       // odd while the master folds a row into the totals
 	HWorkersTarget
-	HMaxRow // highest row index ever handed out, so readers scan no further
+	HMaxRow   // highest row index ever handed out, so readers scan no further
+	HStopping // 1 once the master is stopping the whole server, not replacing workers
 )
 
 // Worker fields (rows 1..N).
