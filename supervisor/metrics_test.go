@@ -3,7 +3,9 @@ package supervisor_test
 import (
 	"net/http"
 	"testing"
+	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 )
@@ -17,7 +19,44 @@ func TestMetricsCountEveryRequestAcrossRecycling(t *testing.T) {
 	if len(r.errors) > 0 {
 		t.Fatal(r.errors[0])
 	}
-	resp, err := http.Get(s.url("/metrics"))
+	// Recycled workers exit once their clients' connections are closed;
+	// scrape until some have. Each earlier scrape is a request too.
+	var families map[string]*dto.MetricFamily
+	var recycled float64
+	for scrapes := 0; ; scrapes++ {
+		families = scrape(t, s.url("/metrics"))
+		var total float64
+		for _, m := range families["mcpgateway_http_requests_total"].GetMetric() {
+			total += m.GetCounter().GetValue()
+		}
+		if want := float64(n + scrapes); total != want {
+			t.Fatalf("requests counted %v, want exactly %v", total, want)
+		}
+		recycled = 0
+		for _, m := range families["mcpgateway_worker_exits_total"].GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "reason" && l.GetValue() == "recycled" {
+					recycled = m.GetCounter().GetValue()
+				}
+			}
+		}
+		if recycled >= 3 {
+			break
+		}
+		if scrapes == 100 {
+			t.Fatalf("want recycled workers to have exited, /metrics says %v", recycled)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if h := families["mcpgateway_http_request_duration_seconds"].GetMetric()[0].GetHistogram(); h.GetSampleCount() < n {
+		t.Fatalf("histogram count %d, want at least %d", h.GetSampleCount(), n)
+	}
+	t.Logf("%d requests over %v recycled workers, counted exactly", n, recycled)
+}
+
+func scrape(t *testing.T, url string) map[string]*dto.MetricFamily {
+	t.Helper()
+	resp, err := http.Get(url)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -27,26 +66,5 @@ func TestMetricsCountEveryRequestAcrossRecycling(t *testing.T) {
 	if err != nil {
 		t.Fatalf("/metrics does not parse: %v", err)
 	}
-	var total float64
-	for _, m := range families["mcpgateway_http_requests_total"].GetMetric() {
-		total += m.GetCounter().GetValue()
-	}
-	if total != n {
-		t.Fatalf("requests counted %v, want exactly %d", total, n)
-	}
-	recycled := 0.0
-	for _, m := range families["mcpgateway_worker_exits_total"].GetMetric() {
-		for _, l := range m.GetLabel() {
-			if l.GetName() == "reason" && l.GetValue() == "recycled" {
-				recycled = m.GetCounter().GetValue()
-			}
-		}
-	}
-	if recycled < 3 {
-		t.Fatalf("want many recycled workers, /metrics says %v", recycled)
-	}
-	if h := families["mcpgateway_http_request_duration_seconds"].GetMetric()[0].GetHistogram(); h.GetSampleCount() != n {
-		t.Fatalf("histogram count %d, want %d", h.GetSampleCount(), n)
-	}
-	t.Logf("%d requests over %v recycled workers, counted exactly", n, recycled)
+	return families
 }
