@@ -12,8 +12,8 @@ import (
 	"os/exec"
 	"time"
 
+	"github.com/mcpgateway/mcpgateway/cmd/mcpgateway/gateway"
 	"github.com/mcpgateway/mcpgateway/config"
-	"github.com/mcpgateway/mcpgateway/rpc"
 	"github.com/mcpgateway/mcpgateway/store"
 	"github.com/mcpgateway/mcpgateway/supervisor"
 	"github.com/mcpgateway/mcpgateway/supervisor/protocol"
@@ -178,7 +178,7 @@ func migrate() int {
 	log = log.With(zap.String("proc", "migrate"), zap.Int("pid", os.Getpid()))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	o := storeOptions(s, log)
+	o := gateway.StoreOptions(s, log)
 	if err := store.CheckCapacity(ctx, o, s.Workers); err != nil {
 		log.Error("database cannot serve this many workers", zap.Error(err))
 		return 1
@@ -196,38 +196,11 @@ func setupWorker(ctx context.Context, info worker.Info) (worker.App, error) {
 	if err := json.Unmarshal(info.Payload, &s); err != nil {
 		return worker.App{}, fmt.Errorf("decode settings from the master: %w", err)
 	}
-	st, err := store.Open(ctx, storeOptions(s, info.Logger))
+	srv, st, err := gateway.Open(ctx, s, version, info.Logger)
 	if err != nil {
-		return worker.App{}, err
-	}
-	srv, err := rpc.New(rpcOptions(s, info.Logger), st)
-	if err != nil {
-		st.Close()
 		return worker.App{}, err
 	}
 	return worker.App{Handler: srv.Handler, Close: func() { st.Close() }}, nil
-}
-
-func storeOptions(s config.Settings, log *zap.Logger) store.Options {
-	return store.Options{
-		DatabaseURL: s.DatabaseURL, PoolSize: s.DBPoolSize, MaxOverflow: s.DBMaxOverflow,
-		PoolTimeout: s.DBPoolTimeout, PoolRecycle: s.DBPoolRecycle,
-		CacheType: s.CacheType, CachePrefix: s.CachePrefix, CacheTTL: s.CacheTTL,
-		RedisURL: s.RedisURL, RedisMaxConnections: s.RedisMaxConnections,
-		RedisSocketTimeout: s.RedisSocketTimeout, RedisSocketConnectTimeout: s.RedisSocketConnectTimeout,
-		RedisHealthCheckInterval: s.RedisHealthCheckInterval,
-		PlatformAdminEmail:       s.PlatformAdminEmail, Logger: log,
-	}
-}
-
-func rpcOptions(s config.Settings, log *zap.Logger) rpc.Options {
-	return rpc.Options{
-		AuthRequired: s.AuthRequired, JWTSecretKey: s.JWTSecretKey, JWTAlgorithm: s.JWTAlgorithm,
-		JWTAudience: s.JWTAudience, JWTIssuer: s.JWTIssuer,
-		RequireTokenExpiration: s.RequireTokenExpiration, RequireJTI: s.RequireJTI,
-		RequireUserInDB: s.RequireUserInDB, MaxRequestBodySize: s.MaxRequestBodySize,
-		MaxBatchSize: s.MaxBatchSize, Version: version, Logger: log,
-	}
 }
 
 func printConfig(args []string) int {

@@ -26,8 +26,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/mcpgateway/mcpgateway/cmd/mcpgateway/gateway"
 	"github.com/mcpgateway/mcpgateway/config"
-	"github.com/mcpgateway/mcpgateway/rpc"
 	"github.com/mcpgateway/mcpgateway/store"
 	"github.com/mcpgateway/mcpgateway/supervisor/protocol"
 	"github.com/valyala/fasthttp"
@@ -77,20 +77,16 @@ func run(addr, pprofAddr string, migrate bool) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	if migrate {
-		if err := store.Migrate(ctx, storeOptions(s, log)); err != nil {
+		if err := store.Migrate(ctx, gateway.StoreOptions(s, log)); err != nil {
 			return fmt.Errorf("migrate: %w", err)
 		}
 	}
 	// What setupWorker does in each worker.
-	st, err := store.Open(ctx, storeOptions(s, log))
+	srv, st, err := gateway.Open(ctx, s, version, log)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	srv, err := rpc.New(rpcOptions(s, log), st)
-	if err != nil {
-		return err
-	}
 
 	if pprofAddr != "" {
 		go func() {
@@ -115,28 +111,4 @@ func run(addr, pprofAddr string, migrate bool) error {
 		zap.Int("gomaxprocs", runtime.GOMAXPROCS(0)), zap.String("database", st.Dialect()),
 		zap.String("cache_type", st.CacheType()))
 	return server.Serve(ln)
-}
-
-// storeOptions and rpcOptions are cmd/mcpgateway's, field for field (that
-// package is a main package and cannot be imported).
-func storeOptions(s config.Settings, log *zap.Logger) store.Options {
-	return store.Options{
-		DatabaseURL: s.DatabaseURL, PoolSize: s.DBPoolSize, MaxOverflow: s.DBMaxOverflow,
-		PoolTimeout: s.DBPoolTimeout, PoolRecycle: s.DBPoolRecycle,
-		CacheType: s.CacheType, CachePrefix: s.CachePrefix, CacheTTL: s.CacheTTL,
-		RedisURL: s.RedisURL, RedisMaxConnections: s.RedisMaxConnections,
-		RedisSocketTimeout: s.RedisSocketTimeout, RedisSocketConnectTimeout: s.RedisSocketConnectTimeout,
-		RedisHealthCheckInterval: s.RedisHealthCheckInterval,
-		PlatformAdminEmail:       s.PlatformAdminEmail, Logger: log,
-	}
-}
-
-func rpcOptions(s config.Settings, log *zap.Logger) rpc.Options {
-	return rpc.Options{
-		AuthRequired: s.AuthRequired, JWTSecretKey: s.JWTSecretKey, JWTAlgorithm: s.JWTAlgorithm,
-		JWTAudience: s.JWTAudience, JWTIssuer: s.JWTIssuer,
-		RequireTokenExpiration: s.RequireTokenExpiration, RequireJTI: s.RequireJTI,
-		RequireUserInDB: s.RequireUserInDB, MaxRequestBodySize: s.MaxRequestBodySize,
-		MaxBatchSize: s.MaxBatchSize, Version: version, Logger: log,
-	}
 }

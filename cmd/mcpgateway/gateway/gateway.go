@@ -1,0 +1,53 @@
+// Package gateway builds what a worker serves from the resolved settings:
+// the store, and the rpc server over it. The workers of cmd/mcpgateway and
+// the benchmark's plain one-process server build it here, so they serve the
+// very same thing.
+package gateway
+
+import (
+	"context"
+
+	"github.com/mcpgateway/mcpgateway/config"
+	"github.com/mcpgateway/mcpgateway/rpc"
+	"github.com/mcpgateway/mcpgateway/store"
+	"go.uber.org/zap"
+)
+
+// Open opens the store and builds the rpc server over it. The caller closes
+// the store after the last request.
+func Open(ctx context.Context, s config.Settings, version string, log *zap.Logger) (*rpc.Server, *store.Store, error) {
+	st, err := store.Open(ctx, StoreOptions(s, log))
+	if err != nil {
+		return nil, nil, err
+	}
+	srv, err := rpc.New(RPCOptions(s, version, log), st)
+	if err != nil {
+		st.Close()
+		return nil, nil, err
+	}
+	return srv, st, nil
+}
+
+// StoreOptions maps the settings onto the store.
+func StoreOptions(s config.Settings, log *zap.Logger) store.Options {
+	return store.Options{
+		DatabaseURL: s.DatabaseURL, PoolSize: s.DBPoolSize, MaxOverflow: s.DBMaxOverflow,
+		PoolTimeout: s.DBPoolTimeout, PoolRecycle: s.DBPoolRecycle,
+		CacheType: s.CacheType, CachePrefix: s.CachePrefix, CacheTTL: s.CacheTTL,
+		RedisURL: s.RedisURL, RedisMaxConnections: s.RedisMaxConnections,
+		RedisSocketTimeout: s.RedisSocketTimeout, RedisSocketConnectTimeout: s.RedisSocketConnectTimeout,
+		RedisHealthCheckInterval: s.RedisHealthCheckInterval,
+		PlatformAdminEmail:       s.PlatformAdminEmail, Logger: log,
+	}
+}
+
+// RPCOptions maps the settings onto the rpc server.
+func RPCOptions(s config.Settings, version string, log *zap.Logger) rpc.Options {
+	return rpc.Options{
+		AuthRequired: s.AuthRequired, JWTSecretKey: s.JWTSecretKey, JWTAlgorithm: s.JWTAlgorithm,
+		JWTAudience: s.JWTAudience, JWTIssuer: s.JWTIssuer,
+		RequireTokenExpiration: s.RequireTokenExpiration, RequireJTI: s.RequireJTI,
+		RequireUserInDB: s.RequireUserInDB, MaxRequestBodySize: s.MaxRequestBodySize,
+		MaxBatchSize: s.MaxBatchSize, Version: version, Logger: log,
+	}
+}
