@@ -12,8 +12,6 @@ import (
 	"syscall"
 
 	"github.com/mcpgateway/mcpgateway/supervisor/protocol"
-	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
 	"github.com/valyala/fasthttp"
 	"golang.org/x/sys/unix"
 )
@@ -24,16 +22,20 @@ import (
 // counters folded into the header, plus every live row). Any worker can answer
 // and every answer is the same, give or take requests served in between.
 //
-// The exposition format is written by github.com/prometheus/common/expfmt from
-// dto.MetricFamily values (the Prometheus project's own encoder: escaping,
-// histogram layout, number formatting), not by hand.
+// The text exposition format (0.0.4) is small: HELP and TYPE lines, one line
+// per sample, three escapes. It is written here rather than through
+// prometheus/common/expfmt, whose data model is protobuf: linking it costs
+// every process about 1.3 MiB of resident memory (measured: a worker under
+// load 19.9 -> 18.6 MiB, the master 12.8 -> 11.7 MiB), against a budget of
+// 20 and 15. The tests parse every scrape with expfmt's own parser, the one
+// Prometheus uses, so the format stays checked by the library.
 
 // MetricsPrefix starts every metric name.
 const MetricsPrefix = "mcpgateway_"
 
 // MetricsContentType is the Content-Type of a /metrics answer: the Prometheus
 // text format 0.0.4.
-var MetricsContentType = string(expfmt.NewFormat(expfmt.TypeTextPlain))
+const MetricsContentType = "text/plain; version=0.0.4; charset=utf-8"
 
 // BuildInfo labels the mcpgateway_build_info series. An empty GoVersion is
 // filled with runtime.Version(), an empty Version with "unknown".
@@ -106,140 +108,211 @@ func MetricsHandler(table *protocol.Table, info BuildInfo, listeners []net.Liste
 // Prometheus text format 0.0.4. now is protocol.Nanotime(), the clock of every
 // time in the status table. Families come out sorted by name.
 func WriteMetrics(w io.Writer, s protocol.Snapshot, now int64, info BuildInfo, queues []ListenQueue) error {
-	enc := expfmt.NewEncoder(w, expfmt.NewFormat(expfmt.TypeTextPlain))
-	for _, mf := range buildFamilies(s, now, info, queues) {
-		if err := enc.Encode(mf); err != nil {
-			return err
-		}
+	var b []byte
+	for _, f := range buildFamilies(s, now, info, queues) {
+		b = f.append(b)
 	}
-	return nil
+	_, err := w.Write(b)
+	return err
 }
 
 // buildFamilies turns a snapshot into metric families, sorted by name.
-func buildFamilies(s protocol.Snapshot, now int64, info BuildInfo, queues []ListenQueue) []*dto.MetricFamily {
-	var fams []*dto.MetricFamily
-	add := func(name, help string, typ dto.MetricType, ms ...*dto.Metric) {
-		fams = append(fams, &dto.MetricFamily{
-			Name: ptr(MetricsPrefix + name), Help: ptr(help), Type: typ.Enum(), Metric: ms,
-		})
+func buildFamilies(s protocol.Snapshot, now int64, info BuildInfo, queues []ListenQueue) []*family {
+	var fams []*family
+	add := func(name, help, typ string, ms ...series) {
+		fams = append(fams, &family{name: MetricsPrefix + name, help: help, typ: typ, series: ms})
 	}
 	t := &s.Total
 
 	// Requests, whole server.
-	codes := make([]*dto.Metric, len(t.Status))
+	codes := make([]series, len(t.Status))
 	for i, n := range t.Status {
-		codes[i] = counter(float64(n), "code", strconv.Itoa(i+1)+"xx")
+		codes[i] = counter(n, "code", strconv.Itoa(i+1)+"xx")
 	}
-	add("http_requests_total", "HTTP requests answered by the whole server since the master started, by status class; includes the 503s of backpressure, never goes backwards.", dto.MetricType_COUNTER, codes...)
-	add("http_requests_refused_total", "Requests refused with 503 and Retry-After because their worker was at its in-flight limit (backpressure).", dto.MetricType_COUNTER, counter(float64(t.Refused)))
-	add("http_request_timeouts_total", "Requests that ran past the timeout and were answered 504 by their worker's watchdog.", dto.MetricType_COUNTER, counter(float64(t.Timeouts)))
-	add("handler_panics_total", "Requests whose handler panicked (answered 500).", dto.MetricType_COUNTER, counter(float64(t.Panics)))
-	add("http_request_duration_seconds", "Time from the start of handling a request to its answer, whole server.", dto.MetricType_HISTOGRAM, histogram(t))
+	add("http_requests_total", "HTTP requests answered by the whole server since the master started, by status class; includes the 503s of backpressure, never goes backwards.", "counter", codes...)
+	add("http_requests_refused_total", "Requests refused with 503 and Retry-After because their worker was at its in-flight limit (backpressure).", "counter", counter(t.Refused))
+	add("http_request_timeouts_total", "Requests that ran past the timeout and were answered 504 by their worker's watchdog.", "counter", counter(t.Timeouts))
+	add("handler_panics_total", "Requests whose handler panicked (answered 500).", "counter", counter(t.Panics))
+	add("http_request_duration_seconds", "Time from the start of handling a request to its answer, whole server.", "histogram", histogram(t))
 
 	var inFlight, conns uint64
 	for _, wk := range s.Workers {
 		inFlight += wk.InFlight
 		conns += wk.Conns
 	}
-	add("http_requests_in_flight", "Requests being handled now, all live workers (the /health fast path is not counted).", dto.MetricType_GAUGE, gauge(float64(inFlight)))
-	add("open_connections", "Open client connections, all live workers.", dto.MetricType_GAUGE, gauge(float64(conns)))
+	add("http_requests_in_flight", "Requests being handled now, all live workers (the /health fast path is not counted).", "gauge", gauge(float64(inFlight)))
+	add("open_connections", "Open client connections, all live workers.", "gauge", gauge(float64(conns)))
 
 	// Per live worker process.
-	var served, wInFlight, wConns, rss, age, state []*dto.Metric
+	var served, wInFlight, wConns, rss, age, state []series
 	for _, wk := range s.Workers {
 		l := []string{"generation", strconv.Itoa(wk.Generation), "pid", strconv.Itoa(wk.Pid), "slot", strconv.Itoa(wk.Slot)}
-		served = append(served, counter(float64(wk.Counters.Served), l...))
+		served = append(served, counter(wk.Counters.Served, l...))
 		wInFlight = append(wInFlight, gauge(float64(wk.InFlight), l...))
 		wConns = append(wConns, gauge(float64(wk.Conns), l...))
 		rss = append(rss, gauge(float64(wk.RSS), l...))
 		age = append(age, gauge(seconds(now-wk.Started), l...))
 		state = append(state, gauge(1, append(slices.Clone(l), "state", protocol.StateName(wk.State))...))
 	}
-	add("worker_requests_total", "Requests served by this worker process; a new series starts at 0 for each generation of a slot.", dto.MetricType_COUNTER, served...)
-	add("worker_requests_in_flight", "Requests being handled now by this worker process.", dto.MetricType_GAUGE, wInFlight...)
-	add("worker_open_connections", "Open client connections of this worker process.", dto.MetricType_GAUGE, wConns...)
-	add("worker_resident_memory_bytes", "Resident memory of this worker process, as it last sampled it.", dto.MetricType_GAUGE, rss...)
-	add("worker_age_seconds", "Time since the master started this worker process.", dto.MetricType_GAUGE, age...)
-	add("worker_state", "State of this worker process (booting, ready, retiring, draining): 1 for its current state.", dto.MetricType_GAUGE, state...)
+	add("worker_requests_total", "Requests served by this worker process; a new series starts at 0 for each generation of a slot.", "counter", served...)
+	add("worker_requests_in_flight", "Requests being handled now by this worker process.", "gauge", wInFlight...)
+	add("worker_open_connections", "Open client connections of this worker process.", "gauge", wConns...)
+	add("worker_resident_memory_bytes", "Resident memory of this worker process, as it last sampled it.", "gauge", rss...)
+	add("worker_age_seconds", "Time since the master started this worker process.", "gauge", age...)
+	add("worker_state", "State of this worker process (booting, ready, retiring, draining): 1 for its current state.", "gauge", state...)
 
 	// The master's bookkeeping.
-	add("worker_starts_total", "Worker processes the master has started.", dto.MetricType_COUNTER, counter(float64(s.Starts)))
-	exits := make([]*dto.Metric, 0, len(protocol.ExitReasons))
+	add("worker_starts_total", "Worker processes the master has started.", "counter", counter(s.Starts))
+	exits := make([]series, 0, len(protocol.ExitReasons))
 	for _, reason := range protocol.ExitReasons {
-		exits = append(exits, counter(float64(s.Exits[reason]), "reason", reason))
+		exits = append(exits, counter(s.Exits[reason], "reason", reason))
 	}
-	add("worker_exits_total", "Worker processes that have exited, by reason.", dto.MetricType_COUNTER, exits...)
-	add("workers", "Live worker processes (rows of the status table in use), replacements and draining workers included.", dto.MetricType_GAUGE, gauge(float64(len(s.Workers))))
-	add("workers_target", "Worker processes the master aims to keep serving.", dto.MetricType_GAUGE, gauge(float64(s.Target)))
+	add("worker_exits_total", "Worker processes that have exited, by reason.", "counter", exits...)
+	add("workers", "Live worker processes (rows of the status table in use), replacements and draining workers included.", "gauge", gauge(float64(len(s.Workers))))
+	add("workers_target", "Worker processes the master aims to keep serving.", "gauge", gauge(float64(s.Target)))
 
 	// Sockets.
-	var qLen, qLimit []*dto.Metric
+	var qLen, qLimit []series
 	for _, q := range queues {
 		qLen = append(qLen, gauge(float64(q.Length), "addr", q.Addr))
 		qLimit = append(qLimit, gauge(float64(q.Limit), "addr", q.Addr))
 	}
-	add("listen_queue_length", "Connections accepted by the kernel and waiting for a worker to accept them, per listening socket (TCP_INFO).", dto.MetricType_GAUGE, qLen...)
-	add("listen_queue_limit", "Most connections the accept queue of a listening socket holds (the effective backlog); past it the kernel drops new connections.", dto.MetricType_GAUGE, qLimit...)
+	add("listen_queue_length", "Connections accepted by the kernel and waiting for a worker to accept them, per listening socket (TCP_INFO).", "gauge", qLen...)
+	add("listen_queue_limit", "Most connections the accept queue of a listening socket holds (the effective backlog); past it the kernel drops new connections.", "gauge", qLimit...)
 
 	// The server as a whole.
 	uptime := 0.0
 	if s.MasterStarted > 0 {
 		uptime = seconds(now - s.MasterStarted)
 	}
-	add("uptime_seconds", "Time since the master process started.", dto.MetricType_GAUGE, gauge(uptime))
+	add("uptime_seconds", "Time since the master process started.", "gauge", gauge(uptime))
 	if info.GoVersion == "" {
 		info.GoVersion = runtime.Version()
 	}
 	if info.Version == "" {
 		info.Version = "unknown"
 	}
-	add("build_info", "Build of the serving binary; the value is always 1.", dto.MetricType_GAUGE,
+	add("build_info", "Build of the serving binary; the value is always 1.", "gauge",
 		gauge(1, "goversion", info.GoVersion, "version", info.Version))
 
-	// A family without samples (no live worker, no TCP listener) is left out:
-	// expfmt refuses to encode one.
-	fams = slices.DeleteFunc(fams, func(mf *dto.MetricFamily) bool { return len(mf.Metric) == 0 })
-	slices.SortFunc(fams, func(a, b *dto.MetricFamily) int { return strings.Compare(a.GetName(), b.GetName()) })
+	// A family without samples (no live worker, no TCP listener) is left out.
+	fams = slices.DeleteFunc(fams, func(f *family) bool { return len(f.series) == 0 })
+	slices.SortFunc(fams, func(a, b *family) int { return strings.Compare(a.name, b.name) })
 	return fams
 }
 
-// histogram makes the request-duration histogram. The table keeps one count
-// per bucket (the last is +Inf); Prometheus wants cumulative counts.
-func histogram(c *protocol.Counters) *dto.Metric {
-	h := &dto.Histogram{SampleSum: ptr(float64(c.DurationSum) / 1e9)}
-	var cum uint64
-	for i, le := range protocol.Buckets {
-		if i < len(c.Buckets) {
+// family is one metric family of the exposition.
+type family struct {
+	name, help, typ string
+	series          []series
+}
+
+// series is one series: labels as name, value, name, value..., and either a
+// value or a histogram.
+type series struct {
+	labels []string
+	value  float64
+	whole  bool // value is a whole number (a counter): written exactly
+	hist   *protocol.Counters
+}
+
+func counter(v uint64, labels ...string) series {
+	return series{labels: labels, value: float64(v), whole: true}
+}
+
+func gauge(v float64, labels ...string) series { return series{labels: labels, value: v} }
+
+// histogram is the request-duration histogram of c.
+func histogram(c *protocol.Counters) series { return series{hist: c} }
+
+// append writes the family: HELP, TYPE, then its samples.
+func (f *family) append(b []byte) []byte {
+	b = append(b, "# HELP "...)
+	b = append(b, f.name...)
+	b = append(b, ' ')
+	b = escape(b, f.help, false)
+	b = append(b, "\n# TYPE "...)
+	b = append(b, f.name...)
+	b = append(b, ' ')
+	b = append(b, f.typ...)
+	b = append(b, '\n')
+	for _, s := range f.series {
+		if s.hist == nil {
+			b = appendSample(b, f.name, s.labels, "", "", s.value, s.whole)
+			continue
+		}
+		// The table keeps one count per bucket (the last is +Inf);
+		// Prometheus wants them cumulative.
+		c := s.hist
+		var cum uint64
+		for i, le := range protocol.Buckets {
+			if i < len(c.Buckets) {
+				cum += c.Buckets[i]
+			}
+			b = appendSample(b, f.name+"_bucket", s.labels, "le", strconv.FormatFloat(le, 'g', -1, 64), float64(cum), true)
+		}
+		for i := len(protocol.Buckets); i < len(c.Buckets); i++ {
 			cum += c.Buckets[i]
 		}
-		h.Bucket = append(h.Bucket, &dto.Bucket{UpperBound: ptr(le), CumulativeCount: ptr(cum)})
+		b = appendSample(b, f.name+"_bucket", s.labels, "le", "+Inf", float64(cum), true)
+		b = appendSample(b, f.name+"_sum", s.labels, "", "", float64(c.DurationSum)/1e9, false)
+		b = appendSample(b, f.name+"_count", s.labels, "", "", float64(cum), true)
 	}
-	for i := len(protocol.Buckets); i < len(c.Buckets); i++ {
-		cum += c.Buckets[i] // +Inf
-	}
-	h.Bucket = append(h.Bucket, &dto.Bucket{UpperBound: ptr(math.Inf(1)), CumulativeCount: ptr(cum)})
-	h.SampleCount = ptr(cum)
-	return &dto.Metric{Histogram: h}
+	return b
 }
 
-func counter(v float64, labels ...string) *dto.Metric {
-	return &dto.Metric{Label: labelPairs(labels), Counter: &dto.Counter{Value: ptr(v)}}
+// appendSample writes one line: name{labels[,extra]} value.
+func appendSample(b []byte, name string, labels []string, extraName, extraValue string, v float64, whole bool) []byte {
+	b = append(b, name...)
+	if len(labels) > 0 || extraName != "" {
+		b = append(b, '{')
+		for i := 0; i+1 < len(labels); i += 2 {
+			b = appendLabel(b, labels[i], labels[i+1])
+		}
+		if extraName != "" {
+			b = appendLabel(b, extraName, extraValue)
+		}
+		b[len(b)-1] = '}' // the last label's comma
+	}
+	b = append(b, ' ')
+	switch {
+	case whole && v >= 0 && v < 1<<53:
+		b = strconv.AppendUint(b, uint64(v), 10)
+	case math.IsInf(v, 1):
+		b = append(b, "+Inf"...)
+	case math.IsInf(v, -1):
+		b = append(b, "-Inf"...)
+	case math.IsNaN(v):
+		b = append(b, "NaN"...)
+	default:
+		b = strconv.AppendFloat(b, v, 'g', -1, 64)
+	}
+	return append(b, '\n')
 }
 
-func gauge(v float64, labels ...string) *dto.Metric {
-	return &dto.Metric{Label: labelPairs(labels), Gauge: &dto.Gauge{Value: ptr(v)}}
+func appendLabel(b []byte, name, value string) []byte {
+	b = append(b, name...)
+	b = append(b, '=', '"')
+	b = escape(b, value, true)
+	return append(b, '"', ',')
 }
 
-// labelPairs makes label pairs from name, value, name, value...
-func labelPairs(kv []string) []*dto.LabelPair {
-	if len(kv) == 0 {
-		return nil
+// escape applies the format's escapes: backslash and newline everywhere,
+// the double quote in label values.
+func escape(b []byte, s string, quote bool) []byte {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '\\':
+			b = append(b, '\\', '\\')
+		case c == '\n':
+			b = append(b, '\\', 'n')
+		case c == '"' && quote:
+			b = append(b, '\\', '"')
+		default:
+			b = append(b, c)
+		}
 	}
-	ls := make([]*dto.LabelPair, 0, len(kv)/2)
-	for i := 0; i+1 < len(kv); i += 2 {
-		ls = append(ls, &dto.LabelPair{Name: ptr(kv[i]), Value: ptr(kv[i+1])})
-	}
-	return ls
+	return b
 }
 
 // seconds converts a nanosecond interval, never negative.
@@ -249,5 +322,3 @@ func seconds(ns int64) float64 {
 	}
 	return float64(ns) / 1e9
 }
-
-func ptr[T any](v T) *T { return &v }

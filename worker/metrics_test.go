@@ -412,3 +412,29 @@ func TestMetricsHandler(t *testing.T) {
 		t.Errorf("listen_queue_length = %v, want 0", got)
 	}
 }
+
+// Label values and help text with the characters the format escapes
+// round-trip through Prometheus' own parser.
+func TestMetricsEscapingRoundTrips(t *testing.T) {
+	tb, err := protocol.CreateTable(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tb.Close()
+	odd := "v\"1\\2\nend"
+	var buf bytes.Buffer
+	if err := WriteMetrics(&buf, tb.Snapshot(), protocol.Nanotime(), BuildInfo{Version: odd, GoVersion: "go"}, []ListenQueue{{Addr: `[::1]:80"`, Length: 1, Limit: 2}}); err != nil {
+		t.Fatal(err)
+	}
+	fams := parseMetrics(t, buf.Bytes())
+	labels := map[string]string{}
+	for _, l := range fams["mcpgateway_build_info"].GetMetric()[0].GetLabel() {
+		labels[l.GetName()] = l.GetValue()
+	}
+	if labels["version"] != odd {
+		t.Fatalf("version label = %q, want %q", labels["version"], odd)
+	}
+	if got := fams["mcpgateway_listen_queue_limit"].GetMetric()[0].GetLabel()[0].GetValue(); got != `[::1]:80"` {
+		t.Fatalf("addr label = %q", got)
+	}
+}
