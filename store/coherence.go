@@ -65,17 +65,18 @@ func bumpEpoch(ctx context.Context, q querier, keys ...string) (int64, error) {
 	return epoch, nil
 }
 
-// pollLoop keeps the near cache coherent for CACHE_TYPE memory and database.
-func (s *Store) pollLoop() {
+// every runs check at each interval until the store closes: the epoch poll
+// (memory, database) or the Redis heartbeat that renews the lease.
+func (s *Store) every(interval time.Duration, check func(context.Context)) {
 	defer s.wg.Done()
-	t := time.NewTicker(checkInterval)
+	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		select {
 		case <-s.stop:
 			return
 		case <-t.C:
-			s.pollOnce(s.bg)
+			check(s.bg)
 		}
 	}
 }

@@ -251,21 +251,6 @@ func (r *redisCache) ping(ctx context.Context) error {
 
 func (r *redisCache) close() { r.client.Close() }
 
-// heartbeatLoop renews the coherence lease for CACHE_TYPE=redis.
-func (s *Store) heartbeatLoop() {
-	defer s.wg.Done()
-	t := time.NewTicker(redisPingInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.stop:
-			return
-		case <-t.C:
-			s.heartbeat(s.bg)
-		}
-	}
-}
-
 // heartbeat PINGs Redis. The PONG comes back on the connection that carries
 // the invalidation pushes, after every push Redis sent before it, so once it
 // arrives the near cache reflects every write Redis had seen when the PING

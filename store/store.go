@@ -78,7 +78,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		// One poll now so the near cache is usable from the first request.
 		s.pollOnce(ctx)
 		s.wg.Add(1)
-		go s.pollLoop()
+		go s.every(checkInterval, s.pollOnce) // keeps the near cache coherent: memory, database
 	case CacheRedis:
 		if s.redis, err = newRedisCache(s); err != nil {
 			s.cancelBG()
@@ -91,7 +91,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 			s.heartbeat(ctx)
 		}
 		s.wg.Add(1)
-		go s.heartbeatLoop()
+		go s.every(redisPingInterval, s.heartbeat) // renews the coherence lease: redis
 	}
 	s.log.Info("store opened", zap.String("dialect", db.dialect()), zap.String("cache_type", o.CacheType),
 		zap.Int("pool_max_conns", o.maxConns()))
