@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/mcpgateway/mcpgateway/store"
@@ -375,7 +376,8 @@ func TestEscapedKeysAndStrings(t *testing.T) {
 }
 
 func TestPanicInMethod(t *testing.T) {
-	s, b := newTestServer(t, nil)
+	var hooked atomic.Int64
+	s, b := newTestServer(t, func(o *Options) { o.OnPanic = func() { hooked.Add(1) } })
 	b.set(func(f *fakeBackend) { f.panicIn = "Tools" })
 	code, msg, _ := rpcErr(t, s, `{"jsonrpc":"2.0","id":9,"method":"tools/list"}`)
 	if code != codeInternalError || msg != "Internal error" || s.Panics() != 1 {
@@ -386,6 +388,9 @@ func TestPanicInMethod(t *testing.T) {
 	want := `[{"jsonrpc":"2.0","id":1,"error":{"code":-32603,"message":"Internal error"}},{"jsonrpc":"2.0","id":2,"result":{}}]`
 	if string(r.body) != want || s.Panics() != 3 {
 		t.Fatalf("batch with panics (%d):\n got %s\nwant %s", s.Panics(), r.body, want)
+	}
+	if hooked.Load() != 3 {
+		t.Fatalf("OnPanic called %d times, want 3", hooked.Load())
 	}
 }
 

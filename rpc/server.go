@@ -61,6 +61,11 @@ type Options struct {
 
 	Version string      // reported by initialize and /version
 	Logger  *zap.Logger // nil: no logging
+
+	// OnPanic, when set, is called for every panic the handlers recover, so
+	// the embedding server can count it where it counts everything else
+	// (the worker's status table, /metrics).
+	OnPanic func()
 }
 
 const (
@@ -195,6 +200,9 @@ func (s *Server) recoverHTTP(ctx *fasthttp.RequestCtx) {
 // (a deferred function runs on top of the panicking frames).
 func (s *Server) notePanic(r any, ctx *fasthttp.RequestCtx) {
 	s.panics.Add(1)
+	if s.opt.OnPanic != nil {
+		s.opt.OnPanic()
+	}
 	s.log.Error("recovered panic in request handler",
 		zap.String("panic", fmt.Sprint(r)),
 		zap.ByteString("method", ctx.Method()),

@@ -340,6 +340,13 @@ func TestPanicIsAnswered500AndWorkerSurvives(t *testing.T) {
 	if got := s.table().Snapshot().Total.Panics; got != 1 {
 		t.Fatalf("panics counted %d, want 1", got)
 	}
+	// One the application recovered itself and reported counts the same.
+	if code, _, err := post(c, s.url("/recovered-panic")); err != nil || code != 500 {
+		t.Fatalf("recovered panic: want 500, got %d %v", code, err)
+	}
+	if got := s.table().Snapshot().Total.Panics; got != 2 {
+		t.Fatalf("panics counted %d after one reported by the application, want 2", got)
+	}
 }
 
 // The connection cap bounds a worker's connections even with backpressure

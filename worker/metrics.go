@@ -132,7 +132,7 @@ func buildFamilies(s protocol.Snapshot, now int64, info BuildInfo, queues []List
 	add("http_requests_total", "HTTP requests answered by the whole server since the master started, by status class; includes the 503s of backpressure, never goes backwards.", "counter", codes...)
 	add("http_requests_refused_total", "Requests refused with 503 and Retry-After because their worker was at its in-flight limit (backpressure).", "counter", counter(t.Refused))
 	add("http_request_timeouts_total", "Requests that ran past the timeout and were answered 504 by their worker's watchdog.", "counter", counter(t.Timeouts))
-	add("handler_panics_total", "Requests whose handler panicked (answered 500).", "counter", counter(t.Panics))
+	add("handler_panics_total", "Panics recovered while handling requests: by the worker (answered 500), or by the gateway itself (a JSON-RPC message answered -32603).", "counter", counter(t.Panics))
 	add("http_request_duration_seconds", "Time from the start of handling a request to its answer, whole server.", "histogram", histogram(t))
 
 	var inFlight, conns uint64

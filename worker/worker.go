@@ -42,6 +42,11 @@ type Info struct {
 	Logger     *zap.Logger     // tagged with slot, pid and generation
 	Table      *protocol.Table // the whole server's status, for metrics
 	Options    protocol.WorkerOptions
+
+	// CountPanic counts a panic the application recovered itself, in this
+	// worker's row of the status table, as the worker counts the ones it
+	// recovers: /metrics reports both.
+	CountPanic func()
 }
 
 // Setup builds the application once per worker process. An error is a boot
@@ -167,6 +172,7 @@ func (w *worker) run(setup Setup) int {
 	app, err := setup(ctx, Info{
 		Payload: w.payload, Slot: w.id.Slot, Generation: w.id.Generation,
 		Logger: w.log, Table: w.table, Options: w.opts,
+		CountPanic: func() { w.row.Add(protocol.CPanics, 1) },
 	})
 	if err != nil {
 		w.log.Error("worker failed to boot", zap.Error(err))

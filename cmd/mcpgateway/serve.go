@@ -196,7 +196,7 @@ func setupWorker(ctx context.Context, info worker.Info) (worker.App, error) {
 	if err := json.Unmarshal(info.Payload, &s); err != nil {
 		return worker.App{}, fmt.Errorf("decode settings from the master: %w", err)
 	}
-	srv, st, err := gateway.Open(ctx, s, version, info.Logger)
+	srv, st, err := gateway.Open(ctx, s, version, info.Logger, info.CountPanic)
 	if err != nil {
 		return worker.App{}, err
 	}

@@ -13,14 +13,17 @@ import (
 	"go.uber.org/zap"
 )
 
-// Open opens the store and builds the rpc server over it. The caller closes
-// the store after the last request.
-func Open(ctx context.Context, s config.Settings, version string, log *zap.Logger) (*rpc.Server, *store.Store, error) {
+// Open opens the store and builds the rpc server over it; onPanic (may be
+// nil) counts the panics it recovers. The caller closes the store after the
+// last request.
+func Open(ctx context.Context, s config.Settings, version string, log *zap.Logger, onPanic func()) (*rpc.Server, *store.Store, error) {
 	st, err := store.Open(ctx, StoreOptions(s, log))
 	if err != nil {
 		return nil, nil, err
 	}
-	srv, err := rpc.New(RPCOptions(s, version, log), st)
+	o := RPCOptions(s, version, log)
+	o.OnPanic = onPanic
+	srv, err := rpc.New(o, st)
 	if err != nil {
 		st.Close()
 		return nil, nil, err

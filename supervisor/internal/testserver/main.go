@@ -114,6 +114,16 @@ func setup(ctx context.Context, info worker.Info) (worker.App, error) {
 			ctx.SetBody(pid)
 		case "/panic":
 			panic("test panic")
+		case "/recovered-panic": // an application that recovers its own panics reports them
+			func() {
+				defer func() {
+					if recover() != nil {
+						info.CountPanic()
+					}
+				}()
+				panic("recovered by the application")
+			}()
+			ctx.SetStatusCode(fasthttp.StatusInternalServerError)
 		case "/grow":
 			mb, _ := strconv.Atoi(string(ctx.QueryArgs().Peek("mb")))
 			b := make([]byte, mb<<20)

@@ -82,7 +82,7 @@ func run(addr, pprofAddr string, migrate bool) error {
 		}
 	}
 	// What setupWorker does in each worker.
-	srv, st, err := gateway.Open(ctx, s, version, log)
+	srv, st, err := gateway.Open(ctx, s, version, log, nil)
 	if err != nil {
 		return err
 	}
