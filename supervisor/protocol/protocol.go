@@ -74,17 +74,27 @@ type WorkerOptions struct {
 	AccessLogFile      string        `json:"access_log_file"` // "" = the main log
 	Version            string        `json:"version"`         // for build_info
 
+	// ReusePort: each worker slot has its own SO_REUSEPORT socket, so the
+	// kernel has already chosen this worker; holding back an accept only
+	// delays the connection (no balancing wait, the connection cap stays).
+	ReusePort bool `json:"reuse_port"`
+
 	// HTTP is "auto", "1" or "2" (GRANIAN_HTTP). With TLS, auto offers h2
 	// and http/1.1 through ALPN; without TLS, 2 means h2c.
 	HTTP string `json:"http"`
 	TLS  *TLS   `json:"tls,omitempty"` // nil: plain HTTP
 }
 
-// TLS is where a worker finds its certificate.
+// TLS is the certificate a worker serves. The master reads the files (at
+// start and on HUP) and hands the bytes over, so a worker's boot depends on
+// nothing mutable on disk: a key file half-rewritten by a rotation cannot
+// fail a recycled worker. The file names are kept for messages.
 type TLS struct {
 	CertFile        string `json:"cert_file"`
 	KeyFile         string `json:"key_file"`
 	KeyFilePassword string `json:"key_file_password,omitempty"`
+	CertPEM         []byte `json:"cert_pem"`
+	KeyPEM          []byte `json:"key_pem"`
 }
 
 // Envelope is the configuration memfd's content.
