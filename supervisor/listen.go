@@ -14,10 +14,12 @@ import (
 // listener is one listening socket, opened by the master and held for its
 // whole life: workers come and go, the socket and its queue stay.
 type listener struct {
-	addr  string   // as configured
-	file  *os.File // blocking mode in the master; workers make their copies non-blocking
-	bound string   // the address the kernel gave (port 0 resolved)
-	path  string   // unix socket path to unlink at exit
+	addr   string   // as configured
+	file   *os.File // blocking mode in the master; workers make their copies non-blocking; nil once closed
+	bound  string   // the address the kernel gave (port 0 resolved)
+	path   string   // unix socket path, "" for TCP
+	ino    uint64   // the path's inode when this master took it: unlink only that file
+	origin origin
 }
 
 // listen opens every configured address, with the configured backlog.
@@ -34,12 +36,11 @@ func listen(binds []string, backlog int, reusePort bool) ([]*listener, error) {
 	return out, nil
 }
 
+// closeListeners closes sockets that failed to become a server's: the
+// unix socket files go too if this master made them.
 func closeListeners(ls []*listener) {
 	for _, l := range ls {
-		l.file.Close()
-		if l.path != "" {
-			os.Remove(l.path)
-		}
+		l.close(l.origin == originBound)
 	}
 }
 
@@ -135,7 +136,7 @@ func listenUnix(path string, backlog int) (*listener, error) {
 		os.Remove(path)
 		return nil, os.NewSyscallError("listen", err)
 	}
-	return &listener{addr: "unix:" + path, file: os.NewFile(uintptr(fd), path), bound: "unix:" + path, path: path}, nil
+	return &listener{addr: "unix:" + path, file: os.NewFile(uintptr(fd), path), bound: "unix:" + path, path: path, ino: inode(path)}, nil
 }
 
 func sockaddrString(sa unix.Sockaddr) string {

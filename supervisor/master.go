@@ -10,7 +10,10 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
+	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -18,21 +21,6 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 )
-
-// proc is one worker process as the master tracks it.
-type proc struct {
-	slot, gen, row, pid int
-	cmd                 *exec.Cmd
-	started             time.Time
-	ready               bool
-	retire              string    // why the master is replacing it; "" while it is wanted
-	termAt              time.Time // when it was told to stop
-	quitAt              time.Time // when it was sent SIGQUIT for not heartbeating
-	killed              bool
-	exited              bool
-	lifetime            time.Duration // recycle after this long (0: never)
-	rssStrikes          int           // consecutive RSS samples over the limit
-}
 
 // event is what the per-process goroutines report to the loop.
 type event struct {
@@ -42,52 +30,78 @@ type event struct {
 	err   error
 }
 
+// prepared is the outcome of work the loop must not wait for: the first
+// Prepare, or a reload's new configuration with its Prepare.
+type prepared struct {
+	reload bool
+	o      Options
+	config *os.File
+	err    error
+}
+
 type master struct {
-	o         Options
-	log       *zap.Logger
-	listeners []*listener   // the sockets of slot 0, and of every slot in the shared layout
-	perSlot   [][]*listener // reuse-port layout: each slot's own sockets (slot 0: listeners)
-	spares    []*listener   // reuse-port sockets an old master passed, for our slots
-	table     *protocol.Table
-	config    *os.File
-	events    chan event
+	o       Options
+	log     *zap.Logger
+	sockets *sockets
+	table   *protocol.Table
+	config  *os.File
+	events  chan event
+	work    chan prepared
+	ctx     context.Context // cancelled when the master stops: ends Prepare work
+	cancel  context.CancelFunc
 
 	procs     map[int]*proc // by pid
 	freeRows  []int
 	gens      []int // per slot: generations started so far
 	dead      map[int]bool
 	target    int
-	everReady bool
+	ready     bool // Prepare finished: workers may start
+	everReady bool // every slot had a ready worker once
+
+	configGen   int      // bumped by each applied reload
+	configReady bool     // a worker of the current configuration became ready
+	previous    *Options // the configuration a reload replaced, until it completes
+	prevConfig  *os.File
+	reloading   bool // a reload's workers are rolling in
+	preparing   bool // a reload's configuration is being prepared
+	reloadAgain bool // HUP arrived while preparing
 
 	notify    *notifier
 	child     *exec.Cmd  // the new master of a USR2 upgrade
 	childDone chan error // its exit
 	winched   bool       // WINCH: our workers stopped for the new master's
-	upgraded  bool       // this master was started by an old one's USR2
-	reloading bool       // HUP: tell systemd READY=1 when the roll is done
+	oldMaster int        // the master whose USR2 started this one; 0 if none
 
 	stopping  bool
 	fast      bool
 	stopAt    time.Time
 	halt      *HaltError
 	ticks     int
-	bootFails int
-	crashes   []time.Time // recent crashes of ready workers
+	bootFails int // workers in a row that died before serving
 	backoff   time.Time
 }
 
 func newMaster(o Options) (*master, error) {
+	oldMaster := 0
+	if os.Getenv(protocol.EnvUpgradeFDs) != "" {
+		fmt.Sscan(os.Getenv(protocol.EnvOldMaster), &oldMaster)
+	}
 	m := &master{
 		o: o, log: o.Logger.With(zap.String("proc", "master"), zap.Int("pid", os.Getpid())),
-		events: make(chan event, 64), procs: map[int]*proc{}, dead: map[int]bool{}, target: o.Workers,
-		childDone: make(chan error, 1), notify: newNotifier(),
+		events: make(chan event, 64), work: make(chan prepared, 1), procs: map[int]*proc{}, dead: map[int]bool{},
+		target: o.Workers, childDone: make(chan error, 1), oldMaster: oldMaster,
+		notify: newNotifier(oldMaster == 0),
 	}
+	m.ctx, m.cancel = context.WithCancel(context.Background())
 	var err error
-	if m.listeners, m.spares, m.upgraded, err = openListeners(o); err != nil {
+	if m.sockets, err = openSockets(o.Binds, o.Backlog, o.ReusePort); err != nil {
 		return nil, err
 	}
+	for _, w := range m.sockets.warnings {
+		m.log.Warn("configuration", zap.String("warning", w))
+	}
 	if m.table, err = protocol.CreateTable(tableRows); err != nil {
-		closeListeners(m.listeners)
+		m.sockets.closeAll(false)
 		return nil, err
 	}
 	if m.config, err = configFile(o); err != nil {
@@ -107,26 +121,15 @@ func newMaster(o Options) (*master, error) {
 	return m, nil
 }
 
-// openListeners takes the sockets systemd passed, else those an upgrading
-// master passed, else binds the configured addresses.
-func openListeners(o Options) (primary, spares []*listener, upgraded bool, err error) {
-	if ls, err := activatedListeners(); err != nil || ls != nil {
-		return ls, nil, false, err
-	}
-	if ls, spares, upgraded, err := upgradeListeners(o.Binds, o.Backlog, o.ReusePort); upgraded {
-		return ls, spares, true, err
-	}
-	ls, err := listen(o.Binds, o.Backlog, o.ReusePort)
-	return ls, nil, false, err
-}
-
-// configFile writes what every worker reads at start into a memfd.
+// configFile writes what every worker reads at start into a sealed memfd:
+// once written, nobody (not even a process that opens it through /proc)
+// can change the configuration that later workers boot with.
 func configFile(o Options) (*os.File, error) {
 	raw, err := json.Marshal(protocol.Envelope{Worker: o.Worker, App: o.Payload})
 	if err != nil {
 		return nil, fmt.Errorf("encode worker configuration: %w", err)
 	}
-	fd, err := unix.MemfdCreate("mcpgateway-config", unix.MFD_CLOEXEC)
+	fd, err := unix.MemfdCreate("mcpgateway-config", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
 	if err != nil {
 		return nil, fmt.Errorf("create worker configuration: %w", err)
 	}
@@ -135,39 +138,32 @@ func configFile(o Options) (*os.File, error) {
 		f.Close()
 		return nil, fmt.Errorf("write worker configuration: %w", err)
 	}
+	seals := unix.F_SEAL_WRITE | unix.F_SEAL_GROW | unix.F_SEAL_SHRINK | unix.F_SEAL_SEAL
+	if _, err := unix.FcntlInt(f.Fd(), unix.F_ADD_SEALS, seals); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("seal worker configuration: %w", err)
+	}
 	return f, nil
 }
 
 func (m *master) close() {
-	m.closeSpares()
-	for slot := range m.perSlot {
-		m.closeSlotSockets(slot)
+	m.cancel()
+	m.sockets.closeAll(m.child != nil)
+	if m.child != nil && m.o.Pidfile != "" {
+		removePidfile(m.o.Pidfile + ".oldbin")
 	}
-	if m.child != nil {
-		for _, l := range m.listeners {
-			l.path = "" // the new master serves on these socket files now
-		}
-		if m.o.Pidfile != "" {
-			removePidfile(m.o.Pidfile + ".oldbin")
-		}
-	}
-	closeListeners(m.listeners)
 	if m.table != nil {
 		m.table.Close()
 	}
-	if m.config != nil {
-		m.config.Close()
+	for _, f := range []*os.File{m.config, m.prevConfig} {
+		if f != nil {
+			f.Close()
+		}
 	}
 	removePidfile(m.o.Pidfile)
 }
 
-func (m *master) addrs() []string {
-	var out []string
-	for _, l := range m.listeners {
-		out = append(out, l.bound)
-	}
-	return out
-}
+func (m *master) addrs() []string { return m.sockets.addrs() }
 
 func (m *master) run(ctx context.Context) error {
 	defer m.close()
@@ -179,10 +175,12 @@ func (m *master) run(ctx context.Context) error {
 	m.log.Info("master starting", zap.Strings("listening", m.addrs()), zap.Int("workers", m.target),
 		zap.Duration("timeout", m.o.Timeout), zap.Int("max_requests", m.o.MaxRequests),
 		zap.Int("backpressure", m.o.Worker.Backpressure))
-	if m.o.Prepare != nil {
-		if err := m.o.Prepare(ctx); err != nil {
-			return err
-		}
+	// Prepare (migrations) may take minutes: it runs beside the loop, which
+	// goes on answering signals and pinging systemd's watchdog meanwhile.
+	if prep := m.o.Prepare; prep != nil {
+		go func() { m.work <- prepared{err: prep(m.ctx)} }()
+	} else {
+		m.ready = true
 	}
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
@@ -200,6 +198,10 @@ func (m *master) run(ctx context.Context) error {
 			m.signal(sig.(syscall.Signal))
 		case ev := <-m.events:
 			m.handle(ev)
+		case w := <-m.work:
+			if err := m.prepared(w); err != nil {
+				return err
+			}
 		case err := <-m.childDone:
 			m.upgradeFailed(err)
 		case <-tick.C:
@@ -210,10 +212,28 @@ func (m *master) run(ctx context.Context) error {
 	}
 	if m.halt != nil {
 		m.log.Error("master halted", zap.String("reason", m.halt.Reason))
-		m.notify.send("STOPPING=1\nSTATUS=halted: " + m.halt.Reason)
+		m.tellStopping("STATUS=halted: " + m.halt.Reason)
 		return m.halt
 	}
 	m.log.Info("master stopped")
+	return nil
+}
+
+// prepared takes the result of Prepare or of a reload's preparation.
+func (m *master) prepared(w prepared) error {
+	if !w.reload {
+		if w.err != nil && !m.stopping {
+			return w.err
+		}
+		m.ready = true
+		return nil
+	}
+	m.preparing = false
+	m.applyReload(w)
+	if m.reloadAgain && !m.stopping {
+		m.reloadAgain = false
+		m.reload()
+	}
 	return nil
 }
 
@@ -222,8 +242,12 @@ func (m *master) signal(sig syscall.Signal) {
 	switch sig {
 	case syscall.SIGTERM:
 		m.stop(false, "signal TERM")
-	case syscall.SIGINT, syscall.SIGQUIT:
-		m.stop(true, "signal "+unix.SignalName(sig))
+	case syscall.SIGQUIT:
+		// nginx's upgrade recipe ends with QUIT to the old master: while a
+		// new master serves, QUIT lets the old workers finish what they hold.
+		m.stop(m.child == nil, "signal QUIT")
+	case syscall.SIGINT:
+		m.stop(true, "signal INT")
 	case syscall.SIGTTIN:
 		m.scale(m.target + 1)
 	case syscall.SIGTTOU:
@@ -242,15 +266,31 @@ func (m *master) signal(sig syscall.Signal) {
 // stop begins a graceful stop (workers drain within graceful_timeout) or a
 // fast one (workers exit at once).
 func (m *master) stop(fast bool, why string) {
+	m.stopAll(fast, nil, why)
+}
+
+// abort halts the master: every worker is stopped at once.
+func (m *master) abort(h *HaltError) {
+	m.stopAll(true, h, h.Reason)
+}
+
+// stopAll stops the whole server, for a stop or a halt. A second call may
+// only make a stop faster.
+func (m *master) stopAll(fast bool, halt *HaltError, why string) {
 	if m.stopping && (m.fast || !fast) {
 		return
 	}
+	if halt != nil && m.halt == nil {
+		m.halt = halt
+	}
+	first := !m.stopping
 	m.stopping, m.fast = true, fast
+	m.cancel()                                    // Prepare or a reload in progress is abandoned
 	m.table.Header().Store(protocol.HStopping, 1) // workers: nobody serves after you, close quiet connections
-	if m.child == nil {
+	if first && m.halt == nil && m.child == nil {
 		// After an upgrade the service goes on in the new master: telling
 		// systemd this one is stopping would stop the service.
-		m.notify.send("STOPPING=1")
+		m.tellStopping("")
 	}
 	if fast {
 		m.stopAt = time.Now().Add(killDelay)
@@ -259,79 +299,79 @@ func (m *master) stop(fast bool, why string) {
 	}
 	m.log.Info("master stopping", zap.String("why", why), zap.Bool("fast", fast), zap.Int("workers", len(m.procs)))
 	for _, p := range m.procs {
-		p.termAt = time.Time{} // (re)send the right signal below
-		m.terminate(p, protocol.ReasonShutdown)
+		switch {
+		case p.phase < stopping:
+			m.transition(p, stopping, protocol.ReasonShutdown)
+		case p.phase == stopping && fast:
+			p.deadline = m.stopAt
+			_ = p.cmd.Process.Signal(syscall.SIGINT)
+		}
 	}
+}
+
+// tellStopping tells systemd the service is stopping, unless this master is
+// a new one whose old master still runs: then the service goes on there.
+func (m *master) tellStopping(status string) {
+	if m.oldMaster != 0 && os.Getppid() == m.oldMaster {
+		m.notify.handBack(m.oldMaster)
+		return
+	}
+	msg := "STOPPING=1"
+	if status != "" {
+		msg += "\n" + status
+	}
+	m.notify.send(msg)
 }
 
 func (m *master) scale(n int) {
 	if m.stopping || n < 1 {
 		return
 	}
-	m.log.Info("scaling", zap.Int("from", m.target), zap.Int("to", n))
-	m.target = n
-	m.table.Header().Store(protocol.HWorkersTarget, uint64(n))
-	for _, p := range m.procs {
-		if p.slot >= n && p.retire == "" {
-			p.retire = protocol.ReasonScale
-		}
-	}
-}
-
-// terminate tells a worker to stop: TERM drains, INT (fast stop) exits now.
-func (m *master) terminate(p *proc, reason string) {
-	if !p.termAt.IsZero() || p.exited {
+	if n > maxWorkers {
+		m.log.Warn("scaling: at the maximum", zap.Int("max_workers", maxWorkers))
 		return
 	}
-	if p.retire == "" {
-		p.retire = reason
-	}
-	p.termAt = time.Now()
-	sig := syscall.SIGTERM
-	if m.fast {
-		sig = syscall.SIGINT
-	}
-	m.log.Debug("stopping worker", m.fields(p, zap.String("signal", unix.SignalName(sig)))...)
-	_ = p.cmd.Process.Signal(sig)
-}
-
-// manage keeps one wanted worker per slot, stops the ones that were
-// replaced (make before break), and kills what overstays.
-func (m *master) manage() {
-	now := time.Now()
+	m.log.Info("scaling", zap.Int("from", m.target), zap.Int("to", n))
+	m.setTarget(n)
 	for _, p := range m.procs {
-		if !p.termAt.IsZero() && !p.killed {
-			limit := p.termAt.Add(m.o.GracefulTimeout + killDelay)
-			if m.stopping || m.halt != nil {
-				limit = m.stopAt // the whole server's deadline
-			}
-			if now.After(limit) {
-				m.log.Warn("worker overstayed its stop, killing", m.fields(p)...)
-				p.killed = true
-				_ = p.cmd.Process.Kill()
-			}
+		if p.slot >= n && p.wanted() {
+			m.markReplaced(p, protocol.ReasonScale)
 		}
 	}
+}
+
+// markReplaced marks a worker for replacement; it serves on until its
+// successor is ready (or, for a slot scaled away, is stopped at once).
+func (m *master) markReplaced(p *proc, reason string, extra ...zap.Field) {
+	if p.phase == ready {
+		m.transition(p, replacing, reason, extra...)
+	} else if p.retire == "" {
+		p.retire = reason
+	}
+}
+
+// manage keeps one wanted worker per slot and stops the ones that were
+// replaced once their successor serves (make before break).
+func (m *master) manage() {
 	if m.stopping || m.halt != nil {
 		return
 	}
-	// A replaced worker stops only once its successor serves.
 	for _, p := range m.procs {
-		if p.retire == "" || !p.termAt.IsZero() || !p.quitAt.IsZero() {
+		if p.retire == "" || p.phase >= stopping {
 			continue
 		}
 		if p.slot >= m.target || m.slotReady(p.slot) {
-			m.terminate(p, p.retire)
+			m.transition(p, stopping, p.retire)
 		}
 	}
-	if now.Before(m.backoff) || m.winched {
+	if !m.ready || time.Now().Before(m.backoff) || m.winched {
 		return
 	}
 	for slot := 0; slot < m.target; slot++ {
 		if !m.dead[slot] && m.wanted(slot) == nil {
 			if err := m.spawn(slot); err != nil {
 				m.log.Error("cannot start worker", zap.Int("slot", slot), zap.Error(err))
-				m.backoff = now.Add(time.Second)
+				m.backoff = time.Now().Add(time.Second)
 				return
 			}
 		}
@@ -341,7 +381,7 @@ func (m *master) manage() {
 // wanted is the slot's worker that is not being replaced.
 func (m *master) wanted(slot int) *proc {
 	for _, p := range m.procs {
-		if p.slot == slot && p.retire == "" {
+		if p.slot == slot && p.wanted() {
 			return p
 		}
 	}
@@ -350,12 +390,16 @@ func (m *master) wanted(slot int) *proc {
 
 func (m *master) slotReady(slot int) bool {
 	p := m.wanted(slot)
-	return p != nil && p.ready
+	return p != nil && p.phase == ready
 }
 
 func (m *master) spawn(slot int) error {
 	if len(m.freeRows) == 0 {
 		return errors.New("status table full")
+	}
+	listeners, err := m.sockets.forSlot(slot)
+	if err != nil {
+		return err
 	}
 	for len(m.gens) <= slot {
 		m.gens = append(m.gens, 0)
@@ -370,23 +414,19 @@ func (m *master) spawn(slot int) error {
 		}
 	}
 	id := protocol.Identity{Slot: slot, Generation: m.gens[slot], Row: row,
-		Listeners: len(m.listeners), MasterPID: os.Getpid(), MaxRequests: limit}
+		Listeners: len(listeners), MasterPID: os.Getpid(), MaxRequests: limit}
 
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		return fmt.Errorf("pipe: %w", err)
 	}
 	cmd := exec.Command(m.o.Executable, m.o.Args...)
+	// ps and top show what the process is, as Gunicorn's workers do.
+	cmd.Args[0] = fmt.Sprintf("%s: worker %d", programName(), slot)
 	cmd.Env = append(childEnv(true), id.Env()...)
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-	sockets, err := m.socketsFor(slot)
-	if err != nil {
-		pr.Close()
-		pw.Close()
-		return err
-	}
 	cmd.ExtraFiles = []*os.File{m.config, m.table.File(), pw}
-	for _, l := range sockets {
+	for _, l := range listeners {
 		cmd.ExtraFiles = append(cmd.ExtraFiles, l.file)
 	}
 	// The kernel tells the worker when the master dies, however it dies.
@@ -398,7 +438,7 @@ func (m *master) spawn(slot int) error {
 	r.Store(protocol.FState, protocol.StateBooting)
 	r.Store(protocol.FStarted, uint64(protocol.Nanotime()))
 	r.Store(protocol.FHeartbeat, uint64(protocol.Nanotime()))
-	if err := cmd.Start(); err != nil {
+	if err := startLocked(cmd); err != nil {
 		pr.Close()
 		pw.Close()
 		m.table.Fold(row)
@@ -413,7 +453,7 @@ func (m *master) spawn(slot int) error {
 	r.Store(protocol.FPid, uint64(cmd.Process.Pid))
 
 	p := &proc{slot: slot, gen: id.Generation, row: row, pid: cmd.Process.Pid, cmd: cmd, started: time.Now(),
-		lifetime: lifetimeFor(m.o.MaxWorkerLifetime)}
+		config: m.configGen, lifetime: lifetimeFor(m.o.MaxWorkerLifetime)}
 	m.procs[p.pid] = p
 	m.log.Info("worker started", m.fields(p, zap.Int("max_requests", limit))...)
 	go m.readMessages(p, pr)
@@ -423,6 +463,44 @@ func (m *master) spawn(slot int) error {
 	}()
 	return nil
 }
+
+// programName is this program's name for process titles.
+func programName() string {
+	if exe, err := os.Executable(); err == nil {
+		return filepath.Base(exe)
+	}
+	return "mcpgateway"
+}
+
+// startLocked starts every worker from one goroutine locked to its OS
+// thread for the process's life. Linux sends the parent-death signal when
+// the thread that forked the child exits, not the process; Go ends a thread
+// when a goroutine exits while locked to it, which an embedder's hook may
+// do. A thread that never exits makes the signal mean what it says.
+func startLocked(cmd *exec.Cmd) error {
+	spawnerOnce.Do(func() {
+		spawnReqs = make(chan spawnReq)
+		go func() {
+			runtime.LockOSThread() // never unlocked: the thread lives as long as the process
+			for r := range spawnReqs {
+				r.done <- r.cmd.Start()
+			}
+		}()
+	})
+	done := make(chan error, 1)
+	spawnReqs <- spawnReq{cmd, done}
+	return <-done
+}
+
+type spawnReq struct {
+	cmd  *exec.Cmd
+	done chan error
+}
+
+var (
+	spawnerOnce sync.Once
+	spawnReqs   chan spawnReq
+)
 
 func (m *master) readMessages(p *proc, r *os.File) {
 	defer r.Close()
@@ -434,7 +512,7 @@ func (m *master) readMessages(p *proc, r *os.File) {
 
 func (m *master) handle(ev event) {
 	p := ev.p
-	if p.exited {
+	if p.phase == exited {
 		return
 	}
 	if ev.state != nil || ev.err != nil {
@@ -443,28 +521,34 @@ func (m *master) handle(ev event) {
 	}
 	switch {
 	case ev.msg == protocol.MsgReady:
-		p.ready = true
+		if p.phase != booting {
+			return
+		}
+		m.transition(p, ready, "")
+		if p.retire != "" { // replaced while it booted (a reload, a scale-down)
+			m.transition(p, replacing, p.retire)
+		}
 		m.bootFails = 0
-		m.log.Info("worker ready", m.fields(p, zap.Duration("boot", time.Since(p.started)))...)
+		if p.config == m.configGen {
+			m.configReady = true
+		}
 		if !m.everReady && m.allReady() {
 			m.everReady = true
 			m.log.Info("server ready", zap.Strings("listening", m.addrs()), zap.Int("workers", m.target))
-			ready := "READY=1"
-			if m.upgraded {
-				ready = fmt.Sprintf("MAINPID=%d\nREADY=1", os.Getpid()) // systemd follows the new master
+			if m.oldMaster != 0 {
+				m.notify.becomeMain("READY=1\nSTATUS=" + m.status()) // systemd follows the new master
+			} else {
+				m.notify.send("READY=1\nSTATUS=" + m.status())
 			}
-			m.notify.send(ready + "\nSTATUS=" + m.status())
-			m.closeSpares()
+			m.sockets.closeSpares()
 			if m.o.Ready != nil {
 				m.o.Ready(m.addrs())
 			}
 		}
 		m.reloaded()
 	case strings.HasPrefix(ev.msg, protocol.MsgRetire):
-		if p.retire == "" {
-			p.retire = strings.TrimPrefix(ev.msg, protocol.MsgRetire)
-			m.log.Info("replacing worker", m.fields(p, zap.String("reason", p.retire),
-				zap.Uint64("served", m.table.Row(p.row).Load(protocol.CServed)))...)
+		if p.wanted() {
+			m.markReplaced(p, strings.TrimPrefix(ev.msg, protocol.MsgRetire))
 		}
 	default:
 		m.log.Warn("unknown message from worker", m.fields(p, zap.String("message", ev.msg))...)
@@ -482,30 +566,32 @@ func (m *master) allReady() bool {
 
 // reap records a worker's exit and decides what it means.
 func (m *master) reap(p *proc, st *os.ProcessState) {
-	p.exited = true
+	wasReady := p.everReady
+	p.phase = exited
 	delete(m.procs, p.pid)
 	served := m.table.Row(p.row).Load(protocol.CServed)
 	m.table.Fold(p.row)
 	m.freeRows = append(m.freeRows, p.row)
 
 	status, signaled := exitStatus(st)
+	bootError := st != nil && st.ExitCode() == protocol.ExitBootError
 	reason := p.retire
 	switch {
-	case m.stopping && reason == "":
-		reason = protocol.ReasonShutdown
-	case reason != "":
-	case !p.ready:
+	case bootError || (!wasReady && reason == ""):
 		reason = protocol.ReasonBootFail
+	case reason != "":
+	case m.stopping:
+		reason = protocol.ReasonShutdown
 	default:
 		reason = protocol.ReasonCrashed
 	}
 	m.table.Header().Add(protocol.ExitField(reason), 1)
 	if p.slot >= m.target && m.slotEmpty(p.slot) {
-		m.closeSlotSockets(p.slot) // scaled down: the slot is gone
+		m.sockets.closeSlot(p.slot) // scaled down: the slot is gone
 	}
 	fields := m.fields(p, zap.String("reason", reason), zap.String("status", status),
 		zap.Duration("lifetime", time.Since(p.started)), zap.Uint64("served", served))
-	if reason == protocol.ReasonCrashed || reason == protocol.ReasonBootFail || (signaled && reason != protocol.ReasonShutdown && !p.killed) {
+	if reason == protocol.ReasonCrashed || reason == protocol.ReasonBootFail || (signaled && reason != protocol.ReasonShutdown && !p.sigkilled) {
 		m.log.Error("worker exited", fields...)
 	} else {
 		m.log.Info("worker exited", fields...)
@@ -515,92 +601,62 @@ func (m *master) reap(p *proc, st *os.ProcessState) {
 	}
 	switch reason {
 	case protocol.ReasonBootFail:
-		if st != nil && st.ExitCode() == protocol.ExitBootError {
-			m.abort(&HaltError{Reason: "worker failed to boot: its error is logged above", Code: protocol.ExitBootError})
-			return
-		}
-		m.bootFails++
-		if m.bootFails >= maxBootFailures {
-			m.abort(&HaltError{Reason: fmt.Sprintf("workers died %d times in a row before becoming ready (last: %s); not retrying", m.bootFails, status), Code: 1})
-			return
-		}
-		m.backoff = time.Now().Add(backoffDelay(m.bootFails))
+		m.bootFailed(p, bootError, status)
 	case protocol.ReasonCrashed:
 		if !m.o.RespawnFailed {
 			m.dead[p.slot] = true
+			m.sockets.closeSlot(p.slot) // nobody will accept from it: the kernel must stop routing to it
 			if len(m.procs) == 0 {
 				m.abort(&HaltError{Reason: "every worker died and respawn_failed is off", Code: 1})
 			}
 			return
 		}
-		// One crash is replaced at once; a worker crashing again and again
-		// is replaced ever more slowly, so a crash loop does not eat the CPU.
-		now := time.Now()
-		m.crashes = append(m.crashes, now)
-		for len(m.crashes) > 0 && now.Sub(m.crashes[0]) > crashWindow {
-			m.crashes = m.crashes[1:]
-		}
-		if n := len(m.crashes); n > crashesBeforeBackoff {
-			m.backoff = now.Add(backoffDelay(n - crashesBeforeBackoff))
+		// A worker that served is replaced at once, however often: the
+		// server must be back at full strength. One that crashes before
+		// serving anything is a boot that failed late: it backs off.
+		if served == 0 {
+			m.bootFailed(p, false, status)
 		}
 	}
 }
 
-// A few crashes within the window are respawned at once; more back off.
-const (
-	crashWindow          = 10 * time.Second
-	crashesBeforeBackoff = 3
-)
+// bootFailed decides what a worker that died before serving means. While
+// the first generation starts, it is the server that cannot run: a boot
+// error, or maxBootFailures deaths in a row, halt the master. While a
+// reload's workers roll in and none has become ready, the reload is rolled
+// back and the old workers go on serving. Otherwise workers are serving and
+// the master keeps them, retrying the replacement with backoff.
+func (m *master) bootFailed(p *proc, bootError bool, status string) {
+	m.bootFails++
+	switch {
+	case !m.everReady:
+		if bootError {
+			m.abort(&HaltError{Reason: "worker failed to boot: its error is logged above", Code: protocol.ExitBootError})
+			return
+		}
+		if m.bootFails >= maxBootFailures {
+			m.abort(&HaltError{Reason: fmt.Sprintf("workers died %d times in a row before becoming ready (last: %s); not retrying", m.bootFails, status), Code: 1})
+			return
+		}
+	case m.reloading && !m.configReady && p.config == m.configGen && (bootError || m.bootFails >= maxBootFailures):
+		m.rollBackReload(fmt.Sprintf("the new configuration's workers fail to boot (last: %s)", status))
+		return
+	default:
+		if m.bootFails == maxBootFailures {
+			m.log.Error("workers keep failing to boot; the running ones go on serving, and starting is retried",
+				zap.Int("failures", m.bootFails))
+		}
+	}
+	m.backoff = time.Now().Add(backoffDelay(m.bootFails))
+}
 
 // maxBootFailures is how many workers in a row may die before ever serving
-// before the master gives up instead of looping.
+// before the master gives up on starting (or on a reload) instead of looping.
 const maxBootFailures = 5
 
 func backoffDelay(failures int) time.Duration {
 	d := 100 * time.Millisecond << min(failures-1, 6)
 	return min(d, 5*time.Second)
-}
-
-// abort halts the master: every worker is stopped at once.
-func (m *master) abort(h *HaltError) {
-	if m.halt != nil {
-		return
-	}
-	m.halt = h
-	m.fast = true
-	m.table.Header().Store(protocol.HStopping, 1)
-	m.stopAt = time.Now().Add(killDelay)
-	for _, p := range m.procs {
-		m.terminate(p, protocol.ReasonShutdown)
-	}
-}
-
-// murder kills workers whose heartbeat is older than the timeout: first
-// SIGQUIT, for the Go runtime's stack dump, then SIGKILL.
-func (m *master) murder() {
-	now := protocol.Nanotime()
-	for _, p := range m.procs {
-		if p.killed {
-			continue
-		}
-		if !p.quitAt.IsZero() {
-			if time.Since(p.quitAt) > killDelay {
-				p.killed = true
-				_ = p.cmd.Process.Kill()
-			}
-			continue
-		}
-		if !p.termAt.IsZero() {
-			continue // draining: bounded by graceful_timeout in manage
-		}
-		hb := int64(m.table.Row(p.row).Load(protocol.FHeartbeat))
-		if age := time.Duration(now - hb); age > m.o.Timeout {
-			m.log.Error("worker timeout: no heartbeat, killing", m.fields(p, zap.Duration("silent_for", age))...)
-			p.retire = protocol.ReasonTimeout
-			p.quitAt = time.Now()
-			_ = p.cmd.Process.Signal(syscall.SIGQUIT)
-		}
-	}
 }
 
 func (m *master) fields(p *proc, extra ...zap.Field) []zap.Field {
@@ -617,55 +673,6 @@ func exitStatus(st *os.ProcessState) (string, bool) {
 	return fmt.Sprintf("exit %d", st.ExitCode()), false
 }
 
-// socketsFor is what a worker of this slot inherits. In the shared layout
-// every worker accepts from the same sockets. In the reuse-port layout each
-// slot has its own SO_REUSEPORT socket per TCP address, opened by the master
-// on first use and handed to every generation of the slot, so the kernel
-// spreads connections evenly and a recycled worker's queue waits for its
-// successor. Unix sockets are always shared.
-func (m *master) socketsFor(slot int) ([]*listener, error) {
-	if !m.o.ReusePort || slot == 0 {
-		return m.listeners, nil
-	}
-	for len(m.perSlot) <= slot {
-		m.perSlot = append(m.perSlot, nil)
-	}
-	if m.perSlot[slot] == nil {
-		var ls []*listener
-		for _, l := range m.listeners {
-			if l.path != "" {
-				ls = append(ls, l)
-				continue
-			}
-			nl, err := m.spareFor(l.bound)
-			if nl == nil && err == nil {
-				nl, err = listenOne(l.bound, m.o.Backlog, true)
-			}
-			if err != nil {
-				closeListeners(ls[:0])
-				return nil, fmt.Errorf("open listener %s for slot %d: %w", l.bound, slot, err)
-			}
-			ls = append(ls, nl)
-		}
-		m.perSlot[slot] = ls
-	}
-	return m.perSlot[slot], nil
-}
-
-// closeSlotSockets closes a slot's own sockets. Connections still queued on
-// them are reset: the reuse-port layout's price for scaling down.
-func (m *master) closeSlotSockets(slot int) {
-	if slot == 0 || slot >= len(m.perSlot) {
-		return
-	}
-	for _, l := range m.perSlot[slot] {
-		if l.path == "" {
-			l.file.Close()
-		}
-	}
-	m.perSlot[slot] = nil
-}
-
 func (m *master) slotEmpty(slot int) bool {
 	for _, p := range m.procs {
 		if p.slot == slot {
@@ -673,22 +680,4 @@ func (m *master) slotEmpty(slot int) bool {
 		}
 	}
 	return true
-}
-
-// spareFor takes a socket passed by an old master for this address, if any.
-func (m *master) spareFor(addr string) (*listener, error) {
-	for i, l := range m.spares {
-		if sameAddress(addr, l.bound) {
-			m.spares = append(m.spares[:i], m.spares[i+1:]...)
-			return l, nil
-		}
-	}
-	return nil, nil
-}
-
-// closeSpares closes the passed sockets no slot took: the old master had
-// more slots than this one.
-func (m *master) closeSpares() {
-	closeListeners(m.spares)
-	m.spares = nil
 }

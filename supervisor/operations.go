@@ -1,7 +1,6 @@
 package supervisor
 
 import (
-	"context"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -12,9 +11,11 @@ import (
 	"go.uber.org/zap"
 )
 
-// reload (HUP) asks the embedding program for a fresh configuration,
-// validates it, and rolls every worker make-before-break. A configuration
-// that fails is logged and refused: the running workers keep serving.
+// reload (HUP) asks the embedding program for a fresh configuration and
+// prepares it (migrations) beside the loop, which goes on reaping, killing
+// hung workers, answering signals and pinging systemd meanwhile. Then every
+// worker rolls make-before-break (applyReload). A configuration that fails
+// is logged and refused: the running workers keep serving.
 func (m *master) reload() {
 	if m.stopping || m.halt != nil {
 		return
@@ -23,41 +24,68 @@ func (m *master) reload() {
 		m.log.Warn("HUP ignored: nothing to reload")
 		return
 	}
-	m.notify.reloading()
-	n, err := m.o.Reload()
-	if err == nil {
-		err = n.check()
-	}
-	if err == nil && n.Prepare != nil {
-		err = n.Prepare(context.Background())
-	}
-	keep, wantBinds := m.o, n.Binds
-	// What belongs to the master's life stays: its sockets, pidfile, binary.
-	n.Binds, n.Backlog, n.ReusePort, n.Pidfile = keep.Binds, keep.Backlog, keep.ReusePort, keep.Pidfile
-	n.Executable, n.Args, n.Logger, n.Ready, n.Reload, n.ReopenLogs = keep.Executable, keep.Args, keep.Logger, keep.Ready, keep.Reload, keep.ReopenLogs
-	n.Worker.Binds = keep.Worker.Binds
-	var cfg = m.config
-	if err == nil {
-		cfg, err = configFile(n)
-	}
-	if err != nil {
-		m.log.Error("reload refused: the running configuration stays", zap.Error(err))
-		m.notify.send("READY=1\nSTATUS=reload refused: " + err.Error())
+	if m.preparing {
+		m.reloadAgain = true // the files may have changed again: read them once more after this one
+		m.log.Info("reload already being prepared; another follows it")
 		return
 	}
-	if !slices.Equal(wantBinds, keep.Binds) {
-		m.log.Warn("reload: bind addresses change only with a restart or an upgrade (USR2)",
-			zap.Strings("configured", wantBinds), zap.Strings("serving", keep.Binds))
+	m.preparing = true
+	m.notify.reloading()
+	reload, ctx := m.o.Reload, m.ctx
+	go func() {
+		w := prepared{reload: true}
+		w.o, w.err = reload()
+		if w.err == nil {
+			w.err = w.o.check()
+		}
+		if w.err == nil && w.o.Prepare != nil {
+			w.err = w.o.Prepare(ctx)
+		}
+		if w.err == nil {
+			w.config, w.err = configFile(w.o)
+		}
+		m.work <- w
+	}()
+}
+
+// applyReload switches to a prepared configuration and marks every worker
+// for replacement.
+func (m *master) applyReload(w prepared) {
+	if m.stopping || m.halt != nil {
+		if w.config != nil {
+			w.config.Close()
+		}
+		return
 	}
-	m.config.Close()
-	m.config = cfg
-	m.o = n
-	m.target = n.Workers
-	m.table.Header().Store(protocol.HWorkersTarget, uint64(n.Workers))
+	if w.err != nil {
+		m.log.Error("reload refused: the running configuration stays", zap.Error(w.err))
+		m.notify.send("READY=1\nSTATUS=reload refused: " + w.err.Error())
+		return
+	}
+	n, keep := w.o, m.o
+	// What belongs to the master's life stays: its sockets, pidfile, binary.
+	if !slices.Equal(n.Binds, keep.Binds) {
+		m.log.Warn("reload: bind addresses change only with a restart or an upgrade (USR2)",
+			zap.Strings("configured", n.Binds), zap.Strings("serving", keep.Binds))
+	}
+	n.Binds, n.Backlog, n.ReusePort, n.Pidfile = keep.Binds, keep.Backlog, keep.ReusePort, keep.Pidfile
+	n.Executable, n.Args, n.Logger, n.Ready, n.Reload, n.ReopenLogs = keep.Executable, keep.Args, keep.Logger, keep.Ready, keep.Reload, keep.ReopenLogs
+	n.Worker.Binds, n.Worker.ReusePort = keep.Worker.Binds, keep.Worker.ReusePort
+
+	if m.prevConfig != nil { // a reload on top of one still rolling: the first is forgotten
+		m.prevConfig.Close()
+	}
+	prev := m.o
+	m.previous, m.prevConfig = &prev, m.config
+	m.config, m.o = w.config, n
+	m.configGen++
+	m.configReady = false
+	m.bootFails = 0
+	m.setTarget(n.Workers)
 	m.dead = map[int]bool{}
 	for _, p := range m.procs {
-		if p.retire == "" {
-			p.retire = protocol.ReasonReload
+		if p.wanted() {
+			m.markReplaced(p, protocol.ReasonReload)
 		}
 	}
 	m.reloading = true
@@ -65,11 +93,49 @@ func (m *master) reload() {
 	m.reloaded()
 }
 
+// rollBackReload gives up a reload whose workers cannot boot: the previous
+// configuration comes back, and the workers it started, still serving, are
+// wanted again.
+func (m *master) rollBackReload(why string) {
+	m.log.Error("reload rolled back: the previous configuration stays", zap.String("why", why))
+	m.notify.send("READY=1\nSTATUS=reload rolled back: " + why)
+	gen := m.configGen
+	m.config.Close()
+	m.o, m.config = *m.previous, m.prevConfig
+	m.previous, m.prevConfig = nil, nil
+	m.configGen++ // workers of the failed configuration are never current again
+	m.configReady = true
+	m.reloading = false
+	m.bootFails = 0
+	m.setTarget(m.o.Workers)
+	for _, p := range m.procs {
+		switch {
+		case p.config == gen:
+			m.transition(p, stopping, protocol.ReasonReload)
+		case p.retire == protocol.ReasonReload && p.phase <= replacing:
+			p.retire = ""
+			if p.phase == replacing {
+				p.phase = ready
+			}
+			p.config = m.configGen
+		}
+	}
+}
+
+func (m *master) setTarget(n int) {
+	m.target = n
+	m.table.Header().Store(protocol.HWorkersTarget, uint64(n))
+}
+
 // reloaded finishes a reload once every slot has a ready worker of the new
 // configuration.
 func (m *master) reloaded() {
 	if m.reloading && m.allReady() {
 		m.reloading = false
+		if m.prevConfig != nil {
+			m.prevConfig.Close()
+		}
+		m.previous, m.prevConfig = nil, nil
 		m.log.Info("reload complete", zap.Int("workers", m.target))
 		m.notify.send("READY=1\nSTATUS=" + m.status())
 	}
@@ -77,14 +143,14 @@ func (m *master) reloaded() {
 
 // status is systemd's STATUS= line.
 func (m *master) status() string {
-	ready := 0
+	serving := 0
 	for _, p := range m.procs {
-		if p.ready && p.retire == "" {
-			ready++
+		if p.phase == ready {
+			serving++
 		}
 	}
 	s := m.table.Snapshot()
-	return fmt.Sprintf("%d/%d workers ready, %d requests served, %d refused", ready, m.target, s.Total.Served, s.Total.Refused)
+	return fmt.Sprintf("%d/%d workers ready, %d requests served, %d refused", serving, m.target, s.Total.Served, s.Total.Refused)
 }
 
 // reopenLogs (USR1) reopens the master's log files and tells every worker
@@ -115,7 +181,7 @@ func (m *master) recyclePolicies() {
 		if p.retire == protocol.ReasonLifetime || p.retire == protocol.ReasonRSS {
 			busy = true
 		}
-		if sample && m.o.MaxWorkerRSS > 0 && p.ready {
+		if sample && m.o.MaxWorkerRSS > 0 && p.phase == ready {
 			if rss := m.table.Row(p.row).Load(protocol.FRSS); rss > uint64(m.o.MaxWorkerRSS) {
 				p.rssStrikes++
 			} else {
@@ -127,7 +193,7 @@ func (m *master) recyclePolicies() {
 		return // one recycling at a time
 	}
 	for _, p := range m.procs {
-		if !p.ready || p.retire != "" {
+		if p.phase != ready {
 			continue
 		}
 		switch {
@@ -143,8 +209,7 @@ func (m *master) recyclePolicies() {
 }
 
 func (m *master) retire(p *proc, reason string, fields ...zap.Field) {
-	p.retire = reason
-	m.log.Info("replacing worker", m.fields(p, append(fields, zap.String("reason", reason))...)...)
+	m.markReplaced(p, reason, fields...)
 }
 
 // lifetimeFor gives each worker its own lifetime, up to 10% longer, so

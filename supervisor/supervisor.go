@@ -90,8 +90,10 @@ func (o *Options) check() error {
 		return errors.New("no address to bind")
 	case o.Workers < 1:
 		return fmt.Errorf("workers must be at least 1, not %d", o.Workers)
-	case o.Timeout <= 0:
-		return fmt.Errorf("timeout must be positive, not %s", o.Timeout)
+	case o.Timeout < 0:
+		return fmt.Errorf("timeout must not be negative (0: no timeout), not %s", o.Timeout)
+	case o.Workers > maxWorkers:
+		return fmt.Errorf("workers must be at most %d, not %d", maxWorkers, o.Workers)
 	case o.GracefulTimeout < 0:
 		return fmt.Errorf("graceful timeout must not be negative, not %s", o.GracefulTimeout)
 	case len(o.Args) == 0:
@@ -109,12 +111,29 @@ func (o *Options) check() error {
 	o.Worker.Binds = o.Binds
 	o.Worker.Timeout = o.Timeout
 	o.Worker.GracefulTimeout = o.GracefulTimeout
+	o.Worker.ReusePort = o.ReusePort
+	if t := o.Worker.TLS; t != nil && (len(t.CertPEM) == 0 || len(t.KeyPEM) == 0) {
+		// Workers get the bytes, read here once: a worker started later
+		// (recycling, a crash) never depends on files that may be mid-rotation.
+		c := *t
+		var err error
+		if c.CertPEM, err = os.ReadFile(c.CertFile); err != nil {
+			return fmt.Errorf("read certificate: %w", err)
+		}
+		if c.KeyPEM, err = os.ReadFile(c.KeyFile); err != nil {
+			return fmt.Errorf("read key: %w", err)
+		}
+		o.Worker.TLS = &c
+	}
 	return nil
 }
 
-// maxWorkers bounds the status table: workers plus their replacements
-// during make-before-break, with room to scale up.
-const tableRows = 1024
+// tableRows bounds the status table: workers plus their replacements
+// during make-before-break; maxWorkers leaves room for a whole roll.
+const (
+	tableRows  = 1024
+	maxWorkers = tableRows / 2
+)
 
 func writePidfile(path string) error {
 	if path == "" {

@@ -7,63 +7,9 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/mcpgateway/mcpgateway/supervisor/protocol"
 	"go.uber.org/zap"
 )
-
-// envUpgradeFDs tells a new master, started by USR2, how many listening
-// sockets its predecessor passed from fd 3 on.
-const envUpgradeFDs = "MCPGATEWAY_UPGRADE_FDS"
-
-// upgradeListeners adopts the sockets an old master passed, matched to the
-// configured addresses; addresses it did not pass are opened fresh. In the
-// reuse-port layout the old master also passes its other slots' sockets:
-// they come back as spares for this master's slots, so no socket the kernel
-// still routes connections to is closed with connections in its queue.
-func upgradeListeners(binds []string, backlog int, reusePort bool) (primary, spares []*listener, upgraded bool, err error) {
-	n, err := strconv.Atoi(os.Getenv(envUpgradeFDs))
-	if err != nil || n <= 0 {
-		return nil, nil, false, nil
-	}
-	os.Unsetenv(envUpgradeFDs)
-	passed, err := inheritListeners(listenFDsStart, n)
-	if err != nil {
-		closeListeners(passed)
-		return nil, nil, true, err
-	}
-	var out []*listener
-	for _, b := range binds {
-		var found *listener
-		for i, l := range passed {
-			if l != nil && sameAddress(b, l.bound) {
-				found, passed[i] = l, nil
-				break
-			}
-		}
-		if found == nil {
-			l, err := listenOne(b, backlog, reusePort)
-			if err != nil {
-				closeListeners(out)
-				return nil, nil, true, err
-			}
-			found = l
-		}
-		found.addr = b
-		if p, ok := strings.CutPrefix(b, "unix:"); ok {
-			found.path = p // ours to unlink now
-		}
-		out = append(out, found)
-	}
-	for _, l := range passed {
-		switch {
-		case l == nil:
-		case reusePort && !strings.HasPrefix(l.bound, "unix:"):
-			spares = append(spares, l)
-		default:
-			l.file.Close()
-		}
-	}
-	return out, spares, true, nil
-}
 
 // sameAddress matches a configured address with a bound one; port 0 in
 // the configuration matches whatever port the old master got.
@@ -94,17 +40,15 @@ func (m *master) upgrade() {
 	}
 	cmd := exec.Command(exe, os.Args[1:]...)
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-	for _, l := range m.listeners {
-		cmd.ExtraFiles = append(cmd.ExtraFiles, l.file)
+	files, primary, activated := m.sockets.forUpgrade()
+	cmd.ExtraFiles = files
+	cmd.Env = append(childEnv(false),
+		protocol.EnvUpgradeFDs+"="+strconv.Itoa(len(files)),
+		protocol.EnvUpgradePrimary+"="+strconv.Itoa(primary),
+		protocol.EnvOldMaster+"="+strconv.Itoa(os.Getpid()))
+	if activated {
+		cmd.Env = append(cmd.Env, protocol.EnvUpgradeActivated+"=1")
 	}
-	for slot := 1; slot < len(m.perSlot); slot++ {
-		for _, l := range m.perSlot[slot] {
-			if l.path == "" { // unix sockets are shared, passed once above
-				cmd.ExtraFiles = append(cmd.ExtraFiles, l.file)
-			}
-		}
-	}
-	cmd.Env = append(childEnv(false), envUpgradeFDs+"="+strconv.Itoa(len(cmd.ExtraFiles)))
 	if m.o.Pidfile != "" {
 		_ = os.Rename(m.o.Pidfile, m.o.Pidfile+".oldbin")
 	}
@@ -127,6 +71,9 @@ func (m *master) upgradeFailed(err error) {
 		zap.Int("new_master", m.child.Process.Pid), zap.Error(err))
 	m.child = nil
 	m.restorePidfile()
+	// The new master may have become systemd's main process before it
+	// died: the service is this master's again.
+	m.notify.becomeMain("READY=1\nSTATUS=upgrade failed; the old master serves")
 	if m.winched {
 		m.winched = false // serve again with our own workers
 		m.log.Info("upgrade: restarting this master's workers")
@@ -149,8 +96,12 @@ func (m *master) winch() {
 	m.winched = true
 	m.log.Info("upgrade: stopping this master's workers", zap.Int("workers", len(m.procs)))
 	for _, p := range m.procs {
-		m.terminate(p, "upgrade")
+		m.transition(p, stopping, protocol.ReasonUpgrade)
 	}
+	// The new master holds copies of the reuse-port sockets its slots use;
+	// ours of every other slot would keep drawing connections that nobody
+	// accepts. A rolled-back upgrade opens them anew.
+	m.sockets.closeOtherSlots(func(slot int) bool { return slot == 0 })
 }
 
 // childEnv is this process's environment without what belongs to the
@@ -160,7 +111,8 @@ func childEnv(worker bool) []string {
 	var env []string
 	for _, kv := range os.Environ() {
 		switch k, _, _ := strings.Cut(kv, "="); k {
-		case "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", envUpgradeFDs:
+		case "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", protocol.EnvUpgradeFDs, protocol.EnvUpgradePrimary,
+			protocol.EnvUpgradeActivated, protocol.EnvOldMaster:
 		case "NOTIFY_SOCKET", "WATCHDOG_USEC":
 			if !worker {
 				env = append(env, kv)
