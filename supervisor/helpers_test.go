@@ -264,6 +264,24 @@ func load(url string, n, conns int) *loadResult {
 	return r
 }
 
+// loadFresh sends n POST requests, each on a new connection.
+func loadFresh(url string, n, conns int) *loadResult {
+	r := newLoadResult()
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	var wg sync.WaitGroup
+	for i := 0; i < conns; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := 0; j < n/conns; j++ {
+				r.record(post(c, url))
+			}
+		}()
+	}
+	wg.Wait()
+	return r
+}
+
 func (r *loadResult) record(code int, body string, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()

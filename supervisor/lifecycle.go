@@ -100,7 +100,7 @@ func (m *master) murder() {
 				continue // timeout 0: no timeout, as in Gunicorn
 			}
 			hb := int64(m.table.Row(p.row).Load(protocol.FHeartbeat))
-			if age := heartbeatAge(mono, hb); age > m.o.Timeout {
+			if age := protocol.HeartbeatAge(mono, hb); age > m.o.Timeout {
 				m.log.Error("worker timeout: no heartbeat", m.fields(p, zap.Duration("silent_for", age))...)
 				p.retire = protocol.ReasonTimeout
 				m.transition(p, killing, protocol.ReasonTimeout)
@@ -124,13 +124,4 @@ func (m *master) sigkill(p *proc) {
 		p.phase = killing
 		_ = p.cmd.Process.Kill()
 	}
-}
-
-// heartbeatAge is how long ago a worker last beat; a heartbeat from the
-// future (a corrupt row) counts as stale, never as fresh for ever.
-func heartbeatAge(now, hb int64) time.Duration {
-	if hb > now {
-		return time.Duration(1<<63 - 1)
-	}
-	return time.Duration(now - hb)
 }

@@ -12,7 +12,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -519,8 +518,13 @@ func (m *master) handle(ev event) {
 		m.reap(p, ev.state)
 		return
 	}
-	switch {
-	case ev.msg == protocol.MsgReady:
+	msg, err := protocol.ParseMessage(ev.msg)
+	if err != nil {
+		m.log.Warn("bad message from worker", m.fields(p, zap.Error(err))...)
+		return
+	}
+	switch msg.Kind {
+	case protocol.KindReady:
 		if p.phase != booting {
 			return
 		}
@@ -546,12 +550,10 @@ func (m *master) handle(ev event) {
 			}
 		}
 		m.reloaded()
-	case strings.HasPrefix(ev.msg, protocol.MsgRetire):
+	case protocol.KindRetire:
 		if p.wanted() {
-			m.markReplaced(p, strings.TrimPrefix(ev.msg, protocol.MsgRetire))
+			m.markReplaced(p, msg.Reason)
 		}
-	default:
-		m.log.Warn("unknown message from worker", m.fields(p, zap.String("message", ev.msg))...)
 	}
 }
 

@@ -22,6 +22,13 @@ func TestWorkersShareLoad(t *testing.T) {
 
 func testShareLoad(t *testing.T, s *server) {
 	r := load(s.url("/pid"), 6000, 30)
+	if strings.Contains(s.cmd.String(), "--reuse-port") {
+		// The kernel hashes each new connection to a slot's socket: with 30
+		// keep-alive connections the spread is a throw of dice (about 2% of
+		// runs put twice the median on one worker). Balance is measured
+		// over many connections.
+		r = loadFresh(s.url("/pid"), 900, 10)
+	}
 	if len(r.errors) > 0 {
 		t.Fatalf("%d errors, first: %v", len(r.errors), r.errors[0])
 	}

@@ -1,7 +1,3 @@
-// Package protocol is the contract between the master and its workers: which
-// file descriptors a worker inherits, the environment names that describe it,
-// the messages it sends back, and the shared status table. Both sides use
-// these definitions and nothing else.
 package protocol
 
 import (
@@ -31,10 +27,12 @@ const (
 	EnvMaxRequests = "MCPGATEWAY_WORKER_MAX_REQUESTS" // this worker's limit, jitter applied (0 = none)
 )
 
-// Messages a worker writes to the master, one per line.
+// Messages as string prefixes, the grammar before Message.
+//
+// Deprecated: write EncodeReady or EncodeRetire, read with ParseMessage.
 const (
-	MsgReady  = "ready"   // serving: the master may stop the worker this one replaces
-	MsgRetire = "retire " // + reason: replace me, then stop me gracefully
+	MsgReady  = KindReady        // the whole line
+	MsgRetire = KindRetire + " " // + reason
 )
 
 // Reasons a worker is retired or exits, used in logs and metrics.
@@ -70,6 +68,7 @@ type WorkerOptions struct {
 	MaxRequestBodySize int           `json:"max_request_body_size"`
 	LogLevel           string        `json:"log_level"`
 	LogFile            string        `json:"log_file"`        // "" = standard error
+	LogFormat          string        `json:"log_format"`      // auto, json or console (logging.New)
 	AccessLog          bool          `json:"access_log"`      // one line per request
 	AccessLogFile      string        `json:"access_log_file"` // "" = the main log
 	Version            string        `json:"version"`         // for build_info

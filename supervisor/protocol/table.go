@@ -1,63 +1,132 @@
 package protocol
 
 import (
-	"errors"
+	"encoding/binary"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
 
-// The status table is one shared memory region (a memfd) of fixed-size rows
-// of 64-bit words. Row 0 is the header, which also holds the counters folded
-// in from workers that have exited, so totals never go backwards. Rows 1..N
-// belong to worker processes: the master assigns a free row at spawn, the
-// worker writes it, the master folds and frees it after reaping.
+// The status table is one shared memory region (a memfd) of 64-bit words in
+// two parts: the header, on page(s) of its own, then fixed-size worker rows.
+//
+// The header belongs to the master. It holds the server's identity and
+// settings, the master's own counters and the counters folded in from
+// workers that have exited, so that totals never go backwards. Workers map
+// it read-only, so a stray write faults in the worker instead of corrupting
+// the server's state. That mapping is not a wall against a hostile worker,
+// which still holds a writable fd of the same memfd (it can pwrite, or map
+// again): so every reader also bounds what it takes from the header
+// (MaxRow is clamped, Snapshot's wait is bounded), and a corrupt header
+// cannot crash or freeze the master or the other workers.
+//
+// Rows 1..N belong to worker processes: the master assigns a free row at
+// spawn, the worker writes it, the master folds and frees it after reaping.
+// Rows are mapped read-write in workers, so anything the master reads from
+// a row is checked before it is trusted (see HeartbeatAge).
+//
+// Every word is read and written atomically; a whole-table read (Snapshot)
+// is made consistent against Fold by a seqlock (HFoldSeq), which has a
+// single writer: the master.
 const (
-	RowWords  = 64
-	rowBytes  = RowWords * 8
-	tableName = "mcpgateway-status"
-	magic     = 0x6d63706777737431 // "mcpgwst1"
+	// Version is the layout's version, HVersion. Change it whenever a word
+	// moves, so that `mcpgateway status` of another release refuses to read
+	// garbage instead of printing it.
+	Version = 2
+
+	// HeaderWords is the header's size in words: one 4 KiB page. On a
+	// machine with larger pages the rows start at the next page boundary
+	// (HHeaderBytes), and the words in between are unused.
+	HeaderWords = 512
+	// RowWords is a row's size in words (1 KiB).
+	RowWords = 128
+
+	headerMinBytes = HeaderWords * 8
+	rowBytes       = RowWords * 8
+	tableName      = "mcpgateway-status"
+	magic          = 0x6d63706777737431 // "mcpgwst1"
 )
 
-// Field is a word index inside a row.
+// Field is a word index inside the header or a row.
 type Field int
 
-// Header fields (row 0 only).
+// Header fields, words 0..31 (scalars). Words 11..31 are free.
 const (
 	HMagic Field = iota
 	HVersion
-	HRows
-	HMasterPID
+	HRows          // number of worker rows
+	HMasterPID     //
 	HMasterStarted // Nanotime
 	HFoldSeq       // odd while the master folds a row into the totals
-	HWorkersTarget
-	HMaxRow   // highest row index ever handed out, so readers scan no further
-	HStopping // 1 once the master is stopping the whole server, not replacing workers
+	HWorkersTarget //
+	HMaxRow        // highest row index ever handed out, so readers scan no further; read it through MaxRow, which clamps it
+	HStopping      // 1 once the master is stopping the whole server, not replacing workers: a worker may then close idle connections at once
+	HHeaderBytes   // byte offset of row 1: the header's size, whole pages
+	HRowWords      // RowWords of the writer, checked at attach
 )
 
-// Worker fields (rows 1..N).
+// Header words 32..127 hold the counters of exited workers, each at the
+// same index as in a row (CServed..., see counterStart), so that Fold is a
+// word-by-word sum and covers every counter field, present and future.
+//
+// Master counters, words 128..191: worker starts and exits by reason.
+// Words 139..191 are free for master counters; words 192..511 are free.
+const (
+	HStarts Field = 128 + iota
+	HExitRecycled
+	HExitLifetime
+	HExitRSS
+	HExitTimeout
+	HExitCrashed
+	HExitReload
+	HExitScale
+	HExitShutdown
+	HExitBoot
+	HExitUpgrade
+)
+
+// Worker fields (rows 1..N), words 0..31: gauges and identity, which Fold
+// does not add up. Words 10..31 are free for gauges (open streams, for
+// instance).
 const (
 	FPid Field = iota
 	FSlot
 	FGeneration
 	FState
-	FStarted   // Nanotime
-	FHeartbeat // Nanotime
+	FStarted   // Nanotime, written by the master at spawn
+	FHeartbeat // Nanotime; judge it with HeartbeatAge
 	FInFlight
 	FOldestStart // Nanotime of the oldest in-flight request, 0 when idle
 	FConns       // open connections
 	FRSS         // bytes, sampled by the worker
 )
 
-// Counter fields, in worker rows and (as totals of exited workers) in row 0.
+// Counter fields, words 32..127 of a row, and the totals of exited workers
+// at the same words of the header. Every word in this range is a counter:
+// Fold adds all of them, so a new counter needs only its constant here (and
+// a line in Counters.add to be reported).
+//
+// Layout of the counter words:
+//
+//	32..56   in use: served .. the last duration bucket (+Inf)
+//	57..63   reserved: refusals by reason (queue_delay, in_flight, connections, ...)
+//	64..95   reserved: a queue-delay histogram (sum and up to 31 buckets)
+//	96..111  reserved: rate-limit counts
+//	112..127 free
+//
+// CRefused stays the total of refusals; the per-reason words, once added,
+// split it.
 const (
-	CServed Field = 16 + iota
+	CServed Field = counterStart + iota
 	CRefused
 	CTimeouts
 	CPanics
@@ -70,30 +139,21 @@ const (
 	CBucket0     // first histogram bucket; NumBuckets follow
 )
 
+const (
+	counterStart = 32       // first counter word, in rows and header
+	counterEnd   = RowWords // one past the last counter word
+
+	// reservedFrom is the first reserved counter word: the duration
+	// histogram must end before it (checked by a test).
+	reservedFrom = 57
+)
+
 // Buckets are the request-duration histogram's upper bounds in seconds; the
-// last counter bucket is +Inf.
+// last counter bucket is +Inf. At most 24 bounds fit before reservedFrom.
 var Buckets = []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
 
 // NumBuckets counts the histogram's counter words, +Inf included.
 var NumBuckets = len(Buckets) + 1
-
-// counterEnd is one past the last counter field.
-var counterEnd = int(CBucket0) + NumBuckets
-
-// Master counters in row 0, after the counters: worker starts and exits by reason.
-const (
-	HStarts Field = 48 + iota
-	HExitRecycled
-	HExitLifetime
-	HExitRSS
-	HExitTimeout
-	HExitCrashed
-	HExitReload
-	HExitScale
-	HExitShutdown
-	HExitBoot
-	HExitUpgrade
-)
 
 // ExitField maps an exit reason to its header counter.
 func ExitField(reason string) Field {
@@ -147,8 +207,33 @@ func StateName(s uint64) string {
 	return "free"
 }
 
-// Row is one row of the table, living in shared memory: use its methods,
-// which are atomic, never plain reads or writes.
+// MaxHeartbeatAge is what HeartbeatAge answers for a heartbeat that cannot
+// be true.
+const MaxHeartbeatAge = time.Duration(math.MaxInt64)
+
+// HeartbeatAge is how long ago a worker last beat, for the master to judge
+// it against the timeout. now and hb are Nanotime values; hb is read from
+// the worker's row, which the worker (or anything it runs) can write. A
+// heartbeat from the future, or none at all (0 or negative), is stale:
+// MaxHeartbeatAge. Without this a forged future value made the age negative
+// and the worker was never timed out.
+func HeartbeatAge(now, hb int64) time.Duration {
+	switch {
+	case hb <= 0 || hb-now > int64(heartbeatSkew):
+		return MaxHeartbeatAge
+	case hb > now:
+		return 0 // written after the reader took its clock: fresh
+	}
+	return time.Duration(now - hb)
+}
+
+// heartbeatSkew is how far in the future a heartbeat may be and still count
+// as fresh: a worker may beat between the master reading the clock and
+// reading the row. Further than that, the row is corrupt.
+const heartbeatSkew = time.Second
+
+// Row is one worker row, living in shared memory: use its methods, which
+// are atomic, never plain reads or writes.
 type Row [RowWords]uint64
 
 func (r *Row) Load(f Field) uint64          { return atomic.LoadUint64(&r[f]) }
@@ -159,48 +244,123 @@ func (r *Row) CompareAndSwap(f Field, old, new uint64) bool {
 	return atomic.CompareAndSwapUint64(&r[f], old, new)
 }
 
-// Table is the mapped status table.
-type Table struct {
-	file *os.File
-	mem  []byte
-	rows []Row // rows[0] is the header
+// Header is the table's header page, in shared memory, with the same atomic
+// methods as a Row. In a worker it is mapped read-only: a store faults.
+type Header [HeaderWords]uint64
+
+func (h *Header) Load(f Field) uint64          { return atomic.LoadUint64(&h[f]) }
+func (h *Header) Store(f Field, v uint64)      { atomic.StoreUint64(&h[f], v) }
+func (h *Header) Add(f Field, d uint64) uint64 { return atomic.AddUint64(&h[f], d) }
+func (h *Header) Sub(f Field, d uint64) uint64 { return atomic.AddUint64(&h[f], ^(d - 1)) }
+func (h *Header) CompareAndSwap(f Field, old, new uint64) bool {
+	return atomic.CompareAndSwapUint64(&h[f], old, new)
 }
 
-// CreateTable makes a table with room for n worker rows, for the master.
+// Table is the mapped status table.
+type Table struct {
+	file    *os.File
+	hdrMem  []byte // the header mapping
+	rowsMem []byte // the rows mapping
+	header  *Header
+	rows    []Row // rows[0] is worker row 1
+}
+
+// headerBytes is the header's size for a new table: one page, or more if a
+// page is smaller than the header, so that the rows can be mapped at their
+// own offset (mmap offsets are whole pages).
+func headerBytes() int {
+	page := os.Getpagesize()
+	return (headerMinBytes + page - 1) / page * page
+}
+
+// CreateTable makes a table with room for n worker rows, for the master,
+// which maps all of it read-write.
 func CreateTable(n int) (*Table, error) {
+	if n < 1 {
+		return nil, fmt.Errorf("create status table: %d rows, want at least 1", n)
+	}
 	fd, err := unix.MemfdCreate(tableName, unix.MFD_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("create status table: %w", err)
 	}
 	f := os.NewFile(uintptr(fd), "memfd:"+tableName)
-	if err := f.Truncate(int64((n + 1) * rowBytes)); err != nil {
+	hb := headerBytes()
+	if err := f.Truncate(int64(hb + n*rowBytes)); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("size status table: %w", err)
 	}
-	t, err := mapTable(f, true)
+	rw := unix.PROT_READ | unix.PROT_WRITE
+	t, err := mapTable(f, hb, n, rw, rw)
 	if err != nil {
 		f.Close()
 		return nil, err
 	}
 	h := t.Header()
-	h.Store(HVersion, 1)
+	h.Store(HVersion, Version)
 	h.Store(HRows, uint64(n))
+	h.Store(HHeaderBytes, uint64(hb))
+	h.Store(HRowWords, RowWords)
 	h.Store(HMasterPID, uint64(os.Getpid()))
-	h.Store(HMagic, magic)
+	h.Store(HMagic, magic) // last: a reader that sees it sees the layout words too
 	return t, nil
 }
 
-// AttachTable maps a table from an inherited or opened file.
+// AttachTable maps a table from an inherited or opened file. The header is
+// always mapped read-only; writable maps the rows read-write, for a worker.
+// The layout is checked against this binary's (magic, version, sizes), so a
+// table of another release is refused with a clear error. It marks the file
+// close-on-exec, since nothing a process runs should inherit it. On success
+// the Table owns f (Close closes it); on error the caller still does.
 func AttachTable(f *os.File, writable bool) (*Table, error) {
-	t, err := mapTable(f, writable)
+	fd := int(f.Fd())
+	unix.CloseOnExec(fd)
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("stat status table: %w", err)
+	}
+	size := st.Size()
+	if size < headerMinBytes {
+		return nil, fmt.Errorf("status table: size %d is smaller than its header (%d): not a mcpgateway status table", size, headerMinBytes)
+	}
+	hb, n, err := readLayout(fd, size)
 	if err != nil {
 		return nil, err
 	}
-	if t.Header().Load(HMagic) != magic {
-		t.Close()
-		return nil, errors.New("status table: bad magic, not a mcpgateway status table")
+	prot := unix.PROT_READ
+	if writable {
+		prot |= unix.PROT_WRITE
 	}
-	return t, nil
+	// Only the sizes checked here count from now on (Len), so a later
+	// change of HRows or HMaxRow cannot make a reader overrun.
+	return mapTable(f, hb, n, unix.PROT_READ, prot)
+}
+
+// readLayout checks the header's layout words, read with pread so that
+// nothing is mapped before the sizes are known to be sane.
+func readLayout(fd int, size int64) (headerBytes, rows int, err error) {
+	buf := make([]byte, 8*(int(HRowWords)+1))
+	if _, err := unix.Pread(fd, buf, 0); err != nil {
+		return 0, 0, fmt.Errorf("read status table header: %w", err)
+	}
+	word := func(f Field) uint64 { return binary.NativeEndian.Uint64(buf[8*int(f):]) }
+	if word(HMagic) != magic {
+		return 0, 0, fmt.Errorf("status table: bad magic %#x: not a mcpgateway status table", word(HMagic))
+	}
+	if v := word(HVersion); v != Version {
+		return 0, 0, fmt.Errorf("status table: layout version %d, this binary reads version %d: the master runs another release of mcpgateway", v, Version)
+	}
+	if w := word(HRowWords); w != RowWords {
+		return 0, 0, fmt.Errorf("status table: rows of %d words, want %d", w, RowWords)
+	}
+	page := uint64(os.Getpagesize())
+	hb, n := word(HHeaderBytes), word(HRows)
+	if hb < headerMinBytes || hb%page != 0 || hb > uint64(size) {
+		return 0, 0, fmt.Errorf("status table: header size %d is not whole pages of at least %d bytes within the table's %d", hb, headerMinBytes, size)
+	}
+	if n < 1 || n > (uint64(size)-hb)/rowBytes || hb+n*rowBytes != uint64(size) {
+		return 0, 0, fmt.Errorf("status table: %d rows of %d bytes after a %d-byte header do not make its size, %d", n, rowBytes, hb, size)
+	}
+	return int(hb), int(n), nil
 }
 
 // OpenMasterTable finds and maps, read-only, the status table of a running
@@ -220,62 +380,88 @@ func OpenMasterTable(pid int) (*Table, error) {
 		if err != nil {
 			return nil, fmt.Errorf("open status table of master %d: %w", pid, err)
 		}
-		return AttachTable(f, false)
+		t, err := AttachTable(f, false)
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("master %d: %w", pid, err)
+		}
+		return t, nil
 	}
 	return nil, fmt.Errorf("master %d has no status table (is it a mcpgateway master?)", pid)
 }
 
-func mapTable(f *os.File, writable bool) (*Table, error) {
-	st, err := f.Stat()
+// mapTable maps the header and the rows as two mappings of the file, so
+// that the header can be read-only while the rows are writable.
+func mapTable(f *os.File, hb, n, hdrProt, rowsProt int) (*Table, error) {
+	hdr, err := unix.Mmap(int(f.Fd()), 0, headerMinBytes, hdrProt, unix.MAP_SHARED)
 	if err != nil {
-		return nil, fmt.Errorf("stat status table: %w", err)
+		return nil, fmt.Errorf("map status table header: %w", err)
 	}
-	size := int(st.Size())
-	if size < 2*rowBytes || size%rowBytes != 0 {
-		return nil, fmt.Errorf("status table: size %d is not a whole number of rows", size)
-	}
-	prot := unix.PROT_READ
-	if writable {
-		prot |= unix.PROT_WRITE
-	}
-	mem, err := unix.Mmap(int(f.Fd()), 0, size, prot, unix.MAP_SHARED)
+	rows, err := unix.Mmap(int(f.Fd()), int64(hb), n*rowBytes, rowsProt, unix.MAP_SHARED)
 	if err != nil {
-		return nil, fmt.Errorf("map status table: %w", err)
+		_ = unix.Munmap(hdr)
+		return nil, fmt.Errorf("map status table rows: %w", err)
 	}
-	rows := unsafe.Slice((*Row)(unsafe.Pointer(&mem[0])), size/rowBytes)
-	return &Table{file: f, mem: mem, rows: rows}, nil
+	return &Table{
+		file:    f,
+		hdrMem:  hdr,
+		rowsMem: rows,
+		header:  (*Header)(unsafe.Pointer(&hdr[0])),
+		rows:    unsafe.Slice((*Row)(unsafe.Pointer(&rows[0])), n),
+	}, nil
 }
 
 // File is the memfd, to hand to workers.
 func (t *Table) File() *os.File { return t.file }
 
-// Header is row 0.
-func (t *Table) Header() *Row { return &t.rows[0] }
+// Header is the header page. Only the master may write it: in any other
+// process the mapping is read-only and a store faults.
+func (t *Table) Header() *Header { return t.header }
 
 // Len is the number of worker rows.
-func (t *Table) Len() int { return len(t.rows) - 1 }
+func (t *Table) Len() int { return len(t.rows) }
 
-// Row returns worker row i, 1-based.
-func (t *Table) Row(i int) *Row { return &t.rows[i] }
+// Row returns worker row i, 1-based; i outside 1..Len() panics.
+func (t *Table) Row(i int) *Row { return &t.rows[i-1] }
 
-// Close unmaps the table.
-func (t *Table) Close() error {
-	if t.mem == nil {
-		return nil
+// MaxRow is the highest worker row in use so far, clamped to Len(): the
+// header word is only trusted as far as it cannot make a reader overrun.
+func (t *Table) MaxRow() int {
+	m := t.header.Load(HMaxRow)
+	if m > uint64(len(t.rows)) {
+		return len(t.rows)
 	}
-	err := unix.Munmap(t.mem)
-	t.mem, t.rows = nil, nil
-	t.file.Close()
-	return err
+	return int(m)
 }
 
-// Fold adds the counters of an exited worker's row to the totals and frees
-// the row. Readers that take a Snapshot never see the counters twice.
+// Close unmaps the table and closes its file.
+func (t *Table) Close() error {
+	if t.hdrMem == nil {
+		return nil
+	}
+	err := unix.Munmap(t.hdrMem)
+	if err2 := unix.Munmap(t.rowsMem); err == nil {
+		err = err2
+	}
+	t.hdrMem, t.rowsMem, t.header, t.rows = nil, nil, nil, nil
+	if err2 := t.file.Close(); err == nil {
+		err = err2
+	}
+	if err != nil {
+		return fmt.Errorf("close status table: %w", err)
+	}
+	return nil
+}
+
+// Fold adds the counters of an exited worker's row to the header's totals
+// and frees the row. Readers that take a Snapshot never see the counters
+// twice. Every word of the counter range is added, so a counter field added
+// later is folded without a change here. Master only.
 func (t *Table) Fold(i int) {
 	h, r := t.Header(), t.Row(i)
 	h.Add(HFoldSeq, 1)
-	for f := int(CServed); f < counterEnd; f++ {
-		h.Add(Field(f), r.Load(Field(f)))
+	for f := Field(counterStart); f < counterEnd; f++ {
+		h.Add(f, r.Load(f))
 	}
 	for f := range r {
 		r.Store(Field(f), 0)
@@ -291,7 +477,10 @@ type Counters struct {
 	Buckets                           []uint64  // per bucket, not cumulative; last is +Inf
 }
 
-func (c *Counters) add(r *Row) {
+// words is a header or a row: the counters sit at the same indices in both.
+type words interface{ Load(Field) uint64 }
+
+func (c *Counters) add(r words) {
 	c.Served += r.Load(CServed)
 	c.Refused += r.Load(CRefused)
 	c.Timeouts += r.Load(CTimeouts)
@@ -328,48 +517,73 @@ type Snapshot struct {
 	Retired       Counters // workers that have exited
 	Total         Counters // retired + live
 	Workers       []WorkerStatus
+
+	// Torn is true when the fold sequence never settled within the
+	// snapshot's patience: the figures are a best-effort read, and a
+	// worker folded meanwhile may be counted twice or not at all. It
+	// happens only if the master stalls mid-fold, or HFoldSeq is corrupt.
+	Torn bool
 }
 
-// Snapshot reads the table; it retries while the master is folding a row.
+// A fold takes microseconds, so a reader that still sees one in progress
+// after this long is looking at a stalled master or a corrupt sequence, and
+// settles for what it read rather than freeze /metrics or the master.
+const (
+	snapshotTries    = 1000
+	snapshotPatience = 10 * time.Millisecond
+)
+
+// Snapshot reads the table. It retries while the master is folding a row,
+// within a bound (see Torn).
 func (t *Table) Snapshot() Snapshot {
 	h := t.Header()
-	for {
+	deadline := time.Now().Add(snapshotPatience)
+	for try := 1; ; try++ {
 		seq := h.Load(HFoldSeq)
-		if seq%2 == 1 {
-			continue
-		}
-		s := Snapshot{
-			MasterPID:     int(h.Load(HMasterPID)),
-			MasterStarted: int64(h.Load(HMasterStarted)),
-			Target:        int(h.Load(HWorkersTarget)),
-			Starts:        h.Load(HStarts),
-			Exits:         make(map[string]uint64, len(ExitReasons)),
-		}
-		for _, reason := range ExitReasons {
-			s.Exits[reason] = h.Load(ExitField(reason))
-		}
-		s.Retired.add(h)
-		s.Total.add(h)
-		for i := 1; i <= t.MaxRow(); i++ {
-			r := t.Row(i)
-			pid := r.Load(FPid)
-			if pid == 0 {
-				continue
-			}
-			w := WorkerStatus{
-				Row: i, Slot: int(r.Load(FSlot)), Generation: int(r.Load(FGeneration)), Pid: int(pid),
-				State: r.Load(FState), Started: int64(r.Load(FStarted)), Heartbeat: int64(r.Load(FHeartbeat)),
-				InFlight: r.Load(FInFlight), Conns: r.Load(FConns), RSS: r.Load(FRSS),
-				OldestStart: int64(r.Load(FOldestStart)),
-			}
-			w.Counters.add(r)
-			s.Total.add(r)
-			s.Workers = append(s.Workers, w)
-		}
-		if h.Load(HFoldSeq) == seq {
+		s := t.read()
+		if seq%2 == 0 && h.Load(HFoldSeq) == seq {
 			return s
 		}
+		if try >= snapshotTries || time.Now().After(deadline) {
+			s.Torn = true
+			return s
+		}
+		runtime.Gosched() // let the folding master run, if it shares our CPU
 	}
+}
+
+// read is one pass over the table, consistent only if no fold ran meanwhile.
+func (t *Table) read() Snapshot {
+	h := t.Header()
+	s := Snapshot{
+		MasterPID:     int(h.Load(HMasterPID)),
+		MasterStarted: int64(h.Load(HMasterStarted)),
+		Target:        int(h.Load(HWorkersTarget)),
+		Starts:        h.Load(HStarts),
+		Exits:         make(map[string]uint64, len(ExitReasons)),
+	}
+	for _, reason := range ExitReasons {
+		s.Exits[reason] = h.Load(ExitField(reason))
+	}
+	s.Retired.add(h)
+	s.Total.add(h)
+	for i := 1; i <= t.MaxRow(); i++ {
+		r := t.Row(i)
+		pid := r.Load(FPid)
+		if pid == 0 {
+			continue
+		}
+		w := WorkerStatus{
+			Row: i, Slot: int(r.Load(FSlot)), Generation: int(r.Load(FGeneration)), Pid: int(pid),
+			State: r.Load(FState), Started: int64(r.Load(FStarted)), Heartbeat: int64(r.Load(FHeartbeat)),
+			InFlight: r.Load(FInFlight), Conns: r.Load(FConns), RSS: r.Load(FRSS),
+			OldestStart: int64(r.Load(FOldestStart)),
+		}
+		w.Counters.add(r)
+		s.Total.add(r)
+		s.Workers = append(s.Workers, w)
+	}
+	return s
 }
 
 var bucketNanos = func() []int64 {
@@ -389,6 +603,3 @@ func BucketIndex(ns int64) int {
 	}
 	return len(bucketNanos)
 }
-
-// MaxRow is the highest worker row in use so far.
-func (t *Table) MaxRow() int { return int(t.Header().Load(HMaxRow)) }

@@ -4,7 +4,10 @@
 // Routes: /slow?ms=N sleeps, /hang blocks for ever, /pid answers the
 // worker's pid, /grow?mb=N keeps N more MiB alive, anything else answers "ok".
 // TESTSERVER_BOOT_FAIL=1 makes every worker fail to boot; TESTSERVER_CRASH=1
-// makes every worker exit before it is ready.
+// makes every worker exit before it is ready; TESTSERVER_BOOT_FAIL_FILE=F
+// makes a worker fail to boot while the file F exists. TESTSERVER_UPGRADE_FAIL=1
+// makes a new master (USR2) exit at once; TESTSERVER_UPGRADE_BOOT_FAIL=1
+// makes a new master's workers fail to boot.
 package main
 
 import (
@@ -18,7 +21,7 @@ import (
 	"time"
 
 	"github.com/mcpgateway/mcpgateway/supervisor"
-	"github.com/mcpgateway/mcpgateway/supervisor/protocol"
+	"github.com/mcpgateway/mcpgateway/supervisor/logging"
 	"github.com/mcpgateway/mcpgateway/worker"
 	"github.com/valyala/fasthttp"
 	"go.uber.org/zap"
@@ -29,7 +32,10 @@ func main() {
 		os.Exit(worker.Run(setup))
 	}
 	if os.Getenv("MCPGATEWAY_UPGRADE_FDS") != "" && os.Getenv("TESTSERVER_UPGRADE_FAIL") == "1" {
-		protocol.Exit(1, "testserver: failing as a new master (TESTSERVER_UPGRADE_FAIL=1)")
+		logging.Exit(1, "testserver: failing as a new master (TESTSERVER_UPGRADE_FAIL=1)")
+	}
+	if os.Getenv("MCPGATEWAY_UPGRADE_FDS") != "" && os.Getenv("TESTSERVER_UPGRADE_BOOT_FAIL") == "1" {
+		os.Setenv("TESTSERVER_BOOT_FAIL", "1") // for this new master's workers
 	}
 	var binds multiFlag
 	fs := flag.NewFlagSet("testserver", flag.ExitOnError)
@@ -47,12 +53,23 @@ func main() {
 	fs.StringVar(&o.Pidfile, "pidfile", "", "")
 	fs.DurationVar(&o.MaxWorkerLifetime, "max-worker-lifetime", 0, "")
 	maxRSS := fs.Int64("max-worker-rss", 0, "MiB")
-	reloadFile := fs.String("reload-file", "", "HUP reads workers=N from this file; a line 'bad' fails the reload")
+	reloadFile := fs.String("reload-file", "", "HUP reads workers=N and boot_fail=1 from this file; a line 'bad' fails the reload")
+	prepareDelay := fs.Duration("reload-prepare-delay", 0, "a HUP's Prepare (migrations) takes this long")
 	fs.Parse(os.Args[1:])
 	o.MaxWorkerRSS = *maxRSS << 20
 	if *reloadFile != "" {
 		o.Reload = func() (supervisor.Options, error) {
 			n := o
+			if *prepareDelay > 0 {
+				n.Prepare = func(ctx context.Context) error {
+					select {
+					case <-time.After(*prepareDelay):
+						return nil
+					case <-ctx.Done():
+						return ctx.Err()
+					}
+				}
+			}
 			b, err := os.ReadFile(*reloadFile)
 			if err != nil {
 				return n, err
@@ -64,6 +81,8 @@ func main() {
 					if n.Workers, err = strconv.Atoi(v); err != nil {
 						return n, fmt.Errorf("%s:%d: workers: %w", *reloadFile, i+1, err)
 					}
+				case "boot_fail": // the new configuration's workers cannot boot
+					n.Payload = []byte(`{"boot_fail":true}`)
 				default:
 					return n, fmt.Errorf("%s:%d: bad setting %q", *reloadFile, i+1, line)
 				}
@@ -77,9 +96,9 @@ func main() {
 	o.Worker.MaxHeaderSize = 8192
 	o.Worker.MaxRequestBodySize = 1 << 20
 	o.Worker.LogLevel = "info"
-	log, err := protocol.NewLogger("info", "")
+	log, err := logging.New("info", "", logging.FormatJSON) // the tests read the lines
 	if err != nil {
-		protocol.Exit(1, "%v", err)
+		logging.Exit(1, "%v", err)
 	}
 	o.Logger = log
 	if err := supervisor.Run(context.Background(), o); err != nil {
@@ -100,6 +119,14 @@ func setup(ctx context.Context, info worker.Info) (worker.App, error) {
 	}
 	if os.Getenv("TESTSERVER_BOOT_FAIL") == "1" {
 		return worker.App{}, errors.New("handler failed to initialise (TESTSERVER_BOOT_FAIL=1)")
+	}
+	if f := os.Getenv("TESTSERVER_BOOT_FAIL_FILE"); f != "" {
+		if _, err := os.Stat(f); err == nil {
+			return worker.App{}, fmt.Errorf("handler failed to initialise (%s exists)", f)
+		}
+	}
+	if strings.Contains(string(info.Payload), `"boot_fail":true`) {
+		return worker.App{}, errors.New("handler failed to initialise (boot_fail in the configuration)")
 	}
 	pid := []byte(strconv.Itoa(os.Getpid()))
 	return worker.App{Handler: func(ctx *fasthttp.RequestCtx) {

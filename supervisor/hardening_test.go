@@ -1,0 +1,379 @@
+package supervisor_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mcpgateway/mcpgateway/supervisor/protocol"
+	"golang.org/x/sys/unix"
+)
+
+// notifyMsg is one datagram on a test NOTIFY_SOCKET, with its sender.
+type notifyMsg struct {
+	pid  int
+	text string
+}
+
+// notifyListener is a stand-in for systemd's notify socket that records
+// who sent what (SO_PASSCRED), as systemd itself does.
+type notifyListener struct {
+	path string
+	mu   sync.Mutex
+	msgs []notifyMsg
+}
+
+func listenNotify(t *testing.T) *notifyListener {
+	t.Helper()
+	n := &notifyListener{path: filepath.Join(t.TempDir(), "notify.sock")}
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: n.path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	raw, _ := conn.SyscallConn()
+	raw.Control(func(fd uintptr) { unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PASSCRED, 1) })
+	go func() {
+		buf, oob := make([]byte, 4096), make([]byte, 256)
+		for {
+			nb, noob, _, _, err := conn.ReadMsgUnix(buf, oob)
+			if err != nil {
+				return
+			}
+			m := notifyMsg{text: string(buf[:nb])}
+			if cmsgs, err := unix.ParseSocketControlMessage(oob[:noob]); err == nil {
+				for _, c := range cmsgs {
+					if cred, err := unix.ParseUnixCredentials(&c); err == nil {
+						m.pid = int(cred.Pid)
+					}
+				}
+			}
+			n.mu.Lock()
+			n.msgs = append(n.msgs, m)
+			n.mu.Unlock()
+		}
+	}()
+	return n
+}
+
+func (n *notifyListener) all() []notifyMsg {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return append([]notifyMsg(nil), n.msgs...)
+}
+
+func (n *notifyListener) count(what string) int {
+	c := 0
+	for _, m := range n.all() {
+		if strings.Contains(m.text, what) {
+			c++
+		}
+	}
+	return c
+}
+
+// lastMainPID is the MAINPID systemd would follow after these messages.
+func (n *notifyListener) lastMainPID() string {
+	last := ""
+	for _, m := range n.all() {
+		for _, line := range strings.Split(m.text, "\n") {
+			if v, ok := strings.CutPrefix(line, "MAINPID="); ok {
+				last = v
+			}
+		}
+	}
+	return last
+}
+
+// unixClient talks HTTP over a unix socket.
+func unixClient(path string) *http.Client {
+	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", path)
+		},
+	}}
+}
+
+// newMasterPid is the pid of a master other than the first that logged msg.
+func (s *server) otherMasterLogged(msg string) int {
+	for _, l := range s.logs.find(msg) {
+		if l["proc"] == "master" && int(l["pid"].(float64)) != s.cmd.Process.Pid {
+			return int(l["pid"].(float64))
+		}
+	}
+	return 0
+}
+
+// A USR2 upgrade that fails, or that the operator rolls back by stopping the
+// new master, must leave the service as it was: systemd never hears
+// STOPPING=1 (with NotifyAccess=all it would stop the unit, old master
+// included), it follows the old master again, and the unix socket file the
+// old master serves on is still there.
+func TestUpgradeRollbackKeepsTheServiceAndItsSocketFile(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		env  []string
+	}{
+		{"new master fails to boot", []string{"TESTSERVER_UPGRADE_BOOT_FAIL=1"}},
+		{"new master stopped after it was ready", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := listenNotify(t)
+			sock := filepath.Join(t.TempDir(), "gw.sock")
+			env := append([]string{"NOTIFY_SOCKET=" + n.path}, tc.env...)
+			s := start(t, env, "--bind", "unix:"+sock, "--workers", "2")
+			old := fmt.Sprint(s.cmd.Process.Pid)
+			waitFor(t, "READY=1", 5*time.Second, func() bool { return n.count("READY=1") > 0 })
+			uc := unixClient(sock)
+			stop := keepLoading(s.url("/pid"), 10)
+
+			s.signal(syscall.SIGUSR2)
+			if tc.env == nil {
+				var newPid int
+				waitFor(t, "the new master ready", 15*time.Second, func() bool {
+					newPid = s.otherMasterLogged("server ready")
+					return newPid != 0
+				})
+				waitFor(t, "systemd told of the new master", 5*time.Second, func() bool { return n.lastMainPID() == fmt.Sprint(newPid) })
+				syscall.Kill(newPid, syscall.SIGTERM) // the documented rollback
+			}
+			s.waitLog("upgrade: the new master exited; this master keeps serving", 20*time.Second)
+			stop().clean(t)
+
+			if n.count("STOPPING=1") != 0 {
+				t.Fatalf("systemd was told STOPPING=1: %v", n.all())
+			}
+			waitFor(t, "MAINPID back to the old master", 5*time.Second, func() bool { return n.lastMainPID() == old })
+			if _, err := os.Stat(sock); err != nil {
+				t.Fatalf("the unix socket file is gone: %v", err)
+			}
+			if code, _, err := post(uc, "http://gw/pid"); err != nil || code != 200 {
+				t.Fatalf("the old master no longer serves on its unix socket: %d %v", code, err)
+			}
+			s.signal(syscall.SIGTERM)
+			s.wait(10 * time.Second)
+			if n.count("STOPPING=1") != 1 {
+				t.Fatalf("a real stop must say STOPPING=1 once: %v", n.all())
+			}
+			if _, err := os.Stat(sock); !os.IsNotExist(err) {
+				t.Fatalf("the master's own stop must remove its socket file: %v", err)
+			}
+		})
+	}
+}
+
+// A HUP whose preparation (migrations) is slow must not freeze the master:
+// crashed workers are replaced, systemd's watchdog is pinged, TERM is prompt.
+func TestSlowReloadKeepsTheMasterLoopAlive(t *testing.T) {
+	n := listenNotify(t)
+	reload := filepath.Join(t.TempDir(), "reload.conf")
+	os.WriteFile(reload, []byte("workers=2\n"), 0o644)
+	s := start(t, []string{"NOTIFY_SOCKET=" + n.path, "WATCHDOG_USEC=400000"},
+		"--workers", "2", "--reload-file", reload, "--reload-prepare-delay", "30s", "--graceful-timeout", "2s")
+	s.signal(syscall.SIGHUP)
+	waitFor(t, "RELOADING=1", 5*time.Second, func() bool { return n.count("RELOADING=1") > 0 })
+	pings := n.count("WATCHDOG=1")
+
+	victim := 0
+	for pid := range readyPids(s.table()) {
+		victim = pid
+	}
+	syscall.Kill(victim, syscall.SIGKILL)
+	tb := s.table()
+	waitFor(t, "the killed worker replaced during the reload", 5*time.Second, func() bool {
+		r := readyPids(tb)
+		return len(r) == 2 && !r[victim]
+	})
+	waitFor(t, "watchdog pings during the reload", 5*time.Second, func() bool { return n.count("WATCHDOG=1") >= pings+3 })
+
+	start := time.Now()
+	s.signal(syscall.SIGTERM)
+	s.wait(10 * time.Second)
+	if took := time.Since(start); took > 6*time.Second {
+		t.Fatalf("TERM waited %s for the reload's preparation", took)
+	}
+}
+
+// Once the server serves, a replacement that cannot boot (a certificate
+// mid-rotation, a database blip) must not halt it: the old workers go on,
+// and the replacement is retried until it boots.
+func TestBootErrorAfterServingKeepsTheServerUp(t *testing.T) {
+	fail := filepath.Join(t.TempDir(), "fail")
+	s := start(t, []string{"TESTSERVER_BOOT_FAIL_FILE=" + fail}, "--workers", "2")
+	tb := s.table()
+	os.WriteFile(fail, nil, 0o644)
+	victim := 0
+	for pid := range readyPids(tb) {
+		victim = pid
+		break
+	}
+	syscall.Kill(victim, syscall.SIGKILL)
+	waitFor(t, "a replacement failing to boot", 10*time.Second, func() bool {
+		for _, l := range s.logs.find("worker exited") {
+			if l["reason"] == protocol.ReasonBootFail {
+				return true
+			}
+		}
+		return false
+	})
+	r := load(s.url("/pid"), 200, 4)
+	if len(r.errors) > 0 || r.byStatus[200] != 200 {
+		t.Fatalf("the surviving worker must serve: %v %v", r.byStatus, r.errors)
+	}
+	if l := s.logs.find("master halted"); len(l) > 0 {
+		t.Fatalf("the master halted: %v", l)
+	}
+	os.Remove(fail)
+	waitFor(t, "back to two workers", 15*time.Second, func() bool { return len(readyPids(tb)) == 2 })
+}
+
+// A reload whose workers cannot boot rolls back: the old workers serve on.
+func TestReloadWhoseWorkersCannotBootRollsBack(t *testing.T) {
+	reload := filepath.Join(t.TempDir(), "reload.conf")
+	os.WriteFile(reload, []byte("workers=2\n"), 0o644)
+	s := start(t, nil, "--workers", "2", "--reload-file", reload)
+	before := readyPids(s.table())
+	os.WriteFile(reload, []byte("workers=2\nboot_fail=1\n"), 0o644)
+	stop := keepLoading(s.url("/pid"), 10)
+	s.signal(syscall.SIGHUP)
+	s.waitLog("reload rolled back: the previous configuration stays", 15*time.Second)
+	time.Sleep(300 * time.Millisecond)
+	stop().clean(t)
+	after := readyPids(s.table())
+	for pid := range before {
+		if !after[pid] {
+			t.Fatalf("worker %d lost to a failed reload (now %v)", pid, after)
+		}
+	}
+	// The next reload, with a good configuration, rolls as usual.
+	os.WriteFile(reload, []byte("workers=2\n"), 0o644)
+	s.signal(syscall.SIGHUP)
+	s.waitLog("reload complete", 15*time.Second)
+}
+
+// Workers that served and then crash are replaced at once, however often:
+// after repeated kills the server is back at full strength quickly, not
+// left at part strength behind a backoff.
+func TestRepeatedCrashesOfServingWorkersAreReplacedAtOnce(t *testing.T) {
+	s := start(t, nil, "--workers", "2")
+	tb := s.table()
+	stop := keepLoading(s.url("/pid"), 10)
+	defer stop()
+	for i := 0; i < 12; i++ {
+		var victim int
+		waitFor(t, "a ready worker that served", time.Second, func() bool {
+			for _, w := range tb.Snapshot().Workers {
+				if w.State == protocol.StateReady && w.Counters.Served > 0 {
+					victim = w.Pid
+					return true
+				}
+			}
+			return false
+		})
+		syscall.Kill(victim, syscall.SIGKILL)
+		time.Sleep(250 * time.Millisecond)
+	}
+	took := waitFor(t, "full strength after the kills", 1500*time.Millisecond, func() bool { return len(readyPids(tb)) == 2 })
+	t.Logf("12 kill -9 of serving workers: full strength %s after the last", took)
+	if l := s.logs.find("master halted"); len(l) > 0 {
+		t.Fatalf("the master halted: %v", l)
+	}
+}
+
+// In the reuse-port layout a slot whose worker is dead for good (respawn
+// off) must not keep a socket in the group: the kernel would go on routing
+// a share of new connections to a queue nobody accepts from.
+func TestDeadReusePortSlotDrawsNoConnections(t *testing.T) {
+	s := start(t, nil, "--workers", "2", "--reuse-port", "--respawn-failed=false")
+	victim := 0
+	for pid := range readyPids(s.table()) {
+		victim = pid
+		break
+	}
+	syscall.Kill(victim, syscall.SIGKILL)
+	s.waitLog("worker exited", 5*time.Second)
+	c := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	for i := 0; i < 60; i++ {
+		if code, _, err := post(c, s.url("/pid")); err != nil || code != 200 {
+			t.Fatalf("connection %d: %d %v", i, code, err)
+		}
+	}
+}
+
+// Under socket activation the sockets are systemd's: a USR2 upgrade adopts
+// them as they are, whatever --bind says.
+func TestSocketActivationThenUpgrade(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, _ := ln.(*net.TCPListener).File()
+	ln.Close()
+	defer f.Close()
+	s := &server{t: t, logs: &logBuffer{}, done: make(chan struct{})}
+	s.cmd = exec.Command("/bin/sh", "-c", `LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=http exec "$0" --bind 127.0.0.1:1 --workers 2`, testBinary)
+	s.cmd.ExtraFiles = []*os.File{f}
+	s.cmd.Stderr, s.cmd.Stdout = s.logs, s.logs
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { s.cmd.Wait(); close(s.done) }()
+	t.Cleanup(func() {
+		syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
+		<-s.done
+		if t.Failed() {
+			t.Logf("server log:\n%s", s.logs)
+		}
+	})
+	s.waitLog("server ready", 10*time.Second)
+	s.addr = ln.Addr().String()
+	if w := s.waitLog("configuration", 2*time.Second); !strings.Contains(fmt.Sprint(w["warning"]), "127.0.0.1:1") {
+		t.Fatalf("the ignored --bind is not warned about: %v", w)
+	}
+	stop := keepLoading(s.url("/pid"), 10)
+	s.signal(syscall.SIGUSR2)
+	waitFor(t, "the new master ready", 15*time.Second, func() bool { return s.otherMasterLogged("server ready") != 0 })
+	s.signal(syscall.SIGWINCH)
+	time.Sleep(500 * time.Millisecond)
+	s.signal(syscall.SIGQUIT)
+	// exec's Wait would also wait for the new master, which shares the
+	// output pipe: watch the old master's process instead.
+	waitFor(t, "old master gone", 10*time.Second, func() bool { return !alive(s.cmd.Process.Pid) })
+	time.Sleep(200 * time.Millisecond)
+	stop().clean(t)
+	if code, _, err := post(client(1), s.url("/pid")); err != nil || code != 200 {
+		t.Fatalf("the new master does not serve the activated socket: %d %v", code, err)
+	}
+}
+
+// --timeout 0 means no timeout, as in Gunicorn.
+func TestTimeoutZeroMeansNoTimeout(t *testing.T) {
+	s := start(t, nil, "--workers", "1", "--timeout", "0")
+	if code, body, err := post(client(1), s.url("/slow?ms=2500")); err != nil || code != 200 || body != "slept" {
+		t.Fatalf("a long request under --timeout 0: %d %q %v", code, body, err)
+	}
+}
+
+// Workers carry a process title, as Gunicorn's do: ps shows what they are.
+func TestWorkersHaveAProcessTitle(t *testing.T) {
+	s := start(t, nil, "--workers", "2")
+	for pid := range readyPids(s.table()) {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.HasPrefix(string(b), "testserver: worker ") {
+			t.Fatalf("worker %d: cmdline %q", pid, b)
+		}
+	}
+}
