@@ -53,7 +53,8 @@ type master struct {
 	freeRows  []int
 	gens      []int // per slot: generations started so far
 	dead      map[int]bool
-	target    int
+	target    int   // how many workers: len(slots)
+	slots     []int // the slots that have a worker, ascending
 	ready     bool // Prepare finished: workers may start
 	everReady bool // every slot had a ready worker once
 
@@ -92,6 +93,9 @@ func newMaster(o Options) (*master, error) {
 		notify: newNotifier(oldMaster == 0),
 	}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
+	for slot := 0; slot < o.Workers; slot++ {
+		m.slots = append(m.slots, slot)
+	}
 	var err error
 	if m.sockets, err = openSockets(o.Binds, o.Backlog, o.ReusePort); err != nil {
 		return nil, err
@@ -332,11 +336,6 @@ func (m *master) scale(n int) {
 	}
 	m.log.Info("scaling", zap.Int("from", m.target), zap.Int("to", n))
 	m.setTarget(n)
-	for _, p := range m.procs {
-		if p.slot >= n && p.wanted() {
-			m.markReplaced(p, protocol.ReasonScale)
-		}
-	}
 }
 
 // markReplaced marks a worker for replacement; it serves on until its
@@ -359,14 +358,14 @@ func (m *master) manage() {
 		if p.retire == "" || p.phase >= stopping {
 			continue
 		}
-		if p.slot >= m.target || m.slotReady(p.slot) {
+		if !m.active(p.slot) || m.slotReady(p.slot) {
 			m.transition(p, stopping, p.retire)
 		}
 	}
 	if !m.ready || time.Now().Before(m.backoff) || m.winched {
 		return
 	}
-	for slot := 0; slot < m.target; slot++ {
+	for _, slot := range m.slots {
 		if !m.dead[slot] && m.wanted(slot) == nil {
 			if err := m.spawn(slot); err != nil {
 				m.log.Error("cannot start worker", zap.Int("slot", slot), zap.Error(err))
@@ -558,7 +557,7 @@ func (m *master) handle(ev event) {
 }
 
 func (m *master) allReady() bool {
-	for slot := 0; slot < m.target; slot++ {
+	for _, slot := range m.slots {
 		if !m.slotReady(slot) {
 			return false
 		}
@@ -588,7 +587,7 @@ func (m *master) reap(p *proc, st *os.ProcessState) {
 		reason = protocol.ReasonCrashed
 	}
 	m.table.Header().Add(protocol.ExitField(reason), 1)
-	if p.slot >= m.target && m.slotEmpty(p.slot) {
+	if !m.active(p.slot) && m.slotEmpty(p.slot) {
 		m.sockets.closeSlot(p.slot) // scaled down: the slot is gone
 	}
 	fields := m.fields(p, zap.String("reason", reason), zap.String("status", status),

@@ -122,10 +122,42 @@ func (m *master) rollBackReload(why string) {
 	}
 }
 
+// setTarget grows or shrinks the set of worker slots to n. A new slot takes
+// the lowest free number; scaling down removes the slot of the oldest
+// worker, as Gunicorn's TTOU stops its oldest worker (a slot with no worker
+// goes first). Workers of removed slots are stopped without a successor.
 func (m *master) setTarget(n int) {
+	for len(m.slots) < n {
+		free := 0
+		for m.active(free) {
+			free++
+		}
+		m.slots = append(m.slots, free)
+		slices.Sort(m.slots)
+	}
+	for len(m.slots) > n {
+		victim, oldest := m.slots[len(m.slots)-1], time.Time{}
+		for _, slot := range m.slots {
+			p := m.wanted(slot)
+			if p == nil {
+				victim = slot
+				break
+			}
+			if oldest.IsZero() || p.started.Before(oldest) {
+				victim, oldest = slot, p.started
+			}
+		}
+		m.slots = slices.DeleteFunc(m.slots, func(s int) bool { return s == victim })
+		if p := m.wanted(victim); p != nil {
+			m.markReplaced(p, protocol.ReasonScale)
+		}
+	}
 	m.target = n
 	m.table.Header().Store(protocol.HWorkersTarget, uint64(n))
 }
+
+// active says whether a slot is one the server wants a worker in.
+func (m *master) active(slot int) bool { return slices.Contains(m.slots, slot) }
 
 // reloaded finishes a reload once every slot has a ready worker of the new
 // configuration.

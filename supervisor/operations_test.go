@@ -92,6 +92,11 @@ func TestTTINAndTTOUScaleUnderLoad(t *testing.T) {
 			t.Fatalf("unexpected exit: %v", l)
 		}
 	}
+	// TTOU stops the oldest worker, as Gunicorn's does: the one left is the
+	// youngest, started by the second TTIN in slot 3.
+	if w := tb.Snapshot().Workers; len(w) != 1 || w[0].Slot != 3 {
+		t.Fatalf("after TTOU thrice the youngest worker (slot 3) must be left: %+v", w)
+	}
 }
 
 func TestUSR2UpgradeThenWINCHAndQUITUnderLoad(t *testing.T) {
