@@ -377,3 +377,81 @@ func TestWorkersHaveAProcessTitle(t *testing.T) {
 		}
 	}
 }
+
+// As PID 1 (a container's entrypoint) the program runs a small init that
+// reaps the orphans a tool's subprocesses leave (they land on PID 1) and
+// forwards signals to the master. Without it they stay zombies.
+func TestInitReapsOrphansAsPID1(t *testing.T) {
+	if _, err := exec.LookPath("unshare"); err != nil || os.Geteuid() != 0 {
+		t.Skip("needs unshare and root for a PID namespace")
+	}
+	for _, tc := range []struct {
+		name    string
+		env     []string
+		zombies bool
+	}{
+		{"without the init (MCPGATEWAY_NO_INIT=1)", []string{"MCPGATEWAY_NO_INIT=1"}, true},
+		{"with the init", nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := &server{t: t, logs: &logBuffer{}, done: make(chan struct{})}
+			s.cmd = exec.Command("unshare", "--pid", "--fork", testBinary, "--bind", "127.0.0.1:0", "--workers", "1")
+			s.cmd.Env = append(os.Environ(), tc.env...)
+			s.cmd.Stderr, s.cmd.Stdout = s.logs, s.logs
+			s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+			if err := s.cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			go func() { s.cmd.Wait(); close(s.done) }()
+			t.Cleanup(func() {
+				syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
+				<-s.done
+				if t.Failed() {
+					t.Logf("server log:\n%s", s.logs)
+				}
+			})
+			ready := s.waitLog("server ready", 10*time.Second)
+			s.addr = ready["listening"].([]any)[0].(string)
+			pid1 := 0 // PID 1 of the namespace, as this namespace sees it
+			waitFor(t, "PID 1 of the namespace", 5*time.Second, func() bool {
+				b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", s.cmd.Process.Pid, s.cmd.Process.Pid))
+				_, err := fmt.Sscan(string(b), &pid1)
+				return err == nil
+			})
+			c := client(1)
+			for i := 0; i < 5; i++ {
+				if code, _, err := post(c, s.url("/orphan")); err != nil || code != 200 {
+					t.Fatalf("/orphan: %d %v", code, err)
+				}
+			}
+			time.Sleep(time.Second) // the orphans' sleep 0.2 is over
+			if got := zombiesOf(pid1); (got > 0) != tc.zombies {
+				t.Fatalf("%d zombie children of PID 1, want zombies: %v", got, tc.zombies)
+			}
+			syscall.Kill(pid1, syscall.SIGTERM) // what docker stop sends
+			if code := s.wait(10 * time.Second); code != 0 {
+				t.Fatalf("exit status %d after TERM, want 0", code)
+			}
+		})
+	}
+}
+
+// zombiesOf counts the zombie children of a process.
+func zombiesOf(parent int) int {
+	n := 0
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...: comm may hold spaces, so cut at the last ')'.
+		rest := string(b[strings.LastIndexByte(string(b), ')')+1:])
+		var state string
+		var ppid int
+		if _, err := fmt.Sscan(rest, &state, &ppid); err == nil && state == "Z" && ppid == parent {
+			n++
+		}
+	}
+	return n
+}

@@ -2,7 +2,7 @@
 // handler, as any program would; the process-level tests drive it.
 //
 // Routes: /slow?ms=N sleeps, /hang blocks for ever, /pid answers the
-// worker's pid, /grow?mb=N keeps N more MiB alive, anything else answers "ok".
+// worker's pid, /orphan leaves an orphaned grandchild process, /grow?mb=N keeps N more MiB alive, anything else answers "ok".
 // TESTSERVER_BOOT_FAIL=1 makes every worker fail to boot; TESTSERVER_CRASH=1
 // makes every worker exit before it is ready; TESTSERVER_BOOT_FAIL_FILE=F
 // makes a worker fail to boot while the file F exists. TESTSERVER_UPGRADE_FAIL=1
@@ -16,6 +16,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"time"
@@ -28,6 +29,9 @@ import (
 )
 
 func main() {
+	if handled, code := supervisor.RunInit(); handled {
+		os.Exit(code)
+	}
 	if len(os.Args) > 1 && os.Args[1] == "worker" {
 		os.Exit(worker.Run(setup))
 	}
@@ -139,6 +143,10 @@ func setup(ctx context.Context, info worker.Info) (worker.App, error) {
 			select {}
 		case "/pid":
 			ctx.SetBody(pid)
+		case "/orphan": // a tool whose subprocess outlives it: the grandchild is orphaned
+			if err := exec.Command("/bin/sh", "-c", "sleep 0.2 &").Run(); err != nil {
+				ctx.SetStatusCode(fasthttp.StatusInternalServerError)
+			}
 		case "/panic":
 			panic("test panic")
 		case "/recovered-panic": // an application that recovers its own panics reports them
