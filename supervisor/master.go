@@ -55,8 +55,8 @@ type master struct {
 	dead      map[int]bool
 	target    int   // how many workers: len(slots)
 	slots     []int // the slots that have a worker, ascending
-	ready     bool // Prepare finished: workers may start
-	everReady bool // every slot had a ready worker once
+	ready     bool  // Prepare finished: workers may start
+	everReady bool  // every slot had a ready worker once
 
 	configGen   int      // bumped by each applied reload
 	configReady bool     // a worker of the current configuration became ready
