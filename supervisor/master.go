@@ -62,9 +62,10 @@ type master struct {
 	configReady bool     // a worker of the current configuration became ready
 	previous    *Options // the configuration a reload replaced, until it completes
 	prevConfig  *os.File
-	reloading   bool // a reload's workers are rolling in
-	preparing   bool // a reload's configuration is being prepared
-	reloadAgain bool // HUP arrived while preparing
+	reloading   bool    // a reload's workers are rolling in
+	rollQueue   []*proc // old workers a reload has yet to replace (ReloadSurge at a time)
+	preparing   bool    // a reload's configuration is being prepared
+	reloadAgain bool    // HUP arrived while preparing
 
 	notify    *notifier
 	child     *exec.Cmd  // the new master of a USR2 upgrade
@@ -354,6 +355,7 @@ func (m *master) manage() {
 	if m.stopping || m.halt != nil {
 		return
 	}
+	m.rollOn()
 	for _, p := range m.procs {
 		if p.retire == "" || p.phase >= stopping {
 			continue

@@ -83,14 +83,46 @@ func (m *master) applyReload(w prepared) {
 	m.bootFails = 0
 	m.setTarget(n.Workers)
 	m.dead = map[int]bool{}
-	for _, p := range m.procs {
-		if p.wanted() {
-			m.markReplaced(p, protocol.ReasonReload)
+	m.rollQueue = m.rollQueue[:0]
+	for _, slot := range m.slots {
+		if p := m.wanted(slot); p != nil {
+			m.rollQueue = append(m.rollQueue, p)
 		}
 	}
 	m.reloading = true
-	m.log.Info("reloading: rolling every worker", zap.Int("workers", n.Workers))
+	m.log.Info("reloading: rolling every worker", zap.Int("workers", n.Workers), zap.Int("at_once", m.surge()))
+	m.rollOn()
 	m.reloaded()
+}
+
+// surge is how many slots a reload replaces at once.
+func (m *master) surge() int {
+	if m.o.ReloadSurge <= 0 {
+		return len(m.slots)
+	}
+	return m.o.ReloadSurge
+}
+
+// rollOn marks the next old workers of a reload for replacement, while
+// fewer than surge of them are still alive.
+func (m *master) rollOn() {
+	if !m.reloading || len(m.rollQueue) == 0 {
+		return
+	}
+	alive := 0
+	for _, p := range m.procs {
+		if p.retire == protocol.ReasonReload && p.config != m.configGen {
+			alive++
+		}
+	}
+	for alive < m.surge() && len(m.rollQueue) > 0 {
+		p := m.rollQueue[0]
+		m.rollQueue = m.rollQueue[1:]
+		if p.phase != exited && p.wanted() {
+			m.markReplaced(p, protocol.ReasonReload)
+			alive++
+		}
+	}
 }
 
 // rollBackReload gives up a reload whose workers cannot boot: the previous
@@ -106,6 +138,7 @@ func (m *master) rollBackReload(why string) {
 	m.configGen++ // workers of the failed configuration are never current again
 	m.configReady = true
 	m.reloading = false
+	m.rollQueue = nil
 	m.bootFails = 0
 	m.setTarget(m.o.Workers)
 	for _, p := range m.procs {
@@ -156,13 +189,23 @@ func (m *master) setTarget(n int) {
 	m.table.Header().Store(protocol.HWorkersTarget, uint64(n))
 }
 
+// allCurrent says whether every wanted worker runs the current configuration.
+func (m *master) allCurrent() bool {
+	for _, p := range m.procs {
+		if p.wanted() && p.config != m.configGen {
+			return false
+		}
+	}
+	return true
+}
+
 // active says whether a slot is one the server wants a worker in.
 func (m *master) active(slot int) bool { return slices.Contains(m.slots, slot) }
 
 // reloaded finishes a reload once every slot has a ready worker of the new
 // configuration.
 func (m *master) reloaded() {
-	if m.reloading && m.allReady() {
+	if m.reloading && len(m.rollQueue) == 0 && m.allReady() && m.allCurrent() {
 		m.reloading = false
 		if m.prevConfig != nil {
 			m.prevConfig.Close()

@@ -15,9 +15,16 @@ import (
 )
 
 func TestHUPRollsEveryWorkerUnderLoad(t *testing.T) {
+	t.Run("every slot at once", func(t *testing.T) { testHUPRoll(t, 0) })
+	// A reload limited to one slot at a time (the database holds only one
+	// extra pool): never two old workers being replaced at once.
+	t.Run("one slot at a time", func(t *testing.T) { testHUPRoll(t, 1) })
+}
+
+func testHUPRoll(t *testing.T, surge int) {
 	reload := filepath.Join(t.TempDir(), "reload.conf")
 	os.WriteFile(reload, []byte("workers=3\n"), 0o644)
-	s := start(t, nil, "--workers", "2", "--reload-file", reload)
+	s := start(t, nil, "--workers", "2", "--reload-file", reload, "--reload-surge", fmt.Sprint(surge))
 	tb := s.table()
 	before := readyPids(tb)
 	stop := keepLoading(s.url("/pid"), 50)
@@ -43,7 +50,27 @@ func TestHUPRollsEveryWorkerUnderLoad(t *testing.T) {
 			t.Fatalf("worker %d survived the reload", pid)
 		}
 	}
-	t.Logf("HUP under load: %d requests, none failed", served)
+	if surge > 0 {
+		s.logs.mu.Lock()
+		outstanding, most := 0, 0
+		for _, l := range s.logs.lines {
+			if l["reason"] != protocol.ReasonReload || l["proc"] != "master" {
+				continue
+			}
+			switch l["msg"] {
+			case "replacing worker":
+				outstanding++
+			case "worker exited":
+				outstanding--
+			}
+			most = max(most, outstanding)
+		}
+		s.logs.mu.Unlock()
+		if most != surge {
+			t.Fatalf("a reload with surge %d replaced %d workers at once", surge, most)
+		}
+	}
+	t.Logf("HUP under load (surge %d): %d requests, none failed", surge, served)
 }
 
 func TestHUPWithBrokenConfigurationKeepsServing(t *testing.T) {

@@ -33,6 +33,14 @@ type Options struct {
 	RespawnFailed     bool          // respawn workers that die on their own
 	Pidfile           string
 
+	// ReloadSurge is how many slots a reload (HUP) replaces at once, make
+	// before break: each old worker stops once its successor is ready, and
+	// the next slot's successor starts when it has exited. 0 replaces every
+	// slot at once (the fastest roll, and twice the workers for a moment).
+	// The embedding program sets it from what its resources hold, e.g. the
+	// database connections that old and new pools need together.
+	ReloadSurge int
+
 	Worker  protocol.WorkerOptions // handed to every worker (Binds is filled in)
 	Payload json.RawMessage        // the embedding program's settings, handed to every worker
 
@@ -96,6 +104,8 @@ func (o *Options) check() error {
 		return fmt.Errorf("workers must be at most %d, not %d", maxWorkers, o.Workers)
 	case o.GracefulTimeout < 0:
 		return fmt.Errorf("graceful timeout must not be negative, not %s", o.GracefulTimeout)
+	case o.ReloadSurge < 0:
+		return fmt.Errorf("reload surge must not be negative, not %d", o.ReloadSurge)
 	case len(o.Args) == 0:
 		return errors.New("no worker arguments: the master cannot start workers")
 	}

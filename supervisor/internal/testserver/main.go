@@ -54,6 +54,7 @@ func main() {
 	fs.IntVar(&o.Worker.WorkerConnections, "worker-connections", 1000, "")
 	fs.BoolVar(&o.RespawnFailed, "respawn-failed", true, "")
 	fs.BoolVar(&o.ReusePort, "reuse-port", false, "")
+	fs.IntVar(&o.ReloadSurge, "reload-surge", 0, "slots a HUP replaces at once (0: all)")
 	fs.StringVar(&o.Pidfile, "pidfile", "", "")
 	fs.DurationVar(&o.MaxWorkerLifetime, "max-worker-lifetime", 0, "")
 	maxRSS := fs.Int64("max-worker-rss", 0, "MiB")
