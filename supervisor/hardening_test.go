@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mcpgateway/mcpgateway/supervisor/control"
 	"github.com/mcpgateway/mcpgateway/supervisor/protocol"
 	"golang.org/x/sys/unix"
 )
@@ -454,4 +455,69 @@ func zombiesOf(parent int) int {
 		}
 	}
 	return n
+}
+
+// The control socket answers status, reload, scale and stop, goes to the new
+// master on USR2, comes back to the old one when the upgrade is rolled back,
+// and is removed by the real stop.
+func TestControlSocket(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "gw.ctl")
+	reload := filepath.Join(dir, "reload.conf")
+	os.WriteFile(reload, []byte("workers=2\n"), 0o644)
+	s := start(t, nil, "--workers", "2", "--control-socket", sock, "--reload-file", reload)
+	call := func(req control.Request) control.Reply {
+		t.Helper()
+		r, err := control.Call(sock, req, 20*time.Second)
+		if err != nil {
+			t.Fatalf("%s: %v", req.Cmd, err)
+		}
+		return r
+	}
+	if st, err := os.Stat(sock); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("control socket: %v %v", st, err)
+	}
+	master := fmt.Sprintf("master %d ", s.cmd.Process.Pid)
+	if r := call(control.Request{Cmd: control.CmdStatus}); !r.OK || !strings.HasPrefix(r.Status, master) || strings.Count(r.Status, "ready") != 2 {
+		t.Fatalf("status: %+v", r)
+	}
+	tb := s.table()
+	if r := call(control.Request{Cmd: control.CmdScale, N: 3}); !r.OK {
+		t.Fatalf("scale: %+v", r)
+	}
+	waitFor(t, "3 workers", 10*time.Second, func() bool { return len(readyPids(tb)) == 3 })
+	if r := call(control.Request{Cmd: control.CmdReload}); !r.OK {
+		t.Fatalf("reload: %+v", r)
+	}
+	s.waitLog("reload complete", 15*time.Second)
+	os.WriteFile(reload, []byte("bad\n"), 0o644)
+	if r := call(control.Request{Cmd: control.CmdReload}); r.OK || !strings.Contains(r.Error, "bad setting") {
+		t.Fatalf("a refused reload must say why: %+v", r)
+	}
+
+	// USR2: the new master answers; stopped, the old one answers again.
+	s.signal(syscall.SIGUSR2)
+	var newPid int
+	waitFor(t, "the new master ready", 15*time.Second, func() bool {
+		newPid = s.otherMasterLogged("server ready")
+		return newPid != 0
+	})
+	if r := call(control.Request{Cmd: control.CmdStatus}); !strings.HasPrefix(r.Status, fmt.Sprintf("master %d ", newPid)) {
+		t.Fatalf("after USR2 the new master must answer: %+v", r)
+	}
+	syscall.Kill(newPid, syscall.SIGTERM)
+	s.waitLog("upgrade: the new master exited; this master keeps serving", 15*time.Second)
+	waitFor(t, "the old master answering again", 5*time.Second, func() bool {
+		r, err := control.Call(sock, control.Request{Cmd: control.CmdStatus}, 2*time.Second)
+		return err == nil && strings.HasPrefix(r.Status, master)
+	})
+	if r := call(control.Request{Cmd: control.CmdStop}); !r.OK {
+		t.Fatalf("stop: %+v", r)
+	}
+	if code := s.wait(15 * time.Second); code != 0 {
+		t.Fatalf("exit %d after stop", code)
+	}
+	if _, err := os.Stat(sock); !os.IsNotExist(err) {
+		t.Fatalf("the control socket file outlived the master: %v", err)
+	}
 }

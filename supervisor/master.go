@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/mcpgateway/mcpgateway/supervisor/control"
 	"github.com/mcpgateway/mcpgateway/supervisor/protocol"
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
@@ -67,6 +68,10 @@ type master struct {
 	preparing   bool    // a reload's configuration is being prepared
 	reloadAgain bool    // HUP arrived while preparing
 
+	control       *control.Listener // nil: no control socket
+	controls      chan controlReq
+	reloadWaiters []chan control.Reply
+
 	notify    *notifier
 	child     *exec.Cmd  // the new master of a USR2 upgrade
 	childDone chan error // its exit
@@ -89,7 +94,7 @@ func newMaster(o Options) (*master, error) {
 	}
 	m := &master{
 		o: o, log: o.Logger.With(zap.String("proc", "master"), zap.Int("pid", os.Getpid())),
-		events: make(chan event, 64), work: make(chan prepared, 1), procs: map[int]*proc{}, dead: map[int]bool{},
+		events: make(chan event, 64), work: make(chan prepared, 1), controls: make(chan controlReq), procs: map[int]*proc{}, dead: map[int]bool{},
 		target: o.Workers, childDone: make(chan error, 1), oldMaster: oldMaster,
 		notify: newNotifier(oldMaster == 0),
 	}
@@ -122,6 +127,7 @@ func newMaster(o Options) (*master, error) {
 	h := m.table.Header()
 	h.Store(protocol.HMasterStarted, uint64(protocol.Nanotime()))
 	h.Store(protocol.HWorkersTarget, uint64(m.target))
+	m.openControl()
 	return m, nil
 }
 
@@ -152,6 +158,7 @@ func configFile(o Options) (*os.File, error) {
 
 func (m *master) close() {
 	m.cancel()
+	m.closeControl()
 	m.sockets.closeAll(m.child != nil)
 	if m.child != nil && m.o.Pidfile != "" {
 		removePidfile(m.o.Pidfile + ".oldbin")
@@ -206,6 +213,8 @@ func (m *master) run(ctx context.Context) error {
 			if err := m.prepared(w); err != nil {
 				return err
 			}
+		case c := <-m.controls:
+			m.handleControl(c)
 		case err := <-m.childDone:
 			m.upgradeFailed(err)
 		case <-tick.C:

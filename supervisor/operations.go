@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -55,8 +56,10 @@ func (m *master) applyReload(w prepared) {
 		if w.config != nil {
 			w.config.Close()
 		}
+		m.answerReload(errors.New("the server is stopping"))
 		return
 	}
+	m.answerReload(w.err)
 	if w.err != nil {
 		m.log.Error("reload refused: the running configuration stays", zap.Error(w.err))
 		m.notify.send("READY=1\nSTATUS=reload refused: " + w.err.Error())

@@ -35,6 +35,7 @@ type sockets struct {
 	reusePort bool
 	backlog   int
 	oldMaster int      // the master that passed inherited sockets; 0 when none
+	passed    int      // how many listening sockets an old master passed (its control socket follows)
 	warnings  []string // what the master should log once it has a logger
 }
 
@@ -103,6 +104,7 @@ func (s *sockets) adoptUpgrade(binds []string) error {
 		primary = n // an older master: every socket may be a primary one
 	}
 	s.oldMaster, _ = strconv.Atoi(os.Getenv(protocol.EnvOldMaster))
+	s.passed = n
 	activated := os.Getenv(protocol.EnvUpgradeActivated) == "1"
 	org := originInherited
 	if activated {

@@ -32,6 +32,7 @@ type Options struct {
 	MaxWorkerRSS      int64         // recycle a worker whose RSS stays above this many bytes (0: never)
 	RespawnFailed     bool          // respawn workers that die on their own
 	Pidfile           string
+	ControlSocket     string // unix socket for status, reload, scale N and stop; "" for none
 
 	// ReloadSurge is how many slots a reload (HUP) replaces at once, make
 	// before break: each old worker stops once its successor is ready, and

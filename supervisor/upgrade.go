@@ -49,13 +49,32 @@ func (m *master) upgrade() {
 	if activated {
 		cmd.Env = append(cmd.Env, protocol.EnvUpgradeActivated+"=1")
 	}
+	var controlFile *os.File
+	if m.control != nil {
+		if f, err := m.control.File(); err == nil {
+			controlFile = f
+			cmd.ExtraFiles = append(cmd.ExtraFiles, f)
+			cmd.Env = append(cmd.Env, protocol.EnvUpgradeControl+"=1")
+		}
+	}
 	if m.o.Pidfile != "" {
 		_ = os.Rename(m.o.Pidfile, m.o.Pidfile+".oldbin")
 	}
-	if err := cmd.Start(); err != nil {
+	err = cmd.Start()
+	if controlFile != nil {
+		controlFile.Close()
+	}
+	if err != nil {
 		m.log.Error("upgrade: cannot start the new master", zap.String("binary", exe), zap.Error(err))
 		m.restorePidfile()
 		return
+	}
+	if m.control != nil && controlFile != nil {
+		// The new master answers the control socket now: commands reach the
+		// master that will go on. A failed upgrade takes it back.
+		m.control.KeepFile()
+		m.control.Close()
+		m.control = nil
 	}
 	m.child = cmd
 	m.log.Info("upgrade: new master started", zap.Int("new_master", cmd.Process.Pid), zap.String("binary", exe))
@@ -71,6 +90,9 @@ func (m *master) upgradeFailed(err error) {
 		zap.Int("new_master", m.child.Process.Pid), zap.Error(err))
 	m.child = nil
 	m.restorePidfile()
+	if m.control == nil {
+		m.openControl()
+	}
 	// The new master may have become systemd's main process before it
 	// died: the service is this master's again.
 	m.notify.becomeMain("READY=1\nSTATUS=upgrade failed; the old master serves")
@@ -112,7 +134,7 @@ func childEnv(worker bool) []string {
 	for _, kv := range os.Environ() {
 		switch k, _, _ := strings.Cut(kv, "="); k {
 		case "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", protocol.EnvUpgradeFDs, protocol.EnvUpgradePrimary,
-			protocol.EnvUpgradeActivated, protocol.EnvOldMaster:
+			protocol.EnvUpgradeActivated, protocol.EnvOldMaster, protocol.EnvUpgradeControl:
 		case "NOTIFY_SOCKET", "WATCHDOG_USEC":
 			if !worker {
 				env = append(env, kv)

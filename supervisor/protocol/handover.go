@@ -25,3 +25,7 @@ const (
 	// unlinks a unix socket file that the old master still serves on.
 	EnvOldMaster = "MCPGATEWAY_OLD_MASTER"
 )
+
+// EnvUpgradeControl is "1" when the old master also passed its control
+// socket: it is the fd right after the EnvUpgradeFDs listening sockets.
+const EnvUpgradeControl = "MCPGATEWAY_UPGRADE_CONTROL"

@@ -56,6 +56,7 @@ func main() {
 	fs.BoolVar(&o.ReusePort, "reuse-port", false, "")
 	fs.IntVar(&o.ReloadSurge, "reload-surge", 0, "slots a HUP replaces at once (0: all)")
 	fs.StringVar(&o.Pidfile, "pidfile", "", "")
+	fs.StringVar(&o.ControlSocket, "control-socket", "", "")
 	fs.DurationVar(&o.MaxWorkerLifetime, "max-worker-lifetime", 0, "")
 	maxRSS := fs.Int64("max-worker-rss", 0, "MiB")
 	reloadFile := fs.String("reload-file", "", "HUP reads workers=N and boot_fail=1 from this file; a line 'bad' fails the reload")
