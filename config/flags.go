@@ -11,8 +11,9 @@ import (
 // flagLayer collects the command line's assignments in the order given.
 type flagLayer struct {
 	as       []assignment
-	bind     int   // index of the Bind assignment in as, or -1
-	err      error // the first bad value, as an *Error
+	args     []string // positional arguments of a command (Input.Command)
+	bind     int      // index of the Bind assignment in as, or -1
+	err      error    // the first bad value, as an *Error
 	warnings []string
 }
 
@@ -92,16 +93,32 @@ func newFlagSet(l *flagLayer) *flag.FlagSet {
 }
 
 // parseFlags reads the command line. -h and --help return flag.ErrHelp.
-func parseFlags(args []string) (*flagLayer, error) {
+// command, when not nil, adds a client command's own flags (Input.Command).
+func parseFlags(args []string, command *flag.FlagSet) (*flagLayer, error) {
 	l := &flagLayer{bind: -1}
 	fs := newFlagSet(l)
+	if command != nil {
+		var clash error
+		command.VisitAll(func(f *flag.Flag) {
+			if fs.Lookup(f.Name) != nil {
+				clash = fmt.Errorf("flag %s of %s is also a flag of serve", dashed(f.Name), command.Name())
+				return
+			}
+			fs.Var(f.Value, f.Name, f.Usage)
+		})
+		if clash != nil {
+			return nil, clash
+		}
+	}
 	if err := fs.Parse(args); err != nil {
 		if l.err != nil {
 			return nil, l.err
 		}
 		return nil, err
 	}
-	if fs.NArg() > 0 {
+	if command != nil {
+		l.args = fs.Args()
+	} else if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q: serve takes flags only", fs.Arg(0))
 	}
 	return l, nil
@@ -109,8 +126,8 @@ func parseFlags(args []string) (*flagLayer, error) {
 
 var placeholders = map[string]string{
 	"HTTPServer": "gunicorn|granian", "Bind": "ADDR", "Host": "HOST", "Workers": "N|auto",
-	"HTTP": "auto|1|2", "LogLevel": "LEVEL", "Pidfile": "PATH", "ConfigFile": "PATH", "EnvFile": "PATH",
-	"AccessLogFile": "PATH", "ErrorLogFile": "PATH", "CertFile": "PATH", "KeyFile": "PATH",
+	"HTTP": "auto|1|2", "LogLevel": "LEVEL", "LogFormat": "auto|json|console", "Pidfile": "PATH", "ControlSocket": "PATH|off",
+	"ConfigFile": "PATH", "EnvFile": "PATH", "AccessLogFile": "PATH", "ErrorLogFile": "PATH", "CertFile": "PATH", "KeyFile": "PATH",
 }
 
 func placeholder(f reflect.StructField) string {
@@ -172,6 +189,8 @@ Flags:
 			def = "Host:Port"
 		case "Workers":
 			def = "auto = min(2*NumCPU+1, 16), granian: min(NumCPU, 16)"
+		case "ControlSocket":
+			def = "$XDG_RUNTIME_DIR (else /tmp)/mcpgateway-<bind>.ctl"
 		}
 		extra := "default " + def
 		if envs := envNamesOf(f.Name); len(envs) > 0 {

@@ -32,7 +32,7 @@ func Load(in Input) (*Resolved, error) {
 	if dir == "" {
 		dir = "."
 	}
-	flags, err := parseFlags(in.Args)
+	flags, err := parseFlags(in.Args, in.Command)
 	if err != nil {
 		return nil, err
 	}
@@ -93,10 +93,10 @@ func Load(in Input) (*Resolved, error) {
 	if numCPU <= 0 {
 		numCPU = runtime.GOMAXPROCS(0)
 	}
-	if err := b.resolve(numCPU); err != nil {
+	if err := b.resolve(numCPU, dir, environ); err != nil {
 		return nil, err
 	}
-	return &Resolved{Settings: b.s, Sources: b.sources, Warnings: b.warnings, Profile: profile}, nil
+	return &Resolved{Settings: b.s, Sources: b.sources, Warnings: b.warnings, Profile: profile, Args: flags.args}, nil
 }
 
 // builder merges the layers onto the profile defaults.
@@ -233,8 +233,9 @@ func (b *builder) confFile(dir string, flags *flagLayer, environ map[string]stri
 	return nil
 }
 
-// resolve normalises, derives and validates the merged settings.
-func (b *builder) resolve(numCPU int) error {
+// resolve normalises, derives and validates the merged settings. dir and
+// environ are Input's, for the derived control socket.
+func (b *builder) resolve(numCPU int, dir string, environ map[string]string) error {
 	s := &b.s
 	normalise(s)
 
@@ -266,6 +267,19 @@ func (b *builder) resolve(numCPU int) error {
 		b.sources["Bind"] = Source{Kind: "derived", Name: "Host:Port"}
 	}
 
+	if s.ControlSocket == "" {
+		runtimeDir, where := environ["XDG_RUNTIME_DIR"], "$XDG_RUNTIME_DIR"
+		if runtimeDir == "" {
+			where = FallbackRuntimeDir + " ($XDG_RUNTIME_DIR is not set)"
+		}
+		s.ControlSocket = DefaultControlSocket(s.Bind, dir, runtimeDir)
+		b.sources["ControlSocket"] = Source{Kind: "derived", Name: "from Bind, in " + where}
+		b.raw["ControlSocket"] = s.ControlSocket
+	}
+	if len(s.ControlSocket) > maxSocketPath {
+		return valueError("ControlSocket", b.sources["ControlSocket"], s.ControlSocket, errors.New("too long for a unix socket"))
+	}
+
 	if s.SSL {
 		for _, name := range []string{"CertFile", "KeyFile"} {
 			if v.FieldByName(name).String() == "" {
@@ -276,6 +290,10 @@ func (b *builder) resolve(numCPU int) error {
 
 	if s.AccessLogFile != "" && s.DisableAccessLog {
 		b.warn(fmt.Sprintf("AccessLogFile %q is not written while DisableAccessLog is true (%s)", s.AccessLogFile, b.sources["DisableAccessLog"]))
+	}
+	if s.PreloadApp {
+		b.warn(fmt.Sprintf("PreloadApp is true (%s) but has no effect: each worker builds its own app and the master never loads it; "+
+			"the database is checked and migrated once, before any worker starts, either way", b.sources["PreloadApp"]))
 	}
 	if s.MaxRequestsJitter > 0 && s.MaxRequests == 0 {
 		b.warn("MaxRequestsJitter has no effect while MaxRequests is 0 (recycling by request count is off)")

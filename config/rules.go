@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"net"
 	"net/url"
 	"reflect"
@@ -31,7 +32,8 @@ var rules = map[string]rule{
 	"Port":       {"a whole number from 0 to 65535", "listen port when Bind is empty", intIn(0, 65535)},
 	"Workers":    {`"auto" or a whole number from 1 to 256`, "worker processes", intIn(1, maxWorkers)},
 	"Threads":    {"a whole number from 1 to 1024", "GOMAXPROCS of each worker", intIn(1, 1024)},
-	"Timeout":    {"a duration above 0: " + durSyntax, "kill a worker whose heartbeat or request is older than this", durAbove(0)},
+	"Timeout": {"a duration of 0 or more (0 = no timeout): " + durSyntax,
+		"kill a worker whose heartbeat or request is older than this (0: never, as in Gunicorn)", durAbove(-1)},
 	"GracefulTimeout": {"a duration of 0 or more: " + durSyntax,
 		"time a stopping worker has to finish in-flight requests", durAbove(-1)},
 	"MaxRequests":       {"a whole number of 0 or more (0 = off)", "recycle a worker after this many requests", intIn(0, maxInt)},
@@ -44,16 +46,20 @@ var rules = map[string]rule{
 	"WorkerConnections": {"a whole number of 1 or more", "open connections per worker", intIn(1, maxInt)},
 	"KeepAlive":         {"a duration of 0 or more (0 = keep-alive off): " + durSyntax, "idle keep-alive timeout", durAbove(-1)},
 	"PreloadApp": {boolSyntax,
-		"master opens and checks the store before starting workers", nil},
+		"accepted for Gunicorn compatibility; no effect (each worker builds its own app)", nil},
 	"RespawnFailed":   {boolSyntax, "respawn workers that die", nil},
 	"HTTP1BufferSize": {"a whole number of bytes from 1024 to 1048576", "max request head size", intIn(1024, 1<<20)},
 	"HTTP":            {`"auto", "1" or "2"`, "HTTP version", oneOf("auto", "1", "2")},
 	"ReusePort":       {boolSyntax, "one SO_REUSEPORT socket per worker slot (held by the master)", nil},
 	"Pidfile":         {"a file path, or empty for none", "write the master's pid here", nil},
-	"ConfigFile":      {"a gunicorn.conf.go file path", "configuration file to read", nil},
-	"EnvFile":         {"a .env file path", ".env file to read", nil},
+	"ControlSocket": {fmt.Sprintf(`a unix socket path of at most %d bytes, "off" for none, or empty for the default`, maxSocketPath),
+		"the master's control socket, for mcpgateway status, reload, scale and stop", nil},
+	"ConfigFile": {"a gunicorn.conf.go file path", "configuration file to read", nil},
+	"EnvFile":    {"a .env file path", ".env file to read", nil},
 	"LogLevel": {`"debug", "info", "warning" (or "warn"), "error" or "critical"`,
 		"log level", oneOf("debug", "info", "warning", "error", "critical")},
+	"LogFormat": {`"auto", "json" or "console"`, "log line format; auto: console on a terminal, JSON otherwise",
+		oneOf(LogFormatAuto, LogFormatJSON, LogFormatConsole)},
 	"DisableAccessLog": {boolSyntax, "turn the access log off", nil},
 	"AccessLogFile":    {`a file path, "-" for stdout, or empty for none`, "access log destination", nil},
 	"ErrorLogFile":     {`a file path, or "-" for stderr`, "error log destination", nil},
@@ -151,6 +157,10 @@ func normalise(s *Settings) {
 	s.LogLevel = strings.ToLower(strings.TrimSpace(s.LogLevel))
 	if s.LogLevel == "warn" {
 		s.LogLevel = "warning"
+	}
+	s.LogFormat = strings.ToLower(strings.TrimSpace(s.LogFormat))
+	if strings.EqualFold(strings.TrimSpace(s.ControlSocket), ControlSocketOff) {
+		s.ControlSocket = ControlSocketOff
 	}
 	s.CacheType = strings.ToLower(strings.TrimSpace(s.CacheType))
 	s.JWTAlgorithm = strings.ToUpper(strings.TrimSpace(s.JWTAlgorithm))

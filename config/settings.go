@@ -7,7 +7,17 @@
 // (they round-trip through JSON exactly).
 package config
 
-import "time"
+import (
+	"flag"
+	"time"
+)
+
+// Log formats accepted in LogFormat.
+const (
+	LogFormatAuto    = "auto"
+	LogFormatJSON    = "json"
+	LogFormatConsole = "console"
+)
 
 // Profiles select the defaults of the server they are named after.
 const (
@@ -48,9 +58,11 @@ type Settings struct {
 	HTTP              string        `granian:"GRANIAN_HTTP" flag:"http"`
 	ReusePort         bool          `gunicorn:"GUNICORN_REUSE_PORT" granian:"GRANIAN_REUSE_PORT" flag:"reuse-port"`
 	Pidfile           string        `gunicorn:"GUNICORN_PIDFILE" granian:"GRANIAN_PID_FILE" flag:"pidfile,p"`
+	ControlSocket     string        `env:"CONTROL_SOCKET" gunicorn:"GUNICORN_CONTROL_SOCKET" flag:"control-socket"` // "" is derived from Bind by Load; "off": none
 	ConfigFile        string        `gunicorn:"GUNICORN_CONFIG" flag:"config,c"`
 	EnvFile           string        `env:"ENV_FILE" flag:"env-file"`
 	LogLevel          string        `env:"LOG_LEVEL" gunicorn:"GUNICORN_LOG_LEVEL" granian:"GRANIAN_LOG_LEVEL" flag:"log-level"`
+	LogFormat         string        `env:"LOG_FORMAT" flag:"log-format"` // LogFormatAuto: each process looks at its own stderr
 	DisableAccessLog  bool          `env:"DISABLE_ACCESS_LOG" flag:"disable-access-log"`
 	AccessLogFile     string        `gunicorn:"GUNICORN_ACCESS_LOGFILE" flag:"access-logfile"`
 	ErrorLogFile      string        `gunicorn:"GUNICORN_ERROR_LOGFILE" flag:"error-logfile"`
@@ -105,6 +117,7 @@ type Resolved struct {
 	Sources  map[string]Source // by Go field name
 	Warnings []string
 	Profile  string
+	Args     []string // positional arguments, when Input.Command is set
 }
 
 // Input is everything Load reads besides the files it finds.
@@ -113,6 +126,14 @@ type Input struct {
 	Environ []string // os.Environ() form
 	Dir     string   // where ./gunicorn.conf.go and ./.env are looked for; relative paths are taken from here
 	NumCPU  int      // CPUs for Workers "auto"; 0 means runtime.GOMAXPROCS(0), which follows a container's CPU limit
+
+	// Command, when not nil, holds the flags of a command other than serve
+	// (mcpgateway status --pid): they are parsed together with serve's,
+	// which tell the command where the server is (--bind, --control-socket,
+	// --config, --env-file), and positional arguments are kept in
+	// Resolved.Args instead of refused. Its flag names must differ from
+	// serve's.
+	Command *flag.FlagSet
 }
 
 // workersAuto is how "auto" is held until Load resolves it.
@@ -140,6 +161,7 @@ func Defaults(profile string) (Settings, error) {
 		HTTP:              "auto",
 		EnvFile:           ".env",
 		LogLevel:          "info",
+		LogFormat:         LogFormatAuto,
 		DisableAccessLog:  true,
 		ErrorLogFile:      "-",
 		CertFile:          "certs/cert.pem",

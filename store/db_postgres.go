@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -29,6 +30,7 @@ func pgPoolConfig(dsn string, o Options) (*pgxpool.Config, error) {
 	// pgxpool has no overflow: its MaxConns is the hard ceiling, which is what
 	// SQLAlchemy's pool_size+max_overflow is.
 	cfg.MaxConns = int32(o.maxConns())
+	nameSession(cfg.ConnConfig, o)
 	// Lazy, like SQLAlchemy: a worker that never queries holds no connection.
 	cfg.MinConns = 0
 	cfg.MaxConnLifetime = o.PoolRecycle
@@ -40,6 +42,16 @@ func pgPoolConfig(dsn string, o Options) (*pgxpool.Config, error) {
 		cfg.ConnConfig.ConnectTimeout = min(o.PoolTimeout, 10*time.Second)
 	}
 	return cfg, nil
+}
+
+// nameSession sets application_name (see appname.go) on every session
+// opened with cfg. The name DATABASE_URL or PGAPPNAME gives, if any, is kept
+// as the first part, so monitoring keyed on it keeps working.
+func nameSession(cfg *pgx.ConnConfig, o Options) {
+	if cfg.RuntimeParams == nil {
+		cfg.RuntimeParams = map[string]string{}
+	}
+	cfg.RuntimeParams["application_name"] = sessionName(cfg.RuntimeParams["application_name"], o.Instance, os.Getpid())
 }
 
 func openPostgres(dsn string, o Options) (*pgDB, error) {

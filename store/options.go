@@ -46,6 +46,14 @@ type Options struct {
 	// creates this user, active and admin, if it does not exist.
 	PlatformAdminEmail string
 
+	// Instance identifies the server instance these sessions belong to:
+	// every PostgreSQL session is named "mcpgateway/<Instance>/<pid>"
+	// through application_name (see appname.go), and CheckReloadCapacity
+	// counts the instance's own sessions apart from other clients'.
+	// Empty: InstanceOf(the master's pid) when EnvMasterPID is set, as the
+	// supervisor does in every worker, else InstanceOf(this process's pid).
+	Instance string
+
 	Logger *zap.Logger // nil: zap.NewNop()
 }
 
@@ -98,6 +106,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.PlatformAdminEmail == "" {
 		o.PlatformAdminEmail = "admin@example.com"
+	}
+	if o.Instance == "" {
+		o.Instance = defaultInstance()
 	}
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()

@@ -46,21 +46,27 @@ func (m *master) openControl() {
 	}()
 }
 
-// answerControl runs on the control socket's goroutines. status reads the
-// table here; every other command is the loop's to carry out.
+// answerControl runs on the control socket's goroutines and hands every
+// command to the loop, the one owner of the master's state (the table
+// included: it is unmapped when the loop ends).
 func (m *master) answerControl(req control.Request) control.Reply {
-	if req.Cmd == control.CmdStatus {
-		var b bytes.Buffer
-		control.FormatStatus(&b, m.table.Snapshot(), protocol.Nanotime())
-		return control.Reply{OK: true, Status: b.String()}
-	}
 	c := controlReq{req: req, reply: make(chan control.Reply, 1)}
-	m.controls <- c
-	return <-c.reply
+	select {
+	case m.controls <- c:
+		return <-c.reply
+	case <-m.loopDone:
+		return control.Reply{Error: "the server has stopped"}
+	}
 }
 
 // handleControl carries out a command in the loop.
 func (m *master) handleControl(c controlReq) {
+	if c.req.Cmd == control.CmdStatus {
+		var b bytes.Buffer
+		control.FormatStatus(&b, m.table.Snapshot(), protocol.Nanotime())
+		c.reply <- control.Reply{OK: true, Status: b.String()}
+		return
+	}
 	m.log.Info("control", zap.String("command", c.req.Cmd), zap.Int("n", c.req.N))
 	switch {
 	case m.stopping || m.halt != nil:

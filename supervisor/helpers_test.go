@@ -54,10 +54,11 @@ type server struct {
 
 // logBuffer collects the JSON log lines of all the server's processes.
 type logBuffer struct {
-	mu    sync.Mutex
-	lines []map[string]any
-	raw   bytes.Buffer
-	races bool // the race detector reported in some process
+	mu      sync.Mutex
+	lines   []map[string]any
+	raw     bytes.Buffer
+	races   bool // the race detector reported in some process
+	raceOut bytes.Buffer
 }
 
 func (b *logBuffer) Write(p []byte) (int, error) {
@@ -65,6 +66,9 @@ func (b *logBuffer) Write(p []byte) (int, error) {
 	defer b.mu.Unlock()
 	if bytes.Contains(p, []byte("DATA RACE")) {
 		b.races = true
+	}
+	if b.races && b.raceOut.Len() < 64<<10 {
+		b.raceOut.Write(p) // the report is not JSON: keep it to show
 	}
 	b.raw.Write(p)
 	for {
@@ -136,7 +140,7 @@ func startNoWait(t *testing.T, env []string, args ...string) *server {
 		races := s.logs.races
 		s.logs.mu.Unlock()
 		if races {
-			t.Errorf("the race detector reported a data race in the server's processes")
+			t.Errorf("the race detector reported a data race in the server's processes:\n%s", s.logs.raceOut.String())
 		}
 		if t.Failed() {
 			t.Logf("server log:\n%s", s.logs)

@@ -70,6 +70,7 @@ type master struct {
 
 	control       *control.Listener // nil: no control socket
 	controls      chan controlReq
+	loopDone      chan struct{} // closed when the loop has ended
 	reloadWaiters []chan control.Reply
 
 	notify    *notifier
@@ -94,7 +95,7 @@ func newMaster(o Options) (*master, error) {
 	}
 	m := &master{
 		o: o, log: o.Logger.With(zap.String("proc", "master"), zap.Int("pid", os.Getpid())),
-		events: make(chan event, 64), work: make(chan prepared, 1), controls: make(chan controlReq), procs: map[int]*proc{}, dead: map[int]bool{},
+		events: make(chan event, 64), work: make(chan prepared, 1), controls: make(chan controlReq), loopDone: make(chan struct{}), procs: map[int]*proc{}, dead: map[int]bool{},
 		target: o.Workers, childDone: make(chan error, 1), oldMaster: oldMaster,
 		notify: newNotifier(oldMaster == 0),
 	}
@@ -178,6 +179,7 @@ func (m *master) addrs() []string { return m.sockets.addrs() }
 
 func (m *master) run(ctx context.Context) error {
 	defer m.close()
+	defer close(m.loopDone) // before close: control goroutines stop asking the loop
 	sigs := make(chan os.Signal, 16)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP,
 		syscall.SIGTTIN, syscall.SIGTTOU, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH)

@@ -35,12 +35,9 @@ func (m *master) reload() {
 	reload, ctx := m.o.Reload, m.ctx
 	go func() {
 		w := prepared{reload: true}
-		w.o, w.err = reload()
+		w.o, w.err = reload(ctx)
 		if w.err == nil {
 			w.err = w.o.check()
-		}
-		if w.err == nil && w.o.Prepare != nil {
-			w.err = w.o.Prepare(ctx)
 		}
 		if w.err == nil {
 			w.config, w.err = configFile(w.o)
@@ -73,6 +70,7 @@ func (m *master) applyReload(w prepared) {
 	}
 	n.Binds, n.Backlog, n.ReusePort, n.Pidfile = keep.Binds, keep.Backlog, keep.ReusePort, keep.Pidfile
 	n.Executable, n.Args, n.Logger, n.Ready, n.Reload, n.ReopenLogs = keep.Executable, keep.Args, keep.Logger, keep.Ready, keep.Reload, keep.ReopenLogs
+	n.Prepare, n.ControlSocket = keep.Prepare, keep.ControlSocket
 	n.Worker.Binds, n.Worker.ReusePort = keep.Worker.Binds, keep.Worker.ReusePort
 
 	if m.prevConfig != nil { // a reload on top of one still rolling: the first is forgotten

@@ -53,9 +53,13 @@ type Options struct {
 	// any worker starts (database migrations); an error stops the master.
 	Prepare func(ctx context.Context) error
 
-	// Reload, when set, gives the configuration HUP switches to; an error
-	// refuses the reload and the running workers keep serving.
-	Reload func() (Options, error)
+	// Reload, when set, gives the configuration HUP switches to, ready to
+	// serve: it reads and checks the configuration and does what Prepare
+	// does at start (migrations), and may set ReloadSurge from what it
+	// finds. It runs beside the master's loop; ctx ends when the master
+	// stops. An error refuses the reload and the running workers keep
+	// serving. The returned Prepare is not run.
+	Reload func(ctx context.Context) (Options, error)
 
 	// ReopenLogs, when set, reopens the master's log files on USR1.
 	ReopenLogs func()

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mcpgateway/mcpgateway/internal/proctest"
 )
 
 // A bad value from any source stops the master before it binds anything,
@@ -35,24 +37,13 @@ func TestBadConfigurationRefusedBeforeBinding(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			port := freePort(t)
+			port := proctest.MustFreePort(t)
 			args := append([]string{"serve", "--bind", fmt.Sprintf("127.0.0.1:%d", port)}, c.args...)
 			g := run(t, dir, baseEnv(dir, c.env...), args...)
-			if code := g.wait(10 * time.Second); code == 0 {
+			if code := g.MustWait(t, 10*time.Second); code == 0 {
 				t.Fatal("exit status 0 for a bad configuration")
 			}
-			out := g.out.String()
-			for _, w := range c.want {
-				if !strings.Contains(out, w) {
-					t.Errorf("error does not mention %q:\n%s", w, out)
-				}
-			}
-			if strings.Contains(out, "master starting") || !portFree(port) {
-				t.Errorf("something was bound or started:\n%s", out)
-			}
-			if _, err := os.Stat(filepath.Join(dir, "mcp.db")); err == nil {
-				t.Error("the database was created for a configuration that was refused")
-			}
+			refusedBeforeBinding(t, g, port, c.want)
 		})
 	}
 }
@@ -62,10 +53,10 @@ func TestConfigPrintsValuesAndSources(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, "gunicorn.conf.go"), []byte("//go:build ignore\n\npackage main\n\nimport \"time\"\n\nconst (\n\tWorkers = 3\n\tTimeout = 90 * time.Second\n)\n"), 0o644)
 	os.WriteFile(filepath.Join(dir, ".env"), []byte("CACHE_TYPE=memory\nGUNICORN_WORKERS=5\n"), 0o644)
 	g := run(t, dir, baseEnv(dir, "GUNICORN_MAX_REQUESTS=777"), "config", "--workers", "4")
-	if code := g.wait(10 * time.Second); code != 0 {
+	if code := g.MustWait(t, 10*time.Second); code != 0 {
 		t.Fatalf("exit %d", code)
 	}
-	out := g.out.String()
+	out := g.Log.String()
 	for _, want := range [][]string{
 		{"Workers", "4", "flag"},
 		{"Timeout", "1m30s", "gunicorn.conf.go:9"},

@@ -7,6 +7,7 @@ package tests
 // `mcpgateway config`.
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -21,6 +22,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/mcpgateway/mcpgateway/internal/proctest"
 )
 
 // containerfile is the parsed ../Containerfile.
@@ -246,7 +249,7 @@ func containerRun(t *testing.T, overrides []string, args ...string) (*gateway, [
 	t.Helper()
 	cf := parseContainerfile(t)
 	dir := t.TempDir()
-	port := freePort(t)
+	port := proctest.MustFreePort(t)
 	env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir}
 	for k, v := range cf.env(t) {
 		if k == "DATABASE_URL" {
@@ -260,23 +263,6 @@ func containerRun(t *testing.T, overrides []string, args ...string) (*gateway, [
 	g := run(t, dir, env, append(entry[1:], args...)...)
 	g.port = port
 	return g, env
-}
-
-// containerReady waits for the master's "server ready" line.
-func containerReady(t *testing.T, g *gateway) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !strings.Contains(g.out.String(), `"msg":"server ready"`) {
-		select {
-		case <-g.done:
-			t.Fatalf("the server exited before it was ready:\n%s", g.out)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("not ready after 15s")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // healthcheck runs the image's HEALTHCHECK command with the container's environment.
@@ -347,8 +333,8 @@ func TestContainerHTTPServerSelectsTheProfile(t *testing.T) {
 
 	// A served granian instance runs with those settings.
 	g, env := containerRun(t, []string{"HTTP_SERVER=granian"})
-	containerReady(t, g)
-	starting := lineContaining(g.out.String(), `"msg":"master starting"`)
+	g.waitReady()
+	starting := lineContaining(g.Log.String(), `"msg":"master starting"`)
 	for _, want := range []string{`"backpressure":512`, fmt.Sprintf(`"workers":%d`, min(numCPU, 16))} {
 		if !strings.Contains(starting, want) {
 			t.Errorf("master starting line lacks %s: %s", want, starting)
@@ -375,56 +361,52 @@ func lineContaining(text, what string) string {
 func TestContainerGranianRefusesExcessWith503(t *testing.T) {
 	g, _ := containerRun(t, []string{"HTTP_SERVER=granian", "GRANIAN_WORKERS=1",
 		"GRANIAN_RUNTIME_THREADS=2", "GRANIAN_BACKPRESSURE=1"})
-	containerReady(t, g)
-	if !strings.Contains(lineContaining(g.out.String(), `"msg":"master starting"`), `"backpressure":1`) {
-		t.Fatalf("GRANIAN_BACKPRESSURE=1 not in effect:\n%s", g.out)
+	g.waitReady()
+	if !strings.Contains(lineContaining(g.Log.String(), `"msg":"master starting"`), `"backpressure":1`) {
+		t.Fatalf("GRANIAN_BACKPRESSURE=1 not in effect:\n%s", g.Log)
 	}
 	tok := g.token()
-	tr := &http.Transport{MaxIdleConnsPerHost: 64, MaxConnsPerHost: 64}
-	defer tr.CloseIdleConnections()
-	c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	c := proctest.KeepAliveClient(64, 10*time.Second)
+	defer c.CloseIdleConnections()
 
 	var mu sync.Mutex
 	codes := map[int]int{}
-	var bad []string
+	var failed int
+	var first error
 	for round := 0; round < 5 && codes[503] == 0; round++ {
-		var wg sync.WaitGroup
-		for range 64 {
-			wg.Go(func() {
-				for range 20 {
-					req, _ := http.NewRequest("POST", g.url("/rpc"), strings.NewReader(seedPayload))
-					req.Header.Set("Content-Type", "application/json")
-					req.Header.Set("Authorization", "Bearer "+tok)
-					resp, err := c.Do(req)
-					if err != nil {
-						mu.Lock()
-						bad = append(bad, err.Error())
-						mu.Unlock()
-						return
-					}
-					b, _ := io.ReadAll(resp.Body)
-					resp.Body.Close()
-					mu.Lock()
-					codes[resp.StatusCode]++
-					switch {
-					case resp.StatusCode == 200 && strings.Contains(string(b), `"isError":false`):
-					case resp.StatusCode == 503 && resp.Header.Get("Retry-After") != "" && json.Valid(b) &&
-						strings.Contains(string(b), `"status":503`):
-					default:
-						bad = append(bad, fmt.Sprintf("%d %q %s", resp.StatusCode, resp.Header.Get("Retry-After"), b))
-					}
-					mu.Unlock()
-				}
-			})
-		}
+		load := proctest.StartLoad(context.Background(), 64, 64*20, func(int) error {
+			req, _ := http.NewRequest("POST", g.url("/rpc"), strings.NewReader(seedPayload))
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Authorization", "Bearer "+tok)
+			resp, err := c.Do(req)
+			if err != nil {
+				return err
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			mu.Lock()
+			codes[resp.StatusCode]++
+			mu.Unlock()
+			switch {
+			case resp.StatusCode == 200 && strings.Contains(string(b), `"isError":false`):
+			case resp.StatusCode == 503 && resp.Header.Get("Retry-After") != "" && json.Valid(b) &&
+				strings.Contains(string(b), `"status":503`):
+			default:
+				return fmt.Errorf("%d %q %s", resp.StatusCode, resp.Header.Get("Retry-After"), b)
+			}
+			return nil
+		})
 		// Liveness is answered before backpressure, even now.
 		if code, body := get(t, g.url("/health")); code != 200 {
 			t.Errorf("/health under load: %d %s", code, body)
 		}
-		wg.Wait()
+		r := load.Wait()
+		if failed += r.Failed; first == nil {
+			first = r.First()
+		}
 	}
-	if len(bad) > 0 {
-		t.Fatalf("%d unexpected answers; first: %s", len(bad), bad[0])
+	if failed > 0 {
+		t.Fatalf("%d unexpected answers; first: %s", failed, first)
 	}
 	if codes[503] == 0 || codes[200] == 0 {
 		t.Fatalf("want both 200s and immediate 503s past the limit, got %v", codes)
@@ -440,16 +422,16 @@ func TestContainerGranianRefusesExcessWith503(t *testing.T) {
 // Any other HTTP_SERVER stops the container at once, naming what is accepted.
 func TestContainerBogusHTTPServerExits1(t *testing.T) {
 	g, _ := containerRun(t, []string{"HTTP_SERVER=bogus"})
-	if code := g.wait(10 * time.Second); code != 1 {
-		t.Fatalf("exit status %d, want 1:\n%s", code, g.out)
+	if code := g.MustWait(t, 10*time.Second); code != 1 {
+		t.Fatalf("exit status %d, want 1:\n%s", code, g.Log)
 	}
-	out := g.out.String()
+	out := g.Log.String()
 	for _, want := range []string{"HTTP_SERVER", `"bogus"`, `"gunicorn"`, `"granian"`} {
 		if !strings.Contains(out, want) {
 			t.Errorf("the error does not name %s: %s", want, out)
 		}
 	}
-	if strings.Contains(out, "master starting") || !portFree(g.port) {
+	if strings.Contains(out, "master starting") || !proctest.PortFree(g.port) {
 		t.Errorf("something was started or bound: %s", out)
 	}
 }
@@ -457,12 +439,12 @@ func TestContainerBogusHTTPServerExits1(t *testing.T) {
 // The image's HEALTHCHECK: 0 against a running server, 1 when none runs.
 func TestContainerHealthcheck(t *testing.T) {
 	g, env := containerRun(t, nil)
-	containerReady(t, g)
+	g.waitReady()
 	if code, out := healthcheck(t, env); code != 0 {
 		t.Fatalf("HEALTHCHECK with the server running: exit %d: %s", code, out)
 	}
-	g.cmd.Process.Signal(os.Interrupt)
-	if code := g.wait(10 * time.Second); code != 0 {
+	g.Signal(os.Interrupt)
+	if code := g.MustWait(t, 10*time.Second); code != 0 {
 		t.Fatalf("exit status %d after INT", code)
 	}
 	code, out := healthcheck(t, env)
@@ -470,7 +452,7 @@ func TestContainerHealthcheck(t *testing.T) {
 		t.Fatalf("HEALTHCHECK with no server: exit %d, want 1 with a message: %s", code, out)
 	}
 	// --url names another address.
-	cmd := exec.Command(binary, "healthcheck", "--url", fmt.Sprintf("http://127.0.0.1:%d/health", freePort(t)))
+	cmd := exec.Command(binary, "healthcheck", "--url", fmt.Sprintf("http://127.0.0.1:%d/health", proctest.MustFreePort(t)))
 	cmd.Env = env
 	if err := cmd.Run(); err == nil || cmd.ProcessState.ExitCode() != 1 {
 		t.Fatalf("healthcheck --url of a closed port: %v, want exit 1", err)

@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/mcpgateway/mcpgateway/internal/proctest"
 	"github.com/redis/rueidis"
 )
 
@@ -181,9 +182,9 @@ func rpcErrorCode(body string) int {
 
 // --- /metrics: which worker served what ---------------------------------------
 
-var workerRequestsRE = regexp.MustCompile(`(?m)^mcpgateway_worker_requests_total\{[^}]*\bpid="(\d+)"[^}]*\} (\S+)$`)
+var workerRequestsRE = regexp.MustCompile(`(?m)^mcpgateway_worker_requests_total\{[^}]*\bslot="(\d+)"[^}]*\} (\S+)$`)
 
-// workerRequests returns requests served per worker pid, read from /metrics.
+// workerRequests returns requests served per worker slot, read from /metrics.
 func workerRequests(t *testing.T, g *gateway) map[int]float64 {
 	t.Helper()
 	code, body := httpDo(freshClient, "GET", g.url("/metrics"), "", "")
@@ -192,8 +193,8 @@ func workerRequests(t *testing.T, g *gateway) map[int]float64 {
 	}
 	m := map[int]float64{}
 	for _, s := range workerRequestsRE.FindAllStringSubmatch(body, -1) {
-		pid, _ := strconv.Atoi(s[1])
-		m[pid], _ = strconv.ParseFloat(s[2], 64)
+		slot, _ := strconv.Atoi(s[1])
+		m[slot], _ = strconv.ParseFloat(s[2], 64)
 	}
 	return m
 }
@@ -204,36 +205,19 @@ func eachWorkerServed(before, after map[int]float64, slack float64) bool {
 	if len(after) < 2 {
 		return false
 	}
-	for pid, n := range after {
-		if n-before[pid] <= slack {
+	for slot, n := range after {
+		if n-before[slot] <= slack {
 			return false
 		}
 	}
 	return true
 }
 
-// fanOut runs n calls of fn on fresh connections with c goroutines, and
-// returns the first failure (fn's error) and how many failed.
+// fanOut makes n calls of fn with c goroutines, and returns the first
+// failure (fn's error) and how many failed.
 func fanOut(n, c int, fn func() error) (first error, failed int) {
-	var next, bad atomic.Int64
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for range c {
-		wg.Go(func() {
-			for next.Add(1) <= int64(n) {
-				if err := fn(); err != nil {
-					bad.Add(1)
-					mu.Lock()
-					if first == nil {
-						first = err
-					}
-					mu.Unlock()
-				}
-			}
-		})
-	}
-	wg.Wait()
-	return first, int(bad.Load())
+	r := proctest.RunLoad(context.Background(), c, n, func(int) error { return fn() })
+	return r.First(), r.Failed
 }
 
 // warmEveryWorker sends req over fresh connections until every worker of g
@@ -458,7 +442,7 @@ func TestHeyGuideCommandAllSucceed(t *testing.T) {
 		t.Fatal(err)
 	}
 	payload := string(raw)
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 200, MaxConnsPerHost: 200}, Timeout: 20 * time.Second}
+	client := proctest.KeepAliveClient(200, 20*time.Second)
 	url := g.url("/rpc")
 	start = time.Now()
 	first, failed := fanOut(10000, 200, func() error { return checkSeed(httpDo(client, "POST", url, jwt, payload)) })

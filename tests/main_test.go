@@ -4,87 +4,32 @@
 package tests
 
 import (
-	"bytes"
+	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mcpgateway/mcpgateway/internal/proctest"
 )
 
 var binary string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "mcpgw-tests")
-	if err != nil {
-		panic(err)
-	}
-	binary = filepath.Join(dir, "mcpgateway")
-	build := exec.Command("go", "build", "-o", binary, "../cmd/mcpgateway")
-	build.Stderr = os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build mcpgateway:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(proctest.BuildAndRun(m, &binary, "../cmd/mcpgateway")) }
 
-// freePort returns a port that was free a moment ago.
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-// portFree reports whether nothing listens on the port.
-func portFree(port int) bool {
-	l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-	if err != nil {
-		return false
-	}
-	l.Close()
-	return true
-}
-
-// syncBuffer is an io.Writer safe for the process's two streams.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// gateway is one running `mcpgateway serve`.
+// gateway is one running command of the binary (`mcpgateway serve` mostly),
+// the leader of its own process group: its workers and any new master it
+// starts are in the group, and all of them are killed at the end.
 type gateway struct {
+	*proctest.Proc
 	t    *testing.T
-	cmd  *exec.Cmd
 	dir  string
 	port int
-	out  *syncBuffer
-	done chan struct{}
 }
 
 // baseEnv is a clean environment: nothing from the developer's shell leaks in.
@@ -97,62 +42,41 @@ func baseEnv(dir string, extra ...string) []string {
 // run starts the binary in its own directory and process group.
 func run(t *testing.T, dir string, env []string, args ...string) *gateway {
 	t.Helper()
-	g := &gateway{t: t, dir: dir, out: &syncBuffer{}, done: make(chan struct{})}
-	g.cmd = exec.Command(binary, args...)
-	g.cmd.Dir = dir
-	g.cmd.Env = env
-	g.cmd.Stdout, g.cmd.Stderr = g.out, g.out
-	g.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := g.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { g.cmd.Wait(); close(g.done) }()
-	t.Cleanup(func() {
-		syscall.Kill(-g.cmd.Process.Pid, syscall.SIGKILL)
-		<-g.done
-		if t.Failed() {
-			t.Logf("output:\n%s", g.out)
-		}
-	})
-	return g
+	return runBinary(t, binary, dir, env, args...)
+}
+
+// runBinary is run with another binary than the one built for the tests.
+func runBinary(t *testing.T, bin, dir string, env []string, args ...string) *gateway {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Dir, cmd.Env = dir, env
+	return &gateway{Proc: proctest.MustStart(t, cmd), t: t, dir: dir}
 }
 
 // serve starts a gateway on a free port and waits until it is ready.
 func serve(t *testing.T, extraEnv []string, args ...string) *gateway {
 	t.Helper()
 	dir := t.TempDir()
-	port := freePort(t)
+	port := proctest.MustFreePort(t)
 	args = append([]string{"serve", "--bind", fmt.Sprintf("127.0.0.1:%d", port)}, args...)
 	g := run(t, dir, baseEnv(dir, extraEnv...), args...)
 	g.port = port
-	deadline := time.Now().Add(15 * time.Second)
-	for !strings.Contains(g.out.String(), `"msg":"server ready"`) {
-		select {
-		case <-g.done:
-			t.Fatalf("gateway exited before it was ready")
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("gateway not ready after 15s")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	g.waitReady()
 	return g
 }
 
-func (g *gateway) url(path string) string { return fmt.Sprintf("http://127.0.0.1:%d%s", g.port, path) }
-
-// wait returns the exit code, failing after the timeout.
-func (g *gateway) wait(timeout time.Duration) int {
+// waitReady waits for the master's "server ready" line.
+func (g *gateway) waitReady() {
 	g.t.Helper()
-	select {
-	case <-g.done:
-		return g.cmd.ProcessState.ExitCode()
-	case <-time.After(timeout):
-		g.t.Fatalf("still running after %s", timeout)
-		return -1
+	switch err := g.WaitOutput(`"msg":"server ready"`, 15*time.Second); {
+	case errors.Is(err, proctest.ErrExited):
+		g.t.Fatalf("the server exited before it was ready")
+	case err != nil:
+		g.t.Fatal("not ready after 15s")
 	}
 }
+
+func (g *gateway) url(path string) string { return fmt.Sprintf("http://127.0.0.1:%d%s", g.port, path) }
 
 // token mints a token with the binary itself, as a user would.
 func (g *gateway) token() string {
@@ -176,4 +100,23 @@ func get(t *testing.T, url string) (int, string) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
+}
+
+// refusedBeforeBinding checks the output of a gateway (in dir, told to bind
+// port) that refused its configuration: it names every want, and nothing
+// was started, bound or created.
+func refusedBeforeBinding(t *testing.T, g *gateway, port int, want []string) {
+	t.Helper()
+	out := g.Log.String()
+	for _, w := range want {
+		if !strings.Contains(out, w) {
+			t.Errorf("error does not mention %q:\n%s", w, out)
+		}
+	}
+	if strings.Contains(out, "master starting") || !proctest.PortFree(port) {
+		t.Errorf("something was bound or started:\n%s", out)
+	}
+	if _, err := os.Stat(filepath.Join(g.dir, "mcp.db")); err == nil {
+		t.Error("the database was created for a configuration that was refused")
+	}
 }

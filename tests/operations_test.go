@@ -8,18 +8,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
-)
 
-func waitOutput(t *testing.T, g *gateway, what string, timeout time.Duration) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !strings.Contains(g.out.String(), what) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no %q in the output after %s", what, timeout)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
+	"github.com/mcpgateway/mcpgateway/internal/proctest"
+)
 
 // HUP re-reads gunicorn.conf.go: a good file rolls the workers to it, a
 // broken one is refused with file and line while the old workers serve.
@@ -27,9 +18,9 @@ func TestHUPReadsGunicornConfGo(t *testing.T) {
 	g := serve(t, nil, "--pidfile", "gw.pid")
 	conf := filepath.Join(g.dir, "gunicorn.conf.go")
 	os.WriteFile(conf, []byte("//go:build ignore\n\npackage main\n\nconst Workers = 3\n"), 0o644)
-	g.cmd.Process.Signal(syscall.SIGHUP)
-	waitOutput(t, g, `"msg":"reload complete","proc":"master","pid":`, 10*time.Second)
-	if !strings.Contains(g.out.String(), `"msg":"reload complete"`) || !strings.Contains(g.out.String(), `"workers":3`) {
+	g.Signal(syscall.SIGHUP)
+	g.MustWaitOutput(t, `"msg":"reload complete","proc":"master","pid":`, 10*time.Second)
+	if !strings.Contains(g.Log.String(), `"msg":"reload complete"`) || !strings.Contains(g.Log.String(), `"workers":3`) {
 		t.Fatalf("reload to 3 workers not seen")
 	}
 	status := func() ([]byte, error) {
@@ -47,10 +38,10 @@ func TestHUPReadsGunicornConfGo(t *testing.T) {
 	}
 
 	os.WriteFile(conf, []byte("//go:build ignore\n\npackage main\n\nconst (\n\tWorkers = 2\n\tTimeout = \"never\"\n)\n"), 0o644)
-	g.cmd.Process.Signal(syscall.SIGHUP)
-	waitOutput(t, g, "reload refused", 10*time.Second)
-	if !strings.Contains(g.out.String(), "gunicorn.conf.go:7") {
-		t.Fatalf("refusal does not name the file and line:\n%s", g.out)
+	g.Signal(syscall.SIGHUP)
+	g.MustWaitOutput(t, "reload refused", 10*time.Second)
+	if !strings.Contains(g.Log.String(), "gunicorn.conf.go:7") {
+		t.Fatalf("refusal does not name the file and line:\n%s", g.Log)
 	}
 	time.Sleep(200 * time.Millisecond)
 	if code, body := get(t, g.url("/health")); code != 200 {
@@ -67,21 +58,17 @@ func TestUSR1ReopensTheLogFile(t *testing.T) {
 	dir := t.TempDir()
 	logPath := filepath.Join(dir, "error.log")
 	g := run(t, dir, baseEnv(dir), "serve", "--bind", "127.0.0.1:0", "--workers", "1", "--error-logfile", logPath)
-	waitFor := func(cond func() bool) {
-		deadline := time.Now().Add(10 * time.Second)
-		for !cond() {
-			if time.Now().After(deadline) {
-				t.Fatal("timed out")
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+	if _, ok := proctest.Poll(10*time.Second, 10*time.Millisecond, func() bool {
+		b, _ := os.ReadFile(logPath)
+		return strings.Contains(string(b), "server ready")
+	}); !ok {
+		t.Fatal("no server ready in the log file after 10s")
 	}
-	waitFor(func() bool { b, _ := os.ReadFile(logPath); return strings.Contains(string(b), "server ready") })
 	os.Rename(logPath, logPath+".1")
-	g.cmd.Process.Signal(syscall.SIGUSR1)
+	g.Signal(syscall.SIGUSR1)
 	time.Sleep(300 * time.Millisecond)
-	g.cmd.Process.Signal(syscall.SIGTERM)
-	g.wait(10 * time.Second)
+	g.Signal(syscall.SIGTERM)
+	g.MustWait(t, 10*time.Second)
 	b, err := os.ReadFile(logPath)
 	if err != nil {
 		t.Fatalf("no new log file after USR1: %v", err)

@@ -44,11 +44,11 @@ func TestServeAnswersTheGuidesPayloadAndStopsCleanly(t *testing.T) {
 	if code, _ := rpcCall(t, g.url("/rpc"), "", seedPayload); code != 401 {
 		t.Fatalf("no token: want 401, got %d", code)
 	}
-	g.cmd.Process.Signal(syscall.SIGTERM)
-	if code := g.wait(10 * time.Second); code != 0 {
+	g.Signal(syscall.SIGTERM)
+	if code := g.MustWait(t, 10*time.Second); code != 0 {
 		t.Fatalf("exit status %d after TERM", code)
 	}
-	if !strings.Contains(g.out.String(), `"msg":"master stopped"`) {
+	if !strings.Contains(g.Log.String(), `"msg":"master stopped"`) {
 		t.Fatal("no clean stop in the log")
 	}
 }
@@ -58,7 +58,7 @@ func TestAccessLogWhenEnabled(t *testing.T) {
 	get(t, g.url("/health"))
 	get(t, g.url("/nowhere"))
 	time.Sleep(100 * time.Millisecond)
-	out := g.out.String()
+	out := g.Log.String()
 	if n := strings.Count(out, `"msg":"request"`); n != 2 {
 		t.Fatalf("want 2 access lines, got %d:\n%s", n, out)
 	}
@@ -69,7 +69,7 @@ func TestAccessLogWhenEnabled(t *testing.T) {
 	g2 := serve(t, nil, "--workers", "1")
 	get(t, g2.url("/health"))
 	time.Sleep(100 * time.Millisecond)
-	if strings.Contains(g2.out.String(), `"msg":"request"`) {
+	if strings.Contains(g2.Log.String(), `"msg":"request"`) {
 		t.Fatal("access log written although DISABLE_ACCESS_LOG defaults to true")
 	}
 }
@@ -82,8 +82,8 @@ func TestPidfileWrittenAndRemoved(t *testing.T) {
 	if err != nil || strings.TrimSpace(string(b)) == "" {
 		t.Fatalf("pidfile: %q %v", b, err)
 	}
-	g.cmd.Process.Signal(syscall.SIGTERM)
-	g.wait(10 * time.Second)
+	g.Signal(syscall.SIGTERM)
+	g.MustWait(t, 10*time.Second)
 	if _, err := os.Stat(pidfile); !os.IsNotExist(err) {
 		t.Fatal("pidfile left behind after a clean stop")
 	}
@@ -93,11 +93,11 @@ func TestLogLevelWarningHidesInfo(t *testing.T) {
 	dir := t.TempDir()
 	g := run(t, dir, baseEnv(dir, "GUNICORN_WORKERS=1"), "serve", "--bind", "127.0.0.1:0", "--log-level", "warning")
 	time.Sleep(1500 * time.Millisecond)
-	g.cmd.Process.Signal(syscall.SIGTERM)
-	if code := g.wait(10 * time.Second); code != 0 {
+	g.Signal(syscall.SIGTERM)
+	if code := g.MustWait(t, 10*time.Second); code != 0 {
 		t.Fatalf("exit %d", code)
 	}
-	if out := g.out.String(); strings.Contains(out, `"level":"info"`) {
+	if out := g.Log.String(); strings.Contains(out, `"level":"info"`) {
 		t.Fatalf("info lines at --log-level warning:\n%s", out)
 	}
 }

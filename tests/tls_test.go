@@ -2,6 +2,7 @@ package tests
 
 import (
 	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/tls"
@@ -15,11 +16,12 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mcpgateway/mcpgateway/internal/proctest"
 )
 
 // makeCerts writes a self-signed pair with the binary itself, as `make
@@ -175,8 +177,8 @@ func TestTLSServesHTTP2AndHTTP1(t *testing.T) {
 		}
 	}
 
-	g.cmd.Process.Signal(syscall.SIGTERM)
-	if code := g.wait(15 * time.Second); code != 0 {
+	g.Signal(syscall.SIGTERM)
+	if code := g.MustWait(t, 15*time.Second); code != 0 {
 		t.Fatalf("exit status %d after TERM", code)
 	}
 }
@@ -262,93 +264,56 @@ func TestBadCertificateRefusedBeforeBinding(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			dir := t.TempDir()
-			port := freePort(t)
+			port := proctest.MustFreePort(t)
 			g := run(t, dir, baseEnv(dir, c.env...), "serve", "--bind", fmt.Sprintf("127.0.0.1:%d", port))
-			if code := g.wait(10 * time.Second); code != 1 {
+			if code := g.MustWait(t, 10*time.Second); code != 1 {
 				t.Fatalf("exit status %d, want 1", code)
 			}
-			out := g.out.String()
-			for _, w := range c.want {
-				if !strings.Contains(out, w) {
-					t.Errorf("error does not mention %q:\n%s", w, out)
-				}
-			}
-			if strings.Contains(out, "master starting") || !portFree(port) {
-				t.Errorf("something was bound or started:\n%s", out)
-			}
-			if _, err := os.Stat(filepath.Join(dir, "mcp.db")); err == nil {
-				t.Error("the database was created for a configuration that was refused")
-			}
+			refusedBeforeBinding(t, g, port, c.want)
 		})
 	}
 	// --certfile and --keyfile are checked the same way.
 	dir := t.TempDir()
-	g := run(t, dir, baseEnv(dir), "serve", "--bind", fmt.Sprintf("127.0.0.1:%d", freePort(t)), "--ssl",
+	g := run(t, dir, baseEnv(dir), "serve", "--bind", fmt.Sprintf("127.0.0.1:%d", proctest.MustFreePort(t)), "--ssl",
 		"--certfile", td("rsa.crt"), "--keyfile", td("ec.key"))
-	if code := g.wait(10 * time.Second); code != 1 || !strings.Contains(g.out.String(), "--keyfile") {
-		t.Fatalf("flags: exit %d\n%s", code, g.out)
+	if code := g.MustWait(t, 10*time.Second); code != 1 || !strings.Contains(g.Log.String(), "--keyfile") {
+		t.Fatalf("flags: exit %d\n%s", code, g.Log)
 	}
 }
 
-// load runs workers goroutines of sequential seed requests over one h2
-// client until stop is closed; it returns the outcomes.
-type loadResult struct {
-	ok, status, bodyErrs, connErrs atomic.Int64
-	mu                             sync.Mutex
-	samples                        []string
+// seedLoad is a load of seed requests over one client, the goroutines
+// sharing its connections; it counts the failures by kind.
+type seedLoad struct {
+	*proctest.Load
+	status, bodyErrs, connErrs atomic.Int64
 }
 
-func (r *loadResult) note(s string) {
-	r.mu.Lock()
-	if len(r.samples) < 10 {
-		r.samples = append(r.samples, s)
-	}
-	r.mu.Unlock()
-}
-
-func h2Load(c *http.Client, url, token string, workers, maxPerWorker int, stop <-chan struct{}) *loadResult {
-	return loadProto(c, 2, url, token, workers, maxPerWorker, stop)
-}
-
-func loadProto(c *http.Client, proto int, url, token string, workers, maxPerWorker int, stop <-chan struct{}) *loadResult {
-	r := &loadResult{}
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; i < maxPerWorker; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				req, _ := http.NewRequest("POST", url, strings.NewReader(seedPayload))
-				req.Header.Set("Content-Type", "application/json")
-				req.Header.Set("Authorization", "Bearer "+token)
-				resp, err := c.Do(req)
-				if err != nil {
-					r.connErrs.Add(1)
-					r.note("request: " + err.Error())
-					continue
-				}
-				b, err := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				switch {
-				case err != nil:
-					r.bodyErrs.Add(1)
-					r.note("body: " + err.Error())
-				case resp.StatusCode != 200 || resp.ProtoMajor != proto || !bytes.Contains(b, []byte("time_difference")):
-					r.status.Add(1)
-					r.note(fmt.Sprintf("%s %d %s", resp.Proto, resp.StatusCode, b))
-				default:
-					r.ok.Add(1)
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	return r
+// startSeedLoad sends n seed requests in all (n <= 0: until Stop) from conns
+// goroutines, each answer checked to be a convert_time result over HTTP/proto.
+func startSeedLoad(c *http.Client, proto int, url, token string, conns, n int) *seedLoad {
+	l := &seedLoad{}
+	l.Load = proctest.StartLoad(context.Background(), conns, n, func(int) error {
+		req, _ := http.NewRequest("POST", url, strings.NewReader(seedPayload))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := c.Do(req)
+		if err != nil {
+			l.connErrs.Add(1)
+			return fmt.Errorf("request: %w", err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		switch {
+		case err != nil:
+			l.bodyErrs.Add(1)
+			return fmt.Errorf("body: %w", err)
+		case resp.StatusCode != 200 || resp.ProtoMajor != proto || !bytes.Contains(b, []byte("time_difference")):
+			l.status.Add(1)
+			return fmt.Errorf("%s %d %s", resp.Proto, resp.StatusCode, b)
+		}
+		return nil
+	})
+	return l
 }
 
 // Workers recycled every few hundred requests under HTTP/2 load: GOAWAY,
@@ -357,19 +322,20 @@ func TestH2RecyclingUnderLoadDropsNothing(t *testing.T) {
 	certs := makeCerts(t)
 	g := serve(t, sslEnv(certs, "GUNICORN_MAX_REQUESTS=400", "GUNICORN_MAX_REQUESTS_JITTER=50"), "--workers", "2")
 	tok := g.token()
-	r := h2Load(h2TLSClient(t, filepath.Join(certs, "cert.pem")), g.https("/rpc"), tok, 16, 200, nil)
-	if r.ok.Load() != 16*200 {
+	l := startSeedLoad(h2TLSClient(t, filepath.Join(certs, "cert.pem")), 2, g.https("/rpc"), tok, 16, 16*200)
+	r := l.Wait()
+	if r.OK != 16*200 {
 		t.Errorf("ok %d of %d; status %d, body errors %d, connection errors %d: %v",
-			r.ok.Load(), 16*200, r.status.Load(), r.bodyErrs.Load(), r.connErrs.Load(), r.samples)
+			r.OK, 16*200, l.status.Load(), l.bodyErrs.Load(), l.connErrs.Load(), r.Errors)
 	}
-	recycled := strings.Count(g.out.String(), `"reason":"recycled"`)
+	recycled := strings.Count(g.Log.String(), `"reason":"recycled"`)
 	if recycled < 4 {
 		t.Errorf("only %d workers recycled", recycled)
 	}
-	if strings.Contains(g.out.String(), "graceful timeout") {
+	if strings.Contains(g.Log.String(), "graceful timeout") {
 		t.Error("a worker's drain ran into the graceful timeout")
 	}
-	t.Logf("%d requests over h2, %d workers recycled", r.ok.Load(), recycled)
+	t.Logf("%d requests over h2, %d workers recycled", r.OK, recycled)
 }
 
 // SIGTERM during a load over TLS, HTTP/2 and HTTP/1.1: every request a
@@ -389,43 +355,38 @@ func TestSIGTERMDuringTLSLoadDrainsCleanly(t *testing.T) {
 				t.Cleanup(tr.CloseIdleConnections)
 				c = &http.Client{Transport: tr, Timeout: 20 * time.Second}
 			}
-			stop := make(chan struct{})
-			done := make(chan *loadResult)
-			go func() { done <- loadProto(c, proto, g.https("/rpc"), tok, 16, 1<<30, stop) }()
+			l := startSeedLoad(c, proto, g.https("/rpc"), tok, 16, 0)
 			time.Sleep(700 * time.Millisecond)
-			g.cmd.Process.Signal(syscall.SIGTERM)
-			code := g.wait(15 * time.Second)
-			close(stop)
-			r := <-done
+			g.Signal(syscall.SIGTERM)
+			code := g.MustWait(t, 15*time.Second)
+			r := l.Stop()
 			if code != 0 {
 				t.Fatalf("exit status %d after TERM", code)
 			}
-			if r.ok.Load() < 100 {
-				t.Errorf("only %d requests answered before the stop", r.ok.Load())
+			if r.OK < 100 {
+				t.Errorf("only %d requests answered before the stop", r.OK)
 			}
-			if r.status.Load() != 0 || r.bodyErrs.Load() != 0 {
-				t.Errorf("%d bad answers and %d cut-off bodies: %v", r.status.Load(), r.bodyErrs.Load(), r.samples)
+			if l.status.Load() != 0 || l.bodyErrs.Load() != 0 {
+				t.Errorf("%d bad answers and %d cut-off bodies: %v", l.status.Load(), l.bodyErrs.Load(), r.Errors)
 			}
 			// Every request a worker served reached the client: none was
 			// processed and then lost with its connection.
-			if served := servedByWorkers(t, g.out.String()); served != r.ok.Load() {
-				t.Errorf("workers served %d requests, the client got %d answers", served, r.ok.Load())
+			if served := servedByWorkers(t, g.Log.String()); served != int64(r.OK) {
+				t.Errorf("workers served %d requests, the client got %d answers", served, r.OK)
 			}
-			r.mu.Lock()
-			for _, s := range r.samples {
-				if !regexp.MustCompile(`connection refused|connection reset|EOF`).MatchString(s) {
-					t.Errorf("unexpected failure after the stop: %s", s)
+			for _, err := range r.Errors {
+				if !regexp.MustCompile(`connection refused|connection reset|EOF`).MatchString(err.Error()) {
+					t.Errorf("unexpected failure after the stop: %s", err)
 				}
 			}
-			r.mu.Unlock()
-			out := g.out.String()
+			out := g.Log.String()
 			if strings.Contains(out, "graceful timeout") {
 				t.Error("a worker's drain ran into the graceful timeout")
 			}
 			if n := strings.Count(out, `"msg":"worker stopped"`); n != 2 {
 				t.Errorf("%d workers stopped cleanly, want 2", n)
 			}
-			t.Logf("%d answered, %d failed to connect after the stop", r.ok.Load(), r.connErrs.Load())
+			t.Logf("%d answered, %d failed to connect after the stop", r.OK, l.connErrs.Load())
 		})
 	}
 }
@@ -513,18 +474,18 @@ func TestHUPRotatesTheCertificate(t *testing.T) {
 	if out, err := exec.Command(binary, "certs", "--dir", certs, "--force").CombinedOutput(); err != nil {
 		t.Fatalf("%v %s", err, out)
 	}
-	g.cmd.Process.Signal(syscall.SIGHUP)
-	waitOutput(t, g, `"msg":"reload complete"`, 10*time.Second)
+	g.Signal(syscall.SIGHUP)
+	g.MustWaitOutput(t, `"msg":"reload complete"`, 10*time.Second)
 	second := peerSerial(t, g.port)
 	if second == first {
 		t.Fatal("the old certificate is still presented after HUP")
 	}
 
 	os.WriteFile(filepath.Join(certs, "key.pem"), []byte("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"), 0o600)
-	g.cmd.Process.Signal(syscall.SIGHUP)
-	waitOutput(t, g, "reload refused", 10*time.Second)
-	if !strings.Contains(g.out.String(), "KeyFile") {
-		t.Errorf("the refusal does not name KeyFile:\n%s", g.out)
+	g.Signal(syscall.SIGHUP)
+	g.MustWaitOutput(t, "reload refused", 10*time.Second)
+	if !strings.Contains(g.Log.String(), "KeyFile") {
+		t.Errorf("the refusal does not name KeyFile:\n%s", g.Log)
 	}
 	if got := peerSerial(t, g.port); got != second {
 		t.Error("the certificate changed after a refused reload")

@@ -1,6 +1,8 @@
 package worker
 
 import (
+	"crypto/tls"
+	"errors"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -8,21 +10,132 @@ import (
 
 	"github.com/mcpgateway/mcpgateway/supervisor/protocol"
 	"github.com/valyala/fasthttp"
+	"go.uber.org/zap"
 )
 
 // trackedConn remembers when its connection last finished a request, so a
-// draining worker can tell quiet connections from busy ones.
+// draining worker can tell quiet connections from busy ones, and when its
+// current write began, so that a client that takes nothing for
+// writeTimeout loses the connection (connSet.closeStalledWriters).
 type trackedConn struct {
 	net.Conn
 	idleSince atomic.Int64 // Nanotime when it became idle; 0 while a request is active
+
+	// writeTimeout is how long one write may wait for the client to take
+	// bytes (0: not bounded here).
+	writeTimeout time.Duration
+	writeSince   atomic.Int64 // Nanotime when the current write began; 0: none
+	userDeadline atomic.Bool  // a write deadline of the conn's user is set
+	abandoned    atomic.Bool  // its request was answered 504 by the watchdog
+}
+
+// SetWriteDeadline passes a deadline on, except a zero one on a conn that
+// has none: handle sets one per request to make fasthttp flush each answer
+// (see handle), and it must cost nothing. The bound on writes is not a
+// deadline: a deadline per write is a timer update per answer, where the
+// sweeper reads one word per connection a second.
+func (c *trackedConn) SetWriteDeadline(t time.Time) error {
+	if t.IsZero() && !c.userDeadline.Load() {
+		return nil
+	}
+	c.userDeadline.Store(!t.IsZero())
+	return c.Conn.SetWriteDeadline(t)
+}
+
+func (c *trackedConn) SetDeadline(t time.Time) error {
+	c.userDeadline.Store(!t.IsZero())
+	return c.Conn.SetDeadline(t)
+}
+
+// writeChunk is the most one write hands the kernel before its clock
+// restarts. net.Conn.Write loops until all of p is written, so without
+// chunks a large body would have one writeTimeout for its whole transfer: a
+// slow but reading client would be cut. A client must take 64 KiB per
+// writeTimeout, about 1 KiB/s at 60 s.
+const writeChunk = 64 << 10
+
+// Write records when each chunk's write began: the bound is on progress,
+// not on the whole response (fasthttp's WriteTimeout is one deadline for a
+// whole response, which would cut server-sent event streams and large
+// bodies).
+func (c *trackedConn) Write(p []byte) (int, error) {
+	if c.writeTimeout <= 0 {
+		return c.Conn.Write(p)
+	}
+	written := 0
+	defer c.writeSince.Store(0)
+	for len(p) > 0 {
+		chunk := p[:min(len(p), writeChunk)]
+		c.writeSince.Store(protocol.Nanotime())
+		n, err := c.Conn.Write(chunk)
+		written += n
+		if err != nil {
+			return written, err
+		}
+		p = p[n:]
+	}
+	return written, nil
+}
+
+// closeRaw closes the TCP connection under any TLS layer: a writer stuck
+// in tls.Conn.Write holds the lock that tls.Conn.Close needs for its alert.
+func (c *trackedConn) closeRaw() {
+	conn := c.Conn
+	if tc, ok := conn.(*tls.Conn); ok {
+		conn = tc.NetConn()
+	}
+	if inner, ok := conn.(*trackedConn); ok {
+		conn = inner.Conn
+	}
+	_ = conn.Close()
 }
 
 // connSet is every open connection of the worker.
 type connSet struct {
-	mu    sync.Mutex
-	conns map[*trackedConn]struct{}
-	count atomic.Int64
-	row   *protocol.Row
+	mu        sync.Mutex
+	conns     map[*trackedConn]struct{}
+	count     atomic.Int64
+	abandoned atomic.Int64 // open connections whose request the watchdog answered
+	row       *protocol.Row
+}
+
+// busy is how many connections a drain waits for: the open ones, less
+// those whose handler is stuck past the timeout (answered, closed, and
+// perhaps never given back by their goroutine).
+func (s *connSet) busy() int64 { return s.count.Load() - s.abandoned.Load() }
+
+// abandon marks the connection of a request the watchdog answered.
+func (s *connSet) abandon(c net.Conn) {
+	tc, ok := c.(*trackedConn)
+	if !ok {
+		if t, isTLS := c.(*tls.Conn); isTLS {
+			tc, ok = t.NetConn().(*trackedConn)
+		}
+	}
+	s.mu.Lock()
+	_, present := s.conns[tc]
+	s.mu.Unlock()
+	if ok && present && tc.abandoned.CompareAndSwap(false, true) {
+		s.abandoned.Add(1)
+	}
+}
+
+// closeStalledWriters closes every connection whose current write has
+// waited longer than its writeTimeout: a client that reads nothing must not
+// hold a connection, a goroutine and a drain for ever.
+func (s *connSet) closeStalledWriters(now int64) int {
+	s.mu.Lock()
+	var stalled []*trackedConn
+	for c := range s.conns {
+		if since := c.writeSince.Load(); since != 0 && c.writeTimeout > 0 && now-since > int64(c.writeTimeout) {
+			stalled = append(stalled, c)
+		}
+	}
+	s.mu.Unlock()
+	for _, c := range stalled {
+		c.closeRaw()
+	}
+	return len(stalled)
 }
 
 func (s *connSet) add(c *trackedConn) {
@@ -58,6 +171,9 @@ func (s *connSet) state(nc net.Conn, st fasthttp.ConnState) {
 		delete(s.conns, c)
 		s.mu.Unlock()
 		if present {
+			if c.abandoned.Load() {
+				s.abandoned.Add(-1)
+			}
 			n := s.count.Add(-1)
 			if s.row != nil {
 				s.row.Store(protocol.FConns, uint64(n))
@@ -82,9 +198,12 @@ func (s *connSet) closeIdle(before int64) {
 }
 
 // gatedListener accepts only while this worker is under its connection cap
-// and not above its fair share of the server's connections. Every worker
-// waits on the same socket and the kernel wakes them all, so a worker that
-// holds back leaves the connection to one with fewer.
+// and, in the shared-socket layout, not above its fair share of the
+// server's connections. There every worker waits on the same socket and the
+// kernel wakes them all, so a worker that holds back leaves the connection
+// to one with fewer. With SO_REUSEPORT the kernel has already chosen this
+// worker's socket: holding back would only delay the connection, so only the
+// cap applies.
 type gatedListener struct {
 	net.Listener
 	w *worker
@@ -94,20 +213,34 @@ type gatedListener struct {
 // preference, not a reason to leave a connection waiting.
 const maxAcceptWait = 20 * time.Millisecond
 
+// Accept also rides out temporary errors (EMFILE, ENFILE, ECONNABORTED)
+// itself: fasthttp takes any error that is not a timeout as the end of its
+// Serve, which would leave the worker with a dead listener.
 func (l *gatedListener) Accept() (net.Conn, error) {
-	for waited := time.Duration(0); waited < maxAcceptWait && !l.w.mayAccept(); waited += time.Millisecond {
-		time.Sleep(time.Millisecond)
+	if !l.w.opts.ReusePort {
+		for waited := time.Duration(0); waited < maxAcceptWait && !l.w.mayAccept(); waited += time.Millisecond {
+			time.Sleep(time.Millisecond)
+		}
 	}
 	for l.w.conns.open() >= int64(max(l.w.opts.WorkerConnections, 1)) && !l.w.draining.Load() {
 		time.Sleep(time.Millisecond) // at the cap: the backlog holds the connection, memory stays bounded
 	}
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
+	var backoff time.Duration
+	for {
+		c, err := l.Listener.Accept()
+		if err == nil {
+			tc := &trackedConn{Conn: c, writeTimeout: l.w.writeTimeout()}
+			l.w.conns.add(tc)
+			return tc, nil
+		}
+		var te interface{ Temporary() bool }
+		if l.w.draining.Load() || errors.Is(err, net.ErrClosed) || !errors.As(err, &te) || !te.Temporary() {
+			return nil, err
+		}
+		backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+		l.w.log.Warn("accept failed; retrying", zap.Error(err), zap.Duration("in", backoff))
+		time.Sleep(backoff)
 	}
-	tc := &trackedConn{Conn: c}
-	l.w.conns.add(tc)
-	return tc, nil
 }
 
 // mayAccept is false while this worker holds clearly more connections than

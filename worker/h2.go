@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mcpgateway/mcpgateway/supervisor/protocol"
 	"github.com/valyala/fasthttp"
 	"go.uber.org/zap"
 )
@@ -42,9 +43,10 @@ const tlsHandshakeTimeout = 10 * time.Second
 func (w *worker) serveTLS(ln net.Listener) error {
 	h1 := newHandoffListener(ln.Addr())
 	go func() {
-		if err := w.server.Serve(h1); err != nil && !w.draining.Load() {
-			w.log.Error("HTTP/1.1 over TLS stopped", zap.Error(err))
-		}
+		// It stops when h1 is closed, after the drain began; on its own it
+		// would leave every http/1.1 handshake waiting for a taker.
+		err := w.server.Serve(h1)
+		w.listenerStopped(ln.Addr().String()+" (HTTP/1.1 over TLS)", err)
 	}()
 	var h2 *h2Server
 	if w.httpMode != HTTP1 {
@@ -145,7 +147,7 @@ func (w *worker) dispatchTLS(c net.Conn, h1 *handoffListener, h2 *h2Server) {
 	// connection takes the TCP one's place in the set.
 	var conn net.Conn = tc
 	if old, ok := c.(*trackedConn); ok {
-		nc := &trackedConn{Conn: tc}
+		nc := &trackedConn{Conn: tc, writeTimeout: w.writeTimeout()}
 		w.conns.add(nc)
 		w.conns.state(old, fasthttp.StateClosed) // forget it, the TLS conn owns it now
 		conn = nc
@@ -334,18 +336,27 @@ type h2Request struct {
 	ctx    fasthttp.RequestCtx
 	gen    uint64
 	state  atomic.Uint64 // gen<<2 | h2Running/h2Done/h2TimedOut
-	result chan bool     // true: w.handle returned; false: the watchdog answered 504
+	result chan bool     // true: the handler returned; false: the watchdog gave up on it
 	buf    [1024]byte    // request body chunks; JSON-RPC bodies are small
 }
 
 var h2Pool = sync.Pool{New: func() any { return &h2Request{result: make(chan bool, 1)} }}
 
+// settle moves the request of generation gen from running to the given end
+// state, once: the first of the handler and the watchdog wins.
+func (r *h2Request) settle(gen uint64, to uint64, result bool) {
+	if r.state.CompareAndSwap(gen<<2|h2Running, gen<<2|to) {
+		r.result <- result
+	}
+}
+
 // maxBodyDefault is fasthttp's limit when MaxRequestBodySize is 0.
 const maxBodyDefault = fasthttp.DefaultMaxRequestBodySize
 
-// ServeHTTP runs one HTTP/2 stream through w.handle. The handler runs on
-// its own goroutine so that the watchdog's 504 can end the stream while a
-// stuck handler still holds it.
+// ServeHTTP runs one HTTP/2 stream through the same steps as an HTTP/1.1
+// request (answerAtOnce, runAdmitted). With a timeout, the handler runs on
+// its own goroutine, so that the watchdog's callback can answer the stream
+// with a 504 while a stuck handler still holds the request.
 func (s *h2Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	hc, _ := r.Context().Value(h2ConnKey{}).(*h2Conn)
 	if hc == nil {
@@ -353,11 +364,11 @@ func (s *h2Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	}
 	req := h2Pool.Get().(*h2Request)
 	req.gen++
-	req.state.Store(req.gen << 2)
-	sc := &streamConn{w: s.w, req: req, gen: req.gen, conn: hc}
-	var conn net.Conn = sc
+	gen := req.gen
+	req.state.Store(gen << 2)
+	var conn net.Conn = &streamConn{conn: hc}
 	if hc.state != nil {
-		conn = &tlsStreamConn{sc}
+		conn = &tlsStreamConn{conn.(*streamConn)}
 	}
 	ctx := &req.ctx
 	ctx.Request.Reset()
@@ -369,27 +380,25 @@ func (s *h2Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		h2Pool.Put(req)
 		return
 	}
-	go s.run(req, sc.gen)
-	if done := <-req.result; !done {
-		writeTimeout(rw, sc)
-		return // the handler goroutine still has req; it is not pooled
+	out := progressWriter{rw: rw, rc: http.NewResponseController(rw), timeout: s.w.writeTimeout()}
+	start := protocol.Nanotime()
+	switch {
+	case s.w.answerAtOnce(ctx, start):
+	case s.w.opts.Timeout <= 0:
+		s.w.runAdmitted(ctx, start, nil, nil)
+	default:
+		go func() {
+			s.w.runAdmitted(ctx, start, nil, func() { req.settle(gen, h2TimedOut, false) })
+			req.settle(gen, h2Done, true)
+		}()
+		if done := <-req.result; !done {
+			writeGatewayTimeout(out, s.w.timeoutBody)
+			return // the handler goroutine still has req; it is not pooled
+		}
 	}
-	writeResponse(rw, &ctx.Response, r.Method == http.MethodHead)
+	writeResponse(out, &ctx.Response, r.Method == http.MethodHead)
 	ctx.Response.Reset() // drops a body stream, if any
 	h2Pool.Put(req)
-}
-
-// run is the handler goroutine of one request.
-func (s *h2Server) run(req *h2Request, gen uint64) {
-	s.w.handle(&req.ctx)
-	if req.state.CompareAndSwap(gen<<2|h2Running, gen<<2|h2Done) {
-		req.result <- true
-		return
-	}
-	// The watchdog answered first. finish() has just taken back the
-	// watchdog's w.abandoned count, which streamConn.Close had already
-	// taken back: give it back once (see streamConn.Close).
-	s.w.abandoned.Add(1)
 }
 
 // readRequest copies the request into req.ctx; false when it answered
@@ -441,9 +450,49 @@ func (s *h2Server) readRequest(rw http.ResponseWriter, r *http.Request, req *h2R
 
 var serverHeader = []string{"mcpgateway"}
 
+// progressWriter writes an HTTP/2 response with a write deadline per chunk:
+// a stream whose client grants no flow-control window for writeTimeout is
+// reset, as an HTTP/1.1 connection that takes no bytes is closed
+// (trackedConn.Write). The stream's deadline is a timer that resets the
+// stream when it fires, busy or not, so it is armed only around a write
+// and its flush, and cleared after: a quiet event stream stays open.
+type progressWriter struct {
+	rw      http.ResponseWriter
+	rc      *http.ResponseController
+	timeout time.Duration
+}
+
+// Write writes p in chunks, each flushed under its own deadline (the
+// flush is where a write waits for the client).
+func (p progressWriter) Write(b []byte) (int, error) {
+	written := 0
+	for len(b) > 0 {
+		chunk := b[:min(len(b), writeChunk)]
+		if err := p.arm(); err != nil {
+			return written, err
+		}
+		n, err := p.rw.Write(chunk)
+		written += n
+		if err == nil {
+			err = p.rc.Flush()
+		}
+		if derr := p.rc.SetWriteDeadline(time.Time{}); err == nil {
+			err = derr
+		}
+		if err != nil {
+			return written, err
+		}
+		b = b[n:]
+	}
+	return written, nil
+}
+
+// arm sets the stream's write deadline for the next write.
+func (p progressWriter) arm() error { return p.rc.SetWriteDeadline(time.Now().Add(p.timeout)) }
+
 // writeResponse copies fasthttp's response to the HTTP/2 stream.
-func writeResponse(rw http.ResponseWriter, resp *fasthttp.Response, head bool) {
-	hdr := rw.Header()
+func writeResponse(out progressWriter, resp *fasthttp.Response, head bool) {
+	hdr := out.rw.Header()
 	server := false
 	for k, v := range resp.Header.All() {
 		switch string(k) {
@@ -464,9 +513,9 @@ func writeResponse(rw http.ResponseWriter, resp *fasthttp.Response, head bool) {
 		if cl := resp.Header.ContentLength(); cl >= 0 {
 			hdr["Content-Length"] = []string{strconv.Itoa(cl)}
 		}
-		rw.WriteHeader(code)
+		out.rw.WriteHeader(code)
 		if !head {
-			resp.BodyWriteTo(rw)
+			resp.BodyWriteTo(out) // flushed chunk by chunk: events are not held back
 		}
 		return
 	}
@@ -474,9 +523,23 @@ func writeResponse(rw http.ResponseWriter, resp *fasthttp.Response, head bool) {
 	if bodyAllowed(code) {
 		hdr["Content-Length"] = []string{strconv.Itoa(len(body))}
 	}
-	rw.WriteHeader(code)
-	if !head && bodyAllowed(code) && len(body) > 0 {
-		rw.Write(body)
+	if head || !bodyAllowed(code) || len(body) == 0 {
+		out.rw.WriteHeader(code)
+		return
+	}
+	// The body is in memory and the stream ends right after it: the last
+	// deadline stays armed until then (the end of the stream stops it), so
+	// the final flush, after ServeHTTP returns, is bounded too.
+	out.rw.WriteHeader(code)
+	for len(body) > 0 {
+		chunk := body[:min(len(body), writeChunk)]
+		if out.arm() != nil {
+			return
+		}
+		if _, err := out.rw.Write(chunk); err != nil {
+			return
+		}
+		body = body[len(chunk):]
 	}
 }
 
@@ -484,56 +547,31 @@ func bodyAllowed(code int) bool {
 	return code >= 200 && code != http.StatusNoContent && code != http.StatusNotModified
 }
 
-// writeTimeout answers the stream with the watchdog's 504, whose HTTP/1.1
-// bytes it keeps the body of.
-func writeTimeout(rw http.ResponseWriter, sc *streamConn) {
-	body := sc.timeoutResponse
-	if i := bytes.Index(body, []byte("\r\n\r\n")); i >= 0 {
-		body = body[i+4:]
-	}
-	hdr := rw.Header()
+// writeGatewayTimeout answers the stream with the watchdog's 504.
+func writeGatewayTimeout(out progressWriter, body string) {
+	hdr := out.rw.Header()
 	hdr["Content-Type"] = []string{"application/json"}
 	hdr["Server"] = serverHeader
 	hdr["Content-Length"] = []string{strconv.Itoa(len(body))}
-	rw.WriteHeader(http.StatusGatewayTimeout)
-	rw.Write(body)
+	out.rw.WriteHeader(http.StatusGatewayTimeout)
+	if out.arm() == nil {
+		io.WriteString(out.rw, body)
+	}
 }
 
 // streamConn is the net.Conn a fasthttp.RequestCtx of an HTTP/2 stream
-// holds: it has the connection's addresses, and the watchdog's
-// Write-then-Close of a timed-out request answers the stream instead of
-// breaking the connection and every other stream on it.
+// holds: it has the connection's addresses, and nothing else (the stream is
+// answered through the http.ResponseWriter, and a timeout through the
+// tracker's callback).
 type streamConn struct {
-	w               *worker
-	req             *h2Request
-	gen             uint64
-	conn            *h2Conn
-	timeoutResponse []byte
+	conn *h2Conn
 }
 
-func (c *streamConn) Read([]byte) (int, error) { return 0, io.EOF }
+var errStreamConn = errors.New("an HTTP/2 stream is answered through its response, not its connection")
 
-// Write keeps what the watchdog writes (one HTTP/1.1 504 response).
-func (c *streamConn) Write(p []byte) (int, error) {
-	if c.timeoutResponse == nil {
-		c.timeoutResponse = append([]byte(nil), p...)
-	}
-	return len(p), nil
-}
-
-// Close is the watchdog giving up on the request: the stream is answered
-// with the 504 now, while the handler may run on. The watchdog counted the
-// request in w.abandoned so that drain does not wait for an HTTP/1.1
-// connection the stuck handler holds; an HTTP/2 connection is not held by
-// it, so that count is taken back here, and given back by run when the
-// handler returns and finish() takes it back itself.
-func (c *streamConn) Close() error {
-	if c.req.state.CompareAndSwap(c.gen<<2|h2Running, c.gen<<2|h2TimedOut) {
-		c.w.abandoned.Add(-1)
-		c.req.result <- false
-	}
-	return nil
-}
+func (c *streamConn) Read([]byte) (int, error)  { return 0, io.EOF }
+func (c *streamConn) Write([]byte) (int, error) { return 0, errStreamConn }
+func (c *streamConn) Close() error              { return nil }
 
 func (c *streamConn) LocalAddr() net.Addr {
 	if c.conn.raw != nil {

@@ -33,15 +33,25 @@ func tlsCertificate(t *testing.T) tls.Certificate {
 // 127.0.0.1 listener, as run() does after setup.
 func startTestWorker(t *testing.T, opts protocol.WorkerOptions, handler fasthttp.RequestHandler) (*worker, string) {
 	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := startTestWorkerOn(t, opts, handler, ln)
+	return w, ln.Addr().String()
+}
+
+// startTestWorkerOn is startTestWorker on a given listener. The worker's
+// master is this process's parent, alive: a drain is a recycle drain unless
+// a test says the server is stopping (HStopping) or the master is gone
+// (w.getppid). Its messages to the master are in w.master, a *messages.
+func startTestWorkerOn(t *testing.T, opts protocol.WorkerOptions, handler fasthttp.RequestHandler, ln net.Listener) *worker {
+	t.Helper()
 	tb, err := protocol.CreateTable(1)
 	if err != nil {
 		t.Fatal(err)
 	}
 	tb.Header().Store(protocol.HMaxRow, 1)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	if opts.GracefulTimeout == 0 {
 		opts.GracefulTimeout = 5 * time.Second
 	}
@@ -52,7 +62,8 @@ func startTestWorker(t *testing.T, opts protocol.WorkerOptions, handler fasthttp
 		opts.KeepAlive = 5 * time.Second
 	}
 	w := &worker{opts: opts, table: tb, row: tb.Row(1), log: zap.NewNop(), stopped: make(chan struct{}),
-		listeners: []net.Listener{ln}}
+		listeners: []net.Listener{ln}, master: &messages{}, getppid: os.Getppid,
+		id: protocol.Identity{MasterPID: os.Getppid(), Row: 1}}
 	w.access = w.log
 	w.conns.row = w.row
 	w.app.Handler = handler
@@ -60,15 +71,51 @@ func startTestWorker(t *testing.T, opts protocol.WorkerOptions, handler fasthttp
 		t.Fatal(err)
 	}
 	w.metrics = MetricsHandler(tb, BuildInfo{Version: "test"}, w.listeners)
+	w.row.Store(protocol.FState, protocol.StateBooting)
 	w.serve()
-	w.row.Store(protocol.FState, protocol.StateReady)
+	w.markReady()
 	t.Cleanup(func() {
 		if !w.draining.Load() {
-			w.drain("test over")
+			// The test is over, as if the server stopped: quiet
+			// keep-alive connections need not live out their idle time.
+			tb.Header().Store(protocol.HStopping, 1)
+			w.drain("test over", nil)
+		}
+		w.stop()
+		// A handler the test released may still be finishing: it writes
+		// the row, which must still be mapped.
+		for deadline := time.Now().Add(5 * time.Second); w.row.Load(protocol.FInFlight) != 0 && time.Now().Before(deadline); {
+			time.Sleep(5 * time.Millisecond)
 		}
 		tb.Close()
 	})
-	return w, ln.Addr().String()
+	return w
+}
+
+// messages records what a test worker sends its master, line by line.
+type messages struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (m *messages) Write(p []byte) (int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.lines = append(m.lines, strings.Split(strings.TrimSuffix(string(p), "\n"), "\n")...)
+	return len(p), nil
+}
+
+func (m *messages) all() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]string(nil), m.lines...)
+}
+
+func sent(w *worker) []string { return w.master.(*messages).all() }
+
+// retireLine is the message line (without its newline) of a retire.
+func retireLine(reason string) string {
+	return strings.TrimSuffix(string(protocol.EncodeRetire(reason)), "\n")
 }
 
 var testTLS = &protocol.TLS{CertFile: td("ec.crt"), KeyFile: td("ec.key")}
@@ -290,8 +337,8 @@ func TestH2RequestBodyLimit(t *testing.T) {
 }
 
 // A request that overruns the timeout gets the watchdog's 504 on its own
-// stream; the connection and its other streams are unharmed, and the
-// worker's abandoned count is back to zero once the handler returns.
+// stream; the connection and its other streams are unharmed, and the stuck
+// handler is counted in flight until it returns.
 func TestH2TimeoutAnswersTheStream(t *testing.T) {
 	unblock := make(chan struct{})
 	var once sync.Once
@@ -302,18 +349,6 @@ func TestH2TimeoutAnswersTheStream(t *testing.T) {
 		ctx.SetBodyString("ok")
 	})
 	t.Cleanup(func() { once.Do(func() { close(unblock) }) })
-	stop := make(chan struct{})
-	defer close(stop)
-	go func() { // the 100 ms tick of run()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(50 * time.Millisecond):
-				w.expireRequests()
-			}
-		}
-	}()
 	c := h2Client(t)
 	base := "https://" + addr
 	do(t, c, "GET", base+"/warm", "") // one connection, reused below
@@ -337,16 +372,20 @@ func TestH2TimeoutAnswersTheStream(t *testing.T) {
 	if resp.StatusCode != 200 || !reused {
 		t.Fatalf("next request on the same connection: %d reused=%v", resp.StatusCode, reused)
 	}
-	if n := w.abandoned.Load(); n != 0 {
-		t.Errorf("abandoned = %d while the handler is stuck, want 0: an HTTP/2 connection is not held by it", n)
+	if n := w.row.Load(protocol.FInFlight); n != 1 {
+		t.Errorf("in flight = %d while the handler is stuck, want 1", n)
+	}
+	waitFor(t, "the worker to ask for a replacement", func() bool { return len(sent(w)) > 0 })
+	if got := sent(w); len(got) != 1 || got[0] != retireLine(protocol.ReasonTimeout) {
+		t.Errorf("messages to the master: %q, want one retire for timeout", got)
 	}
 	if w.row.Load(protocol.CTimeouts) != 1 {
 		t.Errorf("timeouts counted: %d", w.row.Load(protocol.CTimeouts))
 	}
 	once.Do(func() { close(unblock) })
 	waitFor(t, "the stuck handler to finish", func() bool { return w.row.Load(protocol.FInFlight) == 0 })
-	if n := w.abandoned.Load(); n != 0 {
-		t.Errorf("abandoned = %d after the handler returned, want 0", n)
+	if n := w.row.Load(protocol.C5xx); n != 1 {
+		t.Errorf("5xx counted: %d, want 1 (the 504, once the handler returned)", n)
 	}
 }
 
@@ -395,7 +434,7 @@ func TestH2Drain(t *testing.T) {
 				t.Errorf("open connections %d, want 1", n)
 			}
 			start := time.Now()
-			w.drain("test")
+			w.drain("test", nil)
 			took := time.Since(start)
 			for range 3 {
 				if got := <-results; got != "200 HTTP/2.0 ok" {
@@ -413,10 +452,11 @@ func TestH2Drain(t *testing.T) {
 }
 
 // A client that connects and never handshakes holds neither the GOAWAY of
-// the others nor the drain for longer than a quiet connection may live.
+// the others nor the drain for longer than a quiet connection may live: in
+// a recycle drain, the keep-alive idle time.
 func TestDrainWithAStalledHandshake(t *testing.T) {
 	started := make(chan struct{}, 1)
-	w, addr := startTestWorker(t, protocol.WorkerOptions{TLS: testTLS}, func(ctx *fasthttp.RequestCtx) {
+	w, addr := startTestWorker(t, protocol.WorkerOptions{TLS: testTLS, KeepAlive: time.Second}, func(ctx *fasthttp.RequestCtx) {
 		if string(ctx.Path()) == "/slow" {
 			started <- struct{}{}
 			time.Sleep(300 * time.Millisecond)
@@ -443,7 +483,7 @@ func TestDrainWithAStalledHandshake(t *testing.T) {
 	<-started
 	waitFor(t, "both connections counted", func() bool { return w.conns.open() == 2 })
 	start := time.Now()
-	w.drain("test")
+	w.drain("test", nil)
 	if got := <-result; got != "200 ok" {
 		t.Errorf("in-flight request: %s", got)
 	}

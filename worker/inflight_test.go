@@ -4,14 +4,24 @@ import "testing"
 
 func TestTrackerExpiresOnlyOverdueRequestsOnce(t *testing.T) {
 	var tr tracker
-	a := tr.begin(nil, 100)
-	b := tr.begin(nil, 200)
-	c := tr.begin(nil, 300)
+	called := 0
+	a := tr.begin(100, nil, func() { called++ })
+	b := tr.begin(200, nil, nil)
+	c := tr.begin(300, nil, func() { called++ })
 	if got := tr.oldest(); got != 100 {
 		t.Fatalf("oldest = %d, want 100", got)
 	}
-	if n := len(tr.expire(250)); n != 2 {
+	calls := tr.expire(250)
+	if n := len(calls); n != 2 {
 		t.Fatalf("expired %d, want 2", n)
+	}
+	for _, e := range calls {
+		if e.onTimeout != nil {
+			e.onTimeout()
+		}
+	}
+	if called != 1 {
+		t.Fatalf("%d callbacks ran, want 1 (a; b has none)", called)
 	}
 	if n := len(tr.expire(250)); n != 0 {
 		t.Fatalf("expired again: %d", n)
@@ -33,6 +43,6 @@ func TestTrackerExpiresOnlyOverdueRequestsOnce(t *testing.T) {
 func BenchmarkTrackerBeginEnd(b *testing.B) {
 	var tr tracker
 	for i := 0; i < b.N; i++ {
-		tr.end(tr.begin(nil, int64(i)))
+		tr.end(tr.begin(int64(i), nil, nil))
 	}
 }

@@ -3,6 +3,7 @@ package worker
 import (
 	"bytes"
 	"io"
+	"maps"
 	"math"
 	"net"
 	"runtime"
@@ -143,23 +144,35 @@ func buildFamilies(s protocol.Snapshot, now int64, info BuildInfo, queues []List
 	add("http_requests_in_flight", "Requests being handled now, all live workers (the /health fast path is not counted).", "gauge", gauge(float64(inFlight)))
 	add("open_connections", "Open client connections, all live workers.", "gauge", gauge(float64(conns)))
 
-	// Per live worker process.
-	var served, wInFlight, wConns, rss, age, state []series
-	for _, wk := range s.Workers {
-		l := []string{"generation", strconv.Itoa(wk.Generation), "pid", strconv.Itoa(wk.Pid), "slot", strconv.Itoa(wk.Slot)}
-		served = append(served, counter(wk.Counters.Served, l...))
-		wInFlight = append(wInFlight, gauge(float64(wk.InFlight), l...))
-		wConns = append(wConns, gauge(float64(wk.Conns), l...))
-		rss = append(rss, gauge(float64(wk.RSS), l...))
-		age = append(age, gauge(seconds(now-wk.Started), l...))
-		state = append(state, gauge(1, append(slices.Clone(l), "state", protocol.StateName(wk.State))...))
+	// Per slot. A slot's series outlive its processes: labelled by slot
+	// only, they do not churn with every recycle as pid and generation
+	// labels would. During make-before-break a slot has two live
+	// processes: the additive numbers are their sum, the age is the newest
+	// one's, and worker_state counts processes per state. Pid and
+	// generation are in worker_info, one series per process.
+	slots := slotsOf(s.Workers)
+	var served, wInFlight, wConns, rss, age, state, procInfo []series
+	for _, sl := range slots {
+		l := []string{"slot", strconv.Itoa(sl.slot)}
+		served = append(served, counter(sl.served, l...))
+		wInFlight = append(wInFlight, gauge(float64(sl.inFlight), l...))
+		wConns = append(wConns, gauge(float64(sl.conns), l...))
+		rss = append(rss, gauge(float64(sl.rss), l...))
+		age = append(age, gauge(seconds(now-sl.newest.Started), l...))
+		for _, name := range slices.Sorted(maps.Keys(sl.states)) {
+			state = append(state, gauge(float64(sl.states[name]), "slot", l[1], "state", name))
+		}
+		for _, wk := range sl.procs {
+			procInfo = append(procInfo, gauge(1, "generation", strconv.Itoa(wk.Generation), "pid", strconv.Itoa(wk.Pid), "slot", l[1]))
+		}
 	}
-	add("worker_requests_total", "Requests served by this worker process; a new series starts at 0 for each generation of a slot.", "counter", served...)
-	add("worker_requests_in_flight", "Requests being handled now by this worker process.", "gauge", wInFlight...)
-	add("worker_open_connections", "Open client connections of this worker process.", "gauge", wConns...)
-	add("worker_resident_memory_bytes", "Resident memory of this worker process, as it last sampled it.", "gauge", rss...)
-	add("worker_age_seconds", "Time since the master started this worker process.", "gauge", age...)
-	add("worker_state", "State of this worker process (booting, ready, retiring, draining): 1 for its current state.", "gauge", state...)
+	add("worker_requests_total", "Requests served by the slot's live worker processes. Drops when a process of the slot exits (a counter reset, which rate() and increase() handle); the server totals never drop.", "counter", served...)
+	add("worker_requests_in_flight", "Requests being handled now by the slot's live worker processes.", "gauge", wInFlight...)
+	add("worker_open_connections", "Open client connections of the slot's live worker processes.", "gauge", wConns...)
+	add("worker_resident_memory_bytes", "Resident memory of the slot's live worker processes, as each last sampled it.", "gauge", rss...)
+	add("worker_age_seconds", "Time since the master started the slot's newest worker process.", "gauge", age...)
+	add("worker_state", "Live worker processes of the slot in each state (booting, ready, retiring, draining); states with none are left out. Normally one series per slot, of value 1.", "gauge", state...)
+	add("worker_info", "One series per live worker process, naming its pid and generation (how many processes its slot has had); the value is always 1.", "gauge", procInfo...)
 
 	// The master's bookkeeping.
 	add("worker_starts_total", "Worker processes the master has started.", "counter", counter(s.Starts))
@@ -199,6 +212,44 @@ func buildFamilies(s protocol.Snapshot, now int64, info BuildInfo, queues []List
 	fams = slices.DeleteFunc(fams, func(f *family) bool { return len(f.series) == 0 })
 	slices.SortFunc(fams, func(a, b *family) int { return strings.Compare(a.name, b.name) })
 	return fams
+}
+
+// slotStatus is what the live processes of one slot add up to.
+type slotStatus struct {
+	slot                    int
+	procs                   []protocol.WorkerStatus // by generation
+	newest                  protocol.WorkerStatus
+	served, inFlight, conns uint64
+	rss                     uint64
+	states                  map[string]int // processes by state name
+}
+
+// slotsOf groups live workers by slot, in slot order.
+func slotsOf(workers []protocol.WorkerStatus) []*slotStatus {
+	bySlot := map[int]*slotStatus{}
+	var slots []*slotStatus
+	for _, wk := range workers {
+		sl := bySlot[wk.Slot]
+		if sl == nil {
+			sl = &slotStatus{slot: wk.Slot, newest: wk, states: map[string]int{}}
+			bySlot[wk.Slot] = sl
+			slots = append(slots, sl)
+		}
+		sl.procs = append(sl.procs, wk)
+		if wk.Generation > sl.newest.Generation {
+			sl.newest = wk
+		}
+		sl.served += wk.Counters.Served
+		sl.inFlight += wk.InFlight
+		sl.conns += wk.Conns
+		sl.rss += wk.RSS
+		sl.states[protocol.StateName(wk.State)]++ // by name: a row is the worker's to write, any value maps to one
+	}
+	slices.SortFunc(slots, func(a, b *slotStatus) int { return a.slot - b.slot })
+	for _, sl := range slots {
+		slices.SortFunc(sl.procs, func(a, b protocol.WorkerStatus) int { return a.Generation - b.Generation })
+	}
+	return slots
 }
 
 // family is one metric family of the exposition.

@@ -213,9 +213,9 @@ func TestWriteMetricsWholeServer(t *testing.T) {
 		t.Errorf("%d finite buckets (want %d), +Inf = %d (want %d)", bounds, len(protocol.Buckets), prev, served)
 	}
 
-	// Per live worker: this process's own counts, labelled by slot, pid and generation.
-	w0l := []string{"slot", "0", "pid", "1003", "generation", "2"}
-	w1l := []string{"slot", "1", "pid", "1002", "generation", "1"}
+	// Per slot, labelled by slot only; pid and generation in worker_info.
+	w0l := []string{"slot", "0"}
+	w1l := []string{"slot", "1"}
 	for _, c := range []struct {
 		name   string
 		labels []string
@@ -230,13 +230,29 @@ func TestWriteMetricsWholeServer(t *testing.T) {
 		{"worker_age_seconds", w1l, 90},
 		{"worker_state", append(w0l, "state", "ready"), 1},
 		{"worker_state", append(w1l, "state", "retiring"), 1},
+		{"worker_info", []string{"slot", "0", "pid", "1003", "generation", "2"}, 1},
+		{"worker_info", []string{"slot", "1", "pid", "1002", "generation", "1"}, 1},
 	} {
 		if got := sample(t, fams, c.name, c.labels...); !near(got, c.want) {
 			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)
 		}
 	}
-	if n := len(fams["mcpgateway_worker_requests_total"].Metric); n != 2 {
-		t.Errorf("worker_requests_total: %d series, want 2 (the exited generation has none)", n)
+	for _, name := range []string{"worker_requests_total", "worker_requests_in_flight", "worker_open_connections",
+		"worker_resident_memory_bytes", "worker_age_seconds", "worker_state", "worker_info"} {
+		mf := fams["mcpgateway_"+name]
+		if n := len(mf.Metric); n != 2 {
+			t.Errorf("%s: %d series, want 2 (one per live slot; the exited generation has none)", name, n)
+		}
+		if name == "worker_info" {
+			continue
+		}
+		for _, m := range mf.Metric {
+			for _, l := range m.Label {
+				if l.GetName() == "pid" || l.GetName() == "generation" {
+					t.Errorf("%s has a %s label: it would churn with every recycle", name, l.GetName())
+				}
+			}
+		}
 	}
 
 	// Exits: every reason has a series.
@@ -405,11 +421,76 @@ func TestMetricsHandler(t *testing.T) {
 		t.Errorf("content type %q", ct)
 	}
 	fams := parseMetrics(t, ctx.Response.Body())
-	if got := sample(t, fams, "worker_requests_total", "pid", strconv.Itoa(4242)); got != 7 {
+	if got := sample(t, fams, "worker_requests_total", "slot", "0"); got != 7 {
 		t.Errorf("worker_requests_total = %v, want 7", got)
+	}
+	if got := sample(t, fams, "worker_info", "pid", strconv.Itoa(4242), "generation", "1"); got != 1 {
+		t.Errorf("worker_info = %v, want 1", got)
 	}
 	if got := sample(t, fams, "listen_queue_length", "addr", ln.Addr().String()); got != 0 {
 		t.Errorf("listen_queue_length = %v, want 0", got)
+	}
+}
+
+// During make-before-break a slot has two live processes: its series stay
+// one per slot (a scrape with two samples of one series is refused by
+// Prometheus), adding up what adds up, and worker_info has one per process.
+func TestWriteMetricsSlotBeingReplaced(t *testing.T) {
+	tb, err := protocol.CreateTable(4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tb.Close()
+	const sec = int64(time.Second)
+	now := int64(1000 * sec)
+	old, repl := tb.Row(1), tb.Row(2)
+	startWorker(old, 0, 4, 2001, now-60*sec)
+	startWorker(repl, 0, 5, 2002, now-2*sec)
+	tb.Header().Store(protocol.HMaxRow, 2)
+	old.Store(protocol.FState, protocol.StateReady) // the master has not stopped it yet
+	repl.Store(protocol.FState, protocol.StateReady)
+	for range 6 {
+		record(old, 200, time.Millisecond)
+	}
+	record(repl, 200, time.Millisecond)
+	old.Store(protocol.FInFlight, 2)
+	repl.Store(protocol.FInFlight, 1)
+	old.Store(protocol.FRSS, 10<<20)
+	repl.Store(protocol.FRSS, 8<<20)
+
+	var out bytes.Buffer
+	if err := WriteMetrics(&out, tb.Snapshot(), now, BuildInfo{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	fams := parseMetrics(t, out.Bytes())
+	for _, c := range []struct {
+		name   string
+		labels []string
+		want   float64
+	}{
+		{"worker_requests_total", []string{"slot", "0"}, 7},
+		{"worker_requests_in_flight", []string{"slot", "0"}, 3},
+		{"worker_resident_memory_bytes", []string{"slot", "0"}, 18 << 20},
+		{"worker_age_seconds", []string{"slot", "0"}, 2}, // the newest process
+		{"worker_state", []string{"slot", "0", "state", "ready"}, 2},
+		{"worker_info", []string{"pid", "2001", "generation", "4"}, 1},
+		{"worker_info", []string{"pid", "2002", "generation", "5"}, 1},
+	} {
+		if got := sample(t, fams, c.name, c.labels...); !near(got, c.want) {
+			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)
+		}
+	}
+	// The old one drains: two states, one process each.
+	old.Store(protocol.FState, protocol.StateDraining)
+	out.Reset()
+	if err := WriteMetrics(&out, tb.Snapshot(), now, BuildInfo{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	fams = parseMetrics(t, out.Bytes())
+	for _, st := range []string{"ready", "draining"} {
+		if got := sample(t, fams, "worker_state", "slot", "0", "state", st); got != 1 {
+			t.Errorf("worker_state{state=%q} = %v, want 1", st, got)
+		}
 	}
 }
 

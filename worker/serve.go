@@ -13,9 +13,11 @@ import (
 	"go.uber.org/zap"
 )
 
-// serve starts fasthttp on every inherited listener.
+// serve starts fasthttp on every inherited listener, and the watchdog.
 func (w *worker) serve() {
 	keepAlive := w.opts.KeepAlive
+	w.timeoutBody = fmt.Sprintf(`{"jsonrpc":"2.0","id":null,"error":{"code":-32603,"message":"request timed out after %s; the worker is being replaced"}}`, w.opts.Timeout)
+	w.timeoutRaw = []byte(fmt.Sprintf("HTTP/1.1 504 Gateway Timeout\r\nServer: mcpgateway\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(w.timeoutBody), w.timeoutBody))
 	w.server = &fasthttp.Server{
 		Handler:                      w.handle,
 		Name:                         "mcpgateway",
@@ -29,15 +31,51 @@ func (w *worker) serve() {
 		DisablePreParseMultipartForm: true,
 		ConnState:                    w.conns.state,
 		Logger:                       fasthttpLogger{w.log},
+		// No WriteTimeout: it is one deadline for a whole response. Each
+		// write gets its own instead (trackedConn.Write).
 	}
 	for _, ln := range w.listeners {
 		go func(ln net.Listener) {
 			err := w.serveListener(&gatedListener{Listener: ln, w: w})
-			if err != nil && !w.draining.Load() {
-				w.log.Error("listener failed", zap.String("addr", ln.Addr().String()), zap.Error(err))
-			}
+			w.listenerStopped(ln.Addr().String(), err)
 		}(ln)
 	}
+	go w.watchdog()
+	go w.sweepStalledWriters()
+}
+
+// sweepEvery is how often the worker looks for writes that wait on a
+// client: a write is cut between writeTimeout and writeTimeout+sweepEvery.
+const sweepEvery = 500 * time.Millisecond
+
+// sweepStalledWriters closes the connections of clients that take nothing
+// for writeTimeout, on its own goroutine like the watchdog.
+func (w *worker) sweepStalledWriters() {
+	tick := time.NewTicker(sweepEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-w.stopped:
+			return
+		case <-tick.C:
+			if n := w.conns.closeStalledWriters(protocol.Nanotime()); n > 0 {
+				w.log.Info("closed connections whose client took nothing", zap.Int("connections", n),
+					zap.Duration("write_timeout", w.writeTimeout()))
+			}
+		}
+	}
+}
+
+// listenerStopped runs when a serve goroutine ends. While draining that is
+// the plan; otherwise this worker would go on heartbeating as ready while
+// one of its sockets has no acceptor (with SO_REUSEPORT, a black hole for
+// the kernel's share of connections), so it asks to be replaced.
+func (w *worker) listenerStopped(addr string, err error) {
+	if w.draining.Load() {
+		return
+	}
+	w.log.Error("listener failed; asking to be replaced", zap.String("addr", addr), zap.Error(err))
+	w.retire(protocol.ReasonListener)
 }
 
 // serveListener serves one inherited listener: plain HTTP/1.1 with fasthttp,
@@ -61,6 +99,16 @@ func readTimeout(timeout time.Duration) time.Duration {
 	return timeout
 }
 
+// writeTimeout bounds one write to a client (trackedConn.Write, and each
+// chunk of an HTTP/2 stream): the same bound as reading a request. A write
+// waits only once the kernel's send buffer and the client's receive window
+// are both full, that is when the client has read nothing for that long; a
+// request that may take `timeout` to compute may take as long to be taken,
+// and 60 s (nginx's send_timeout) caps it, also when there is no timeout.
+// So a client that never reads is disconnected, and never holds a drain for
+// longer than this.
+func (w *worker) writeTimeout() time.Duration { return readTimeout(w.opts.Timeout) }
+
 var (
 	healthPath  = []byte("/health")
 	metricsPath = []byte("/metrics")
@@ -68,23 +116,45 @@ var (
 	jsonType    = []byte("application/json")
 )
 
-// handle wraps the application's handler: /health, backpressure, in-flight
+// handle is fasthttp's handler (HTTP/1.1): /health, backpressure, in-flight
 // tracking for timeouts, panics, counting and recycling.
+//
+// The application's handler runs right here, on the connection's
+// goroutine: a goroutine per request to keep the 504 of a timeout inside
+// fasthttp cost 10-14% of the throughput (measured with wrk). The watchdog
+// answers a request that overruns the timeout by writing the 504 on the
+// connection itself, which is in order only if every earlier answer on it
+// has left fasthttp's buffer: fasthttp holds back the answers of pipelined
+// requests to send them together. A write deadline set by the handler makes
+// it flush after each answer (SetWriteDeadline; trackedConn makes a zero
+// deadline free), so requests that may time out are never held back.
 func (w *worker) handle(ctx *fasthttp.RequestCtx) {
 	start := protocol.Nanotime()
+	if w.answerAtOnce(ctx, start) {
+		return
+	}
+	if w.opts.Timeout > 0 {
+		_ = ctx.SetWriteDeadline(time.Time{}) // flush this answer at once (see above)
+	}
+	w.runAdmitted(ctx, start, ctx.Conn(), nil)
+}
+
+// answerAtOnce answers what never reaches the application: /health and
+// /metrics (before backpressure, so never refused: an overloaded server is
+// when they matter) and the 503 of backpressure. It returns false for an
+// admitted request, counted in FInFlight: runAdmitted must follow.
+func (w *worker) answerAtOnce(ctx *fasthttp.RequestCtx, start int64) bool {
 	if ctx.IsGet() || ctx.IsHead() {
-		// Liveness and metrics are answered here, before backpressure, so
-		// they are never refused: an overloaded server is when they matter.
 		switch path := ctx.Path(); {
 		case bytes.Equal(path, healthPath):
 			ctx.SetContentTypeBytes(jsonType)
 			ctx.SetBody(healthBody)
 			w.account(ctx, start)
-			return
+			return true
 		case bytes.Equal(path, metricsPath):
 			w.metrics(ctx)
 			w.account(ctx, start)
-			return
+			return true
 		}
 	}
 	n := w.row.Add(protocol.FInFlight, 1)
@@ -92,9 +162,16 @@ func (w *worker) handle(ctx *fasthttp.RequestCtx) {
 		w.row.Sub(protocol.FInFlight, 1)
 		w.refuse(ctx, limit)
 		w.account(ctx, start)
-		return
+		return true
 	}
-	req := w.inflight.begin(ctx.Conn(), start)
+	return false
+}
+
+// runAdmitted runs the application's handler for an admitted request. If
+// the request overruns the timeout the watchdog calls onTimeout, or when it
+// is nil writes the 504 on conn itself (HTTP/1.1).
+func (w *worker) runAdmitted(ctx *fasthttp.RequestCtx, start int64, conn net.Conn, onTimeout func()) {
+	req := w.inflight.begin(start, conn, onTimeout)
 	defer w.finish(ctx, req, start)
 	w.app.Handler(ctx)
 }
@@ -111,16 +188,22 @@ func (w *worker) finish(ctx *fasthttp.RequestCtx, req *inflightRequest, start in
 		ctx.SetBodyString(`{"detail":"internal server error"}`)
 	}
 	if w.inflight.end(req) {
-		// Already answered 504 by the watchdog; this late answer goes nowhere
-		// and the request counts as what the client got.
-		w.abandoned.Add(-1)
-		ctx.SetStatusCode(fasthttp.StatusGatewayTimeout)
+		// The watchdog gave up on it: the client got the 504, and the
+		// request counts as what it got. Its connection is closed.
+		ctx.Response.Reset()
+		w.timeoutResponse().CopyTo(&ctx.Response)
 	}
 	w.row.Sub(protocol.FInFlight, 1)
 	w.account(ctx, start)
+	// max_requests counts admitted requests only: refusals, /health and
+	// /metrics are cheap, and under overload, when refusals pile up,
+	// recycling faster would cost capacity exactly when it is scarce.
+	if n := w.admitted.Add(1); w.maxRequests > 0 && n >= w.maxRequests {
+		w.retire(protocol.ReasonRecycled)
+	}
 }
 
-// account counts a finished request and retires the worker at its limit.
+// account counts a finished request for /metrics and the access log.
 func (w *worker) account(ctx *fasthttp.RequestCtx, start int64) {
 	if w.draining.Load() {
 		ctx.SetConnectionClose()
@@ -132,10 +215,7 @@ func (w *worker) account(ctx *fasthttp.RequestCtx, start int64) {
 	}
 	w.row.Add(protocol.CDurationSum, uint64(dur))
 	w.row.Add(protocol.CBucket0+protocol.Field(protocol.BucketIndex(dur)), 1)
-	served := w.row.Add(protocol.CServed, 1)
-	if w.maxRequests > 0 && served >= w.maxRequests {
-		w.retire(protocol.ReasonRecycled)
-	}
+	w.row.Add(protocol.CServed, 1)
 	if w.opts.AccessLog {
 		w.access.Info("request", zap.ByteString("method", ctx.Method()), zap.ByteString("path", ctx.Path()),
 			zap.Int("status", code), zap.Duration("duration", time.Duration(dur)),
@@ -154,28 +234,74 @@ func (w *worker) refuse(ctx *fasthttp.RequestCtx, limit int) {
 		` requests in flight in this worker; retry shortly","status":503}`)
 }
 
-// expireRequests answers every request older than the timeout with a 504,
-// closes its connection, and asks the master for a replacement: Go cannot
-// stop the goroutine that is stuck, but a new process can take over.
-func (w *worker) expireRequests() {
+// timeoutResponse is the watchdog's answer: 504 with a JSON-RPC error, and
+// the connection closed after it. A new one each time: fasthttp copies it,
+// and a shared one would be read by many goroutines at once.
+func (w *worker) timeoutResponse() *fasthttp.Response {
+	resp := new(fasthttp.Response)
+	resp.SetStatusCode(fasthttp.StatusGatewayTimeout)
+	resp.Header.SetContentTypeBytes(jsonType)
+	resp.SetConnectionClose()
+	resp.SetBodyString(w.timeoutBody)
+	return resp
+}
+
+// watchdogInterval is how often the watchdog looks for overdue requests;
+// shorter for a short timeout, so a 504 comes at most a quarter late.
+func watchdogInterval(timeout time.Duration) time.Duration {
+	return min(100*time.Millisecond, max(timeout/4, 10*time.Millisecond))
+}
+
+// watchdog runs expireRequests on its own goroutine, apart from the
+// heartbeat and the parent check, which it can never hold up.
+func (w *worker) watchdog() {
 	if w.opts.Timeout <= 0 {
+		return // --timeout 0: no timeout
+	}
+	tick := time.NewTicker(watchdogInterval(w.opts.Timeout))
+	defer tick.Stop()
+	for {
+		select {
+		case <-w.stopped:
+			return
+		case <-tick.C:
+			w.expireRequests()
+		}
+	}
+}
+
+// expireRequests answers every request older than the timeout with a 504,
+// and asks the master for a replacement: Go cannot stop the goroutine that
+// is stuck, but a new process can take over.
+func (w *worker) expireRequests() {
+	expired := w.inflight.expire(protocol.Nanotime() - int64(w.opts.Timeout))
+	if len(expired) == 0 {
 		return
 	}
-	conns := w.inflight.expire(protocol.Nanotime() - int64(w.opts.Timeout))
-	if len(conns) == 0 {
-		return
-	}
-	body := fmt.Sprintf(`{"jsonrpc":"2.0","id":null,"error":{"code":-32603,"message":"request timed out after %s; the worker is being replaced"}}`, w.opts.Timeout)
-	resp := []byte(fmt.Sprintf("HTTP/1.1 504 Gateway Timeout\r\nServer: mcpgateway\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(body), body))
-	for _, c := range conns {
-		w.abandoned.Add(1)
+	for _, r := range expired {
 		w.row.Add(protocol.CTimeouts, 1)
-		_ = c.SetWriteDeadline(time.Now().Add(time.Second))
-		_, _ = c.Write(resp)
-		_ = c.Close()
+		if r.onTimeout != nil {
+			r.onTimeout() // HTTP/2: the stream is answered through its server
+		} else if r.conn != nil {
+			w.answerTimeout(r.conn)
+		}
 	}
-	w.log.Warn("request timeout", zap.Int("requests", len(conns)), zap.Duration("timeout", w.opts.Timeout))
-	w.retire(protocol.ReasonTimeout)
+	w.log.Warn("request timeout", zap.Int("requests", len(expired)), zap.Duration("timeout", w.opts.Timeout))
+	if !w.draining.Load() { // a draining worker is on its way out already
+		w.retire(protocol.ReasonTimeout)
+	}
+}
+
+// answerTimeout writes the 504 on an HTTP/1.1 connection whose request is
+// stuck in its handler, and closes it. The connection's goroutine is in the
+// handler, so nothing else writes, and every earlier answer was flushed
+// (handle). The connection stops counting for the drain: its goroutine may
+// never come back.
+func (w *worker) answerTimeout(c net.Conn) {
+	_ = c.SetWriteDeadline(time.Now().Add(time.Second))
+	_, _ = c.Write(w.timeoutRaw)
+	_ = c.Close()
+	w.conns.abandon(c)
 }
 
 // fasthttpLogger sends fasthttp's own messages (mostly broken connections) to

@@ -46,15 +46,38 @@ func (e keyPasswordError) Is(target error) bool { return target == ErrKeyPasswor
 const errWrongPassword = keyPasswordError("KEY_FILE_PASSWORD does not decrypt the key")
 
 // LoadCertificate reads a PEM certificate chain and its PEM private key, as
-// SSL with CERT_FILE, KEY_FILE and KEY_FILE_PASSWORD describe them. The key
-// may be PKCS#1, SEC 1 (EC) or PKCS#8; encrypted either the legacy way
-// ("Proc-Type: 4,ENCRYPTED", RFC 1423) or as PKCS#8 "ENCRYPTED PRIVATE KEY"
-// (PBES2, as OpenSSL 3 writes by default). Every failure is a *CertError.
+// SSL with CERT_FILE, KEY_FILE and KEY_FILE_PASSWORD describe them, and
+// parses them with ParseCertificate. Every failure is a *CertError.
 func LoadCertificate(certFile, keyFile, password string) (tls.Certificate, error) {
-	certPEM, err := os.ReadFile(certFile)
+	certPEM, keyPEM, err := ReadCertificateFiles(certFile, keyFile)
 	if err != nil {
-		return tls.Certificate{}, &CertError{"CertFile", certFile, unwrapPathError(err)}
+		return tls.Certificate{}, err
 	}
+	return ParseCertificate(certPEM, keyPEM, password, certFile, keyFile)
+}
+
+// ReadCertificateFiles reads the certificate and key files as they are, for
+// ParseCertificate; a master reads them once and hands the bytes to its
+// workers (protocol.TLS). A failure is a *CertError.
+func ReadCertificateFiles(certFile, keyFile string) (certPEM, keyPEM []byte, err error) {
+	certPEM, err = os.ReadFile(certFile)
+	if err != nil {
+		return nil, nil, &CertError{"CertFile", certFile, unwrapPathError(err)}
+	}
+	keyPEM, err = os.ReadFile(keyFile)
+	if err != nil {
+		return nil, nil, &CertError{"KeyFile", keyFile, unwrapPathError(err)}
+	}
+	return certPEM, keyPEM, nil
+}
+
+// ParseCertificate parses a PEM certificate chain and its PEM private key.
+// The key may be PKCS#1, SEC 1 (EC) or PKCS#8; encrypted either the legacy
+// way ("Proc-Type: 4,ENCRYPTED", RFC 1423) or as PKCS#8 "ENCRYPTED PRIVATE
+// KEY" (PBES2, as OpenSSL 3 writes by default). certFile and keyFile are
+// where the bytes came from, for the messages only. Every failure is a
+// *CertError.
+func ParseCertificate(certPEM, keyPEM []byte, password, certFile, keyFile string) (tls.Certificate, error) {
 	var chain [][]byte
 	for rest := certPEM; ; {
 		var block *pem.Block
@@ -74,10 +97,6 @@ func LoadCertificate(certFile, keyFile, password string) (tls.Certificate, error
 		return tls.Certificate{}, &CertError{"CertFile", certFile, err}
 	}
 
-	keyPEM, err := os.ReadFile(keyFile)
-	if err != nil {
-		return tls.Certificate{}, &CertError{"KeyFile", keyFile, unwrapPathError(err)}
-	}
 	key, err := parsePrivateKeyPEM(keyPEM, password)
 	if err != nil {
 		setting := "KeyFile"
@@ -228,20 +247,36 @@ func httpMode(opts protocol.WorkerOptions) (string, error) {
 	}
 }
 
-// setupTLS reads the certificate once per worker process (a reload starts
-// new workers, which read the files anew) and checks the HTTP mode.
+// setupTLS builds the certificate from the bytes the master read
+// (protocol.TLS CertPEM and KeyPEM), so that a worker's boot depends on
+// nothing mutable on disk: a key file renamed or half-rewritten by a
+// certificate rotation cannot fail a recycled worker. Only an embedder that
+// hands over no bytes has its files read here, once per worker process.
+// It also checks the HTTP mode.
 func (w *worker) setupTLS() error {
 	mode, err := httpMode(w.opts)
 	if err != nil {
 		return err
 	}
 	w.httpMode = mode
-	if w.opts.TLS == nil {
+	t := w.opts.TLS
+	if t == nil {
 		return nil
 	}
-	cert, err := LoadCertificate(w.opts.TLS.CertFile, w.opts.TLS.KeyFile, w.opts.TLS.KeyFilePassword)
+	certPEM, keyPEM := t.CertPEM, t.KeyPEM
+	if len(certPEM) == 0 {
+		if certPEM, err = os.ReadFile(t.CertFile); err != nil {
+			return fmt.Errorf("TLS certificate: %w", &CertError{"CertFile", t.CertFile, unwrapPathError(err)})
+		}
+	}
+	if len(keyPEM) == 0 {
+		if keyPEM, err = os.ReadFile(t.KeyFile); err != nil {
+			return fmt.Errorf("TLS certificate: %w", &CertError{"KeyFile", t.KeyFile, unwrapPathError(err)})
+		}
+	}
+	cert, err := ParseCertificate(certPEM, keyPEM, t.KeyFilePassword, t.CertFile, t.KeyFile)
 	if err != nil {
-		return err
+		return fmt.Errorf("TLS certificate: %w", err)
 	}
 	w.tls = tlsConfig(cert, mode)
 	return nil

@@ -23,9 +23,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/mcpgateway/mcpgateway/supervisor/logging"
 	"github.com/mcpgateway/mcpgateway/supervisor/protocol"
 	"github.com/valyala/fasthttp"
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 )
 
 // App is what the embedding program serves in a worker.
@@ -50,7 +52,8 @@ type Info struct {
 }
 
 // Setup builds the application once per worker process. An error is a boot
-// failure: the worker exits with protocol.ExitBootError and the master halts.
+// failure: the worker exits with protocol.ExitBootError, which the master
+// takes as a failure to boot, not as a crash.
 type Setup func(ctx context.Context, info Info) (App, error)
 
 // worker is one running worker process.
@@ -61,23 +64,28 @@ type worker struct {
 	access  *zap.Logger // access lines: the main log or AccessLogFile
 	table   *protocol.Table
 	row     *protocol.Row
-	master  *os.File // pipe to the master
+	master  io.Writer // pipe to the master
 	payload json.RawMessage
 	app     App
 	metrics fasthttp.RequestHandler // /metrics for the whole server
+	getppid func() int              // os.Getppid; tests stand in for a dead master
 
-	server    *fasthttp.Server
-	listeners []net.Listener
-	tls       *tls.Config // nil: plain HTTP (tls.go)
-	httpMode  string      // HTTPAuto, HTTP1 or HTTP2
-	conns     connSet
-	inflight  tracker
+	server      *fasthttp.Server
+	listeners   []net.Listener
+	tls         *tls.Config // nil: plain HTTP (tls.go)
+	httpMode    string      // HTTPAuto, HTTP1 or HTTP2
+	conns       connSet
+	inflight    tracker
+	timeoutBody string // the JSON-RPC error of the watchdog's 504
+	timeoutRaw  []byte // the whole 504, as the watchdog writes it on an HTTP/1.1 connection
 
 	maxRequests uint64
+	admitted    atomic.Uint64 // requests that reached the application: what max_requests counts
 	retireOnce  sync.Once
+	retired     atomic.Bool // retire ran: the state stays retiring
 	draining    atomic.Bool
-	abandoned   atomic.Int64 // requests answered 504 whose handler is still running
-	stopped     chan struct{}
+	stopped     chan struct{} // closed when the worker stops: ends the watchdog
+	stopOnce    sync.Once
 }
 
 // Run is the whole life of a worker process; it returns the exit status.
@@ -97,6 +105,16 @@ func attach() (*worker, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The master's fds reach this process without close-on-exec (ExtraFiles
+	// are dup2'ed into place). Set it back on every one before anything
+	// else, so that no subprocess of a handler inherits the status table
+	// (which it could scribble on), the master pipe (where it could forge
+	// messages, and whose write end it would keep open after this worker
+	// exits) or a listening socket.
+	for fd := protocol.FDConfig; fd < protocol.FDListeners+id.Listeners; fd++ {
+		unix.CloseOnExec(fd)
+	}
+	setProcessName(id.Slot)
 	if os.Getppid() != id.MasterPID {
 		return nil, fmt.Errorf("master %d is gone", id.MasterPID)
 	}
@@ -118,7 +136,7 @@ func attach() (*worker, error) {
 	if id.Row < 1 || id.Row > table.Len() {
 		return nil, fmt.Errorf("status row %d out of range 1..%d", id.Row, table.Len())
 	}
-	log, err := protocol.NewLogger(env.Worker.LogLevel, env.Worker.LogFile)
+	log, err := logging.New(env.Worker.LogLevel, env.Worker.LogFile, env.Worker.LogFormat)
 	if err != nil {
 		return nil, err
 	}
@@ -126,7 +144,7 @@ func attach() (*worker, error) {
 		id: id, opts: env.Worker, table: table, row: table.Row(id.Row),
 		master:      os.NewFile(protocol.FDMaster, "master"),
 		maxRequests: uint64(id.MaxRequests), payload: env.App,
-		stopped: make(chan struct{}),
+		stopped: make(chan struct{}), getppid: os.Getppid,
 		log: log.With(zap.String("proc", "worker"), zap.Int("slot", id.Slot),
 			zap.Int("pid", os.Getpid()), zap.Int("generation", id.Generation)),
 	}
@@ -142,7 +160,7 @@ func attach() (*worker, error) {
 	w.conns.row = w.row
 	w.access = w.log
 	if env.Worker.AccessLogFile != "" {
-		access, err := protocol.NewLogger("info", env.Worker.AccessLogFile)
+		access, err := logging.New("info", env.Worker.AccessLogFile, env.Worker.LogFormat)
 		if err != nil {
 			return nil, err
 		}
@@ -182,35 +200,70 @@ func (w *worker) run(setup Setup) int {
 		w.app = app
 	}
 	w.metrics = MetricsHandler(w.table, BuildInfo{Version: w.opts.Version}, w.listeners)
+	if w.masterGone() {
+		// The master died while this worker booted (a slow setup): do not
+		// start accepting connections nobody will look after.
+		w.log.Warn("master is gone, not serving")
+		w.closeApp(time.Now().Add(w.opts.GracefulTimeout), sigs)
+		return 0
+	}
 	w.serve()
-	w.row.Store(protocol.FState, protocol.StateReady)
-	w.send(protocol.MsgReady)
+	w.markReady()
+	w.send(protocol.EncodeReady())
 	w.log.Info("worker ready", zap.Int("listeners", len(w.listeners)))
+	return w.loop(sigs)
+}
 
-	tick := time.NewTicker(100 * time.Millisecond)
+// heartbeatInterval is how often a worker beats, and checks its master.
+const heartbeatInterval = 100 * time.Millisecond
+
+// loop is a serving worker's life after boot: signals, the heartbeat and
+// the parent check, until it stops. It does nothing that can block: the
+// watchdog runs on its own goroutine (serve.go). Under CPU saturation the
+// tick may come late, but the scheduler preempts busy goroutines every
+// 10 ms, so the 100 ms tick keeps a tenfold margin on the promise that a
+// worker whose master died stops accepting within a second; the master's
+// parent-death signal (TERM) usually comes first anyway.
+func (w *worker) loop(sigs <-chan os.Signal) int {
+	tick := time.NewTicker(heartbeatInterval)
 	defer tick.Stop()
 	for {
 		select {
 		case sig := <-sigs:
 			switch sig {
 			case syscall.SIGTERM:
-				return w.drain("signal TERM")
+				return w.drain("signal TERM", sigs)
 			case syscall.SIGINT:
-				w.log.Info("worker fast stop", zap.String("signal", "INT"))
-				return 0
+				return w.fastStop("INT")
 			case syscall.SIGUSR1:
-				if err := protocol.ReopenLogFiles(); err != nil {
-					w.log.Error("reopen log files", zap.Error(err))
-				}
+				w.reopenLogs()
 			}
 		case <-tick.C:
 			w.heartbeat()
-			w.expireRequests()
-			if os.Getppid() != w.id.MasterPID {
+			if w.masterGone() {
 				w.log.Warn("master is gone, stopping")
-				return w.drain("master gone")
+				return w.drain("master gone", sigs)
 			}
 		}
+	}
+}
+
+// masterGone is true once this worker has been reparented: its master died.
+func (w *worker) masterGone() bool { return w.getppid() != w.id.MasterPID }
+
+// fastStop is INT: exit now, in-flight requests or not.
+func (w *worker) fastStop(sig string) int {
+	w.log.Info("worker fast stop", zap.String("signal", sig))
+	w.stop()
+	return 0
+}
+
+// stop ends what runs beside the servers (the watchdog).
+func (w *worker) stop() { w.stopOnce.Do(func() { close(w.stopped) }) }
+
+func (w *worker) reopenLogs() {
+	if err := logging.ReopenFiles(); err != nil {
+		w.log.Error("reopen log files", zap.Error(err))
 	}
 }
 
@@ -225,11 +278,23 @@ func (w *worker) heartbeat() {
 	}
 }
 
-// send writes one message line to the master; a broken pipe means the
-// master is gone, which the parent check handles.
-func (w *worker) send(msg string) {
-	if _, err := w.master.WriteString(msg + "\n"); err != nil {
-		w.log.Debug("message to master failed", zap.String("message", msg), zap.Error(err))
+// send writes one message line (protocol.Encode...) to the master; a
+// broken pipe means the master is gone, which the parent check handles.
+func (w *worker) send(line []byte) {
+	if w.master == nil {
+		return
+	}
+	if _, err := w.master.Write(line); err != nil {
+		w.log.Debug("message to master failed", zap.ByteString("message", line), zap.Error(err))
+	}
+}
+
+// markReady publishes that this worker serves: ready, or retiring if it
+// asked to be replaced already (a listener that failed at once).
+func (w *worker) markReady() {
+	w.row.Store(protocol.FState, protocol.StateReady)
+	if w.retired.Load() { // retire may have run before, or run now: both end retiring
+		w.row.CompareAndSwap(protocol.FState, protocol.StateReady, protocol.StateRetiring)
 	}
 }
 
@@ -237,16 +302,21 @@ func (w *worker) send(msg string) {
 // until the master stops it.
 func (w *worker) retire(reason string) {
 	w.retireOnce.Do(func() {
+		w.retired.Store(true)
 		w.row.CompareAndSwap(protocol.FState, protocol.StateReady, protocol.StateRetiring)
 		w.log.Info("worker asks to be replaced", zap.String("reason", reason),
-			zap.Uint64("served", w.row.Load(protocol.CServed)))
-		w.send(protocol.MsgRetire + reason)
+			zap.Uint64("served", w.row.Load(protocol.CServed)), zap.Uint64("admitted", w.admitted.Load()))
+		w.send(protocol.EncodeRetire(reason))
 	})
 }
 
+// drainPoll is how often a drain looks at its connections.
+const drainPoll = 10 * time.Millisecond
+
 // drain stops accepting, lets in-flight requests finish and closes
-// keep-alive connections cleanly, within the graceful timeout.
-func (w *worker) drain(why string) int {
+// keep-alive connections cleanly, within the graceful timeout. INT on sigs
+// cuts it short: the worker exits at once.
+func (w *worker) drain(why string, sigs <-chan os.Signal) int {
 	start := time.Now()
 	w.draining.Store(true)
 	w.row.Store(protocol.FState, protocol.StateDraining)
@@ -255,20 +325,12 @@ func (w *worker) drain(why string) int {
 	}
 	w.log.Info("worker draining", zap.String("why", why), zap.Int64("open_connections", w.conns.open()))
 	deadline := start.Add(w.opts.GracefulTimeout)
-	// Each connection's next answer says "Connection: close", so busy ones
-	// go away cleanly. A quiet keep-alive connection is a different matter: a
-	// client may pick it from its pool and write a request at the very moment
-	// it is closed, and a POST that meets a closed connection is not retried.
-	// So when the server goes on (recycling, reload, scaling) this worker
-	// closes none itself: the keep-alive idle timeout does, exactly as it
-	// would without the drain. When the server is stopping or the master is
-	// gone nothing will serve them afterwards, and quiet ones close at once.
-	closeQuiet := w.table.Header().Load(protocol.HStopping) == 1 || os.Getppid() != w.id.MasterPID
+	tick := time.NewTicker(drainPoll)
+	defer tick.Stop()
+	lastBeat := time.Now()
 	for {
-		if closeQuiet {
-			w.conns.closeIdle(protocol.Nanotime() - int64(quietBeforeClose))
-		}
-		if w.conns.open()-w.abandoned.Load() <= 0 {
+		w.conns.closeIdle(protocol.Nanotime() - int64(w.quietLife()))
+		if w.conns.busy() <= 0 {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -276,14 +338,89 @@ func (w *worker) drain(why string) int {
 				zap.Int64("open_connections", w.conns.open()), zap.Duration("graceful_timeout", w.opts.GracefulTimeout))
 			break
 		}
-		time.Sleep(10 * time.Millisecond)
+		select {
+		case sig := <-sigs:
+			switch sig {
+			case syscall.SIGINT: // the master escalates a stop: no more waiting
+				return w.fastStop("INT")
+			case syscall.SIGUSR1:
+				w.reopenLogs()
+			} // TERM: draining already
+		case <-tick.C:
+			if time.Since(lastBeat) >= heartbeatInterval {
+				w.heartbeat() // /metrics and `status` still show this worker's numbers
+				lastBeat = time.Now()
+			}
+		}
 	}
-	if w.app.Close != nil {
-		w.app.Close()
+	w.stop()
+	if !w.closeApp(deadline, sigs) {
+		return w.fastStop("INT")
 	}
 	w.log.Info("worker stopped", zap.String("why", why), zap.Duration("drain", time.Since(start)),
 		zap.Uint64("served", w.row.Load(protocol.CServed)))
 	return 0
+}
+
+// quietLife is how long a quiet connection (idle between requests, or
+// never active: a client that connected and sent nothing, or stalled in its
+// TLS handshake) may live during a drain. Decided on each pass: the server
+// may start stopping, or the master die, while this worker drains.
+//
+// Each busy connection's next answer says "Connection: close", so busy ones
+// go away cleanly. A quiet keep-alive connection is a different matter: a
+// client may pick it from its pool and write a request at the very moment
+// it is closed, and a POST that meets a closed connection is not retried.
+// So when the server goes on (recycling, reload, scaling) a quiet
+// connection lives as long as the keep-alive idle timeout would let it
+// live without the drain, and no longer. When the server is stopping or
+// the master is gone nothing will serve them afterwards, and quiet ones
+// close at once.
+func (w *worker) quietLife() time.Duration {
+	if w.table.Header().Load(protocol.HStopping) == 1 || w.masterGone() {
+		return quietBeforeClose
+	}
+	if w.opts.KeepAlive > 0 {
+		return w.opts.KeepAlive
+	}
+	return time.Second // no keep-alive: a client has had ample time to send its request
+}
+
+// minCloseTime is what app.Close gets even when the drain used up the
+// graceful timeout: the master kills a worker one second (killDelay) after
+// its graceful timeout, so half of that still ends before the kill.
+const minCloseTime = 500 * time.Millisecond
+
+// closeApp runs the application's Close within the graceful deadline. It
+// can block on what stuck handlers hold (pgxpool.Close waits for every
+// connection to be returned); past the deadline the worker exits without
+// it, its connections closed by the kernel, rather than being killed. INT
+// on sigs cuts it short too: then it returns false.
+func (w *worker) closeApp(deadline time.Time, sigs <-chan os.Signal) bool {
+	if w.app.Close == nil {
+		return true
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		w.app.Close()
+	}()
+	limit := max(time.Until(deadline), minCloseTime)
+	timer := time.NewTimer(limit)
+	defer timer.Stop()
+	for {
+		select {
+		case <-done:
+			return true
+		case <-timer.C:
+			w.log.Warn("application close timed out; exiting without it", zap.Duration("waited", limit))
+			return true
+		case sig := <-sigs:
+			if sig == syscall.SIGINT {
+				return false
+			}
+		}
+	}
 }
 
 // quietBeforeClose is how long a connection must have been idle before a

@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"strings"
 
+	"github.com/mcpgateway/mcpgateway/supervisor"
 	"github.com/mcpgateway/mcpgateway/worker"
 )
 
@@ -21,7 +22,10 @@ Usage:
   mcpgateway config [flags]    print every resolved setting, its value and its source
   mcpgateway token -u EMAIL    mint a JWT the server accepts (see: mcpgateway token --help)
   mcpgateway certs [flags]     write a self-signed certs/cert.pem and certs/key.pem for SSL=true
-  mcpgateway status [flags]    one line per worker of a running server (reads the pidfile)
+  mcpgateway status [flags]    one line per worker of a running server (asks its control socket)
+  mcpgateway reload [flags]    re-read the configuration and roll every worker (as HUP)
+  mcpgateway scale N [flags]   run N workers
+  mcpgateway stop [flags]      stop the server gracefully (as TERM)
   mcpgateway healthcheck       exit 0 when the local server's /health answers 200
   mcpgateway version           print the version
 
@@ -29,7 +33,16 @@ Settings come from, lowest first: profile defaults (HTTP_SERVER=gunicorn|granian
 gunicorn.conf.go, .env, the environment, flags. See docs/tuning.md.
 `
 
+// processEnv is what the client commands read: this process's environment
+// and working directory, and its standard output and error.
+func processEnv() env {
+	return env{environ: os.Environ(), dir: ".", out: os.Stdout, err: os.Stderr}
+}
+
 func main() {
+	if handled, code := supervisor.RunInit(); handled { // PID 1 in a container
+		os.Exit(code)
+	}
 	args := os.Args[1:]
 	cmd := "serve"
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
@@ -41,7 +54,7 @@ func main() {
 	case "worker": // internal: started by the master
 		os.Exit(worker.Run(setupWorker))
 	case "migrate": // internal: started once by the master, settings on stdin
-		os.Exit(migrate())
+		os.Exit(migrate(args))
 	case "config":
 		os.Exit(printConfig(args))
 	case "token":
@@ -49,7 +62,9 @@ func main() {
 	case "certs":
 		os.Exit(certs(args, os.Stdout, os.Stderr))
 	case "status":
-		os.Exit(status(args, os.Stdout))
+		os.Exit(status(args, processEnv()))
+	case "reload", "scale", "stop":
+		os.Exit(clientCommand(cmd, args, processEnv()))
 	case "healthcheck":
 		os.Exit(healthcheck(args))
 	case "version":

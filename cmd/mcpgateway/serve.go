@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -10,12 +11,15 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/mcpgateway/mcpgateway/cmd/mcpgateway/gateway"
 	"github.com/mcpgateway/mcpgateway/config"
 	"github.com/mcpgateway/mcpgateway/store"
 	"github.com/mcpgateway/mcpgateway/supervisor"
+	"github.com/mcpgateway/mcpgateway/supervisor/logging"
 	"github.com/mcpgateway/mcpgateway/supervisor/protocol"
 	"github.com/mcpgateway/mcpgateway/worker"
 	"go.uber.org/zap"
@@ -42,7 +46,7 @@ func serve(args []string) int {
 		return code
 	}
 	s := res.Settings
-	log, err := protocol.NewLogger(s.LogLevel, s.ErrorLogFile)
+	log, err := logging.New(s.LogLevel, s.ErrorLogFile, s.LogFormat)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "mcpgateway: %v\n", err)
 		return 1
@@ -56,9 +60,9 @@ func serve(args []string) int {
 		log.Error("cannot start", zap.Error(err))
 		return 1
 	}
-	opts.Reload = func() (supervisor.Options, error) { return reloadOptions(args, res, log) }
+	opts.Reload = func(ctx context.Context) (supervisor.Options, error) { return reloadOptions(ctx, args, res, log) }
 	opts.ReopenLogs = func() {
-		if err := protocol.ReopenLogFiles(); err != nil {
+		if err := logging.ReopenFiles(); err != nil {
 			log.Error("reopen log files", zap.Error(err))
 		}
 	}
@@ -77,7 +81,9 @@ func serve(args []string) int {
 // reloadOptions resolves the configuration again for HUP: gunicorn.conf.go
 // and .env are read anew; the environment and flags are the ones the master
 // started with. A key the master generated stays, or every token would die.
-func reloadOptions(args []string, first *config.Resolved, log *zap.Logger) (supervisor.Options, error) {
+// Then the migrations run, and the database says how many workers may be
+// replaced at once: old and new pools overlap while a slot is replaced.
+func reloadOptions(ctx context.Context, args []string, first *config.Resolved, log *zap.Logger) (supervisor.Options, error) {
 	res, err := config.Load(config.Input{Args: args, Environ: os.Environ(), Dir: "."})
 	if err != nil {
 		return supervisor.Options{}, err
@@ -88,7 +94,14 @@ func reloadOptions(args []string, first *config.Resolved, log *zap.Logger) (supe
 	for _, w := range res.Warnings {
 		log.Warn("configuration", zap.String("warning", w))
 	}
-	return serverOptions(res, log)
+	o, err := serverOptions(res, log)
+	if err != nil {
+		return o, err
+	}
+	if o.ReloadSurge, err = runMigrate(ctx, o.Payload, true, log); err != nil {
+		return o, err
+	}
+	return o, nil
 }
 
 // serverOptions maps the resolved settings onto the supervisor.
@@ -102,35 +115,45 @@ func serverOptions(res *config.Resolved, log *zap.Logger) (supervisor.Options, e
 	if err != nil {
 		return supervisor.Options{}, err
 	}
+	controlSocket := s.ControlSocket
+	if controlSocket == config.ControlSocketOff {
+		controlSocket = ""
+	}
 	return supervisor.Options{
 		Binds: s.Bind, Backlog: s.Backlog, ReusePort: s.ReusePort,
 		Workers: s.Workers, Timeout: s.Timeout, GracefulTimeout: s.GracefulTimeout,
 		MaxRequests: s.MaxRequests, MaxRequestsJitter: s.MaxRequestsJitter,
-		RespawnFailed: s.RespawnFailed, Pidfile: s.Pidfile,
+		RespawnFailed: s.RespawnFailed, Pidfile: s.Pidfile, ControlSocket: controlSocket,
 		MaxWorkerLifetime: s.MaxWorkerLifetime, MaxWorkerRSS: int64(s.MaxWorkerRSS) << 20,
 		Worker: protocol.WorkerOptions{
 			Backpressure: s.Backpressure, WorkerConnections: s.WorkerConnections,
 			KeepAlive: s.KeepAlive, Threads: s.Threads, MaxHeaderSize: s.HTTP1BufferSize,
-			MaxRequestBodySize: s.MaxRequestBodySize, LogLevel: s.LogLevel, LogFile: s.ErrorLogFile,
+			MaxRequestBodySize: s.MaxRequestBodySize, LogLevel: s.LogLevel, LogFile: s.ErrorLogFile, LogFormat: s.LogFormat,
 			AccessLog: !s.DisableAccessLog || s.AccessLogFile != "", AccessLogFile: s.AccessLogFile,
 			Version: version, HTTP: s.HTTP, TLS: tlsOpts,
 		},
 		Payload: payload,
 		Args:    []string{"worker"},
 		Logger:  log,
-		Prepare: func(ctx context.Context) error { return runMigrate(ctx, payload, log) },
+		Prepare: func(ctx context.Context) error { _, err := runMigrate(ctx, payload, false, log); return err },
 	}, nil
 }
 
-// checkTLS loads the certificate once in the master when SSL is on, so a
-// missing, unreadable, mismatched or wrongly protected file stops the
-// server before it binds (and a HUP reload keeps the running workers).
+// checkTLS reads the certificate and key once in the master when SSL is
+// on, so a missing, unreadable, mismatched or wrongly protected file stops
+// the server before it binds (and a HUP reload keeps the running workers).
+// Workers get the bytes read here, checked: a worker started later
+// (recycling, a crash) never reads a file that may be mid-rotation.
 func checkTLS(res *config.Resolved, log *zap.Logger) (*protocol.TLS, error) {
 	s := res.Settings
 	if !s.SSL {
 		return nil, nil
 	}
-	cert, err := worker.LoadCertificate(s.CertFile, s.KeyFile, s.KeyFilePassword)
+	certPEM, keyPEM, err := worker.ReadCertificateFiles(s.CertFile, s.KeyFile)
+	var cert tls.Certificate
+	if err == nil {
+		cert, err = worker.ParseCertificate(certPEM, keyPEM, s.KeyFilePassword, s.CertFile, s.KeyFile)
+	}
 	if err != nil {
 		var ce *worker.CertError
 		if errors.As(err, &ce) {
@@ -141,26 +164,58 @@ func checkTLS(res *config.Resolved, log *zap.Logger) (*protocol.TLS, error) {
 	if warn := worker.CertificateWarning(cert, s.CertFile); warn != "" {
 		log.Warn("configuration", zap.String("warning", warn))
 	}
-	return &protocol.TLS{CertFile: s.CertFile, KeyFile: s.KeyFile, KeyFilePassword: s.KeyFilePassword}, nil
+	return &protocol.TLS{CertFile: s.CertFile, KeyFile: s.KeyFile, KeyFilePassword: s.KeyFilePassword,
+		CertPEM: certPEM, KeyPEM: keyPEM}, nil
 }
 
-// runMigrate runs the migrations once, before any worker starts, in a
-// short-lived child: the master itself never loads a database driver, which
-// keeps it small for its whole life.
-func runMigrate(ctx context.Context, settings []byte, log *zap.Logger) error {
+// runMigrate runs the migrations in a short-lived child: the master itself
+// never loads a database driver, which keeps it small for its whole life.
+// It runs once before any worker starts, and on every HUP (reload true),
+// when it also answers how many workers the database lets a reload replace
+// at once.
+func runMigrate(ctx context.Context, settings []byte, reload bool, log *zap.Logger) (surge int, err error) {
 	start := time.Now()
-	cmd := exec.CommandContext(ctx, "/proc/self/exe", "migrate")
+	args := []string{"migrate"}
+	if reload {
+		args = append(args, "--reload")
+	}
+	cmd := exec.CommandContext(ctx, "/proc/self/exe", args...)
 	cmd.Stdin = bytes.NewReader(settings)
-	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	// The child's sessions carry this master's name, so that a reload tells
+	// this server's own connections from other clients'.
+	cmd.Env = append(os.Environ(), protocol.EnvMasterPID+"="+strconv.Itoa(os.Getpid()))
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, os.Stderr
 	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("database migrations failed (their error is logged above): %w", err)
+		return 0, fmt.Errorf("database migrations failed (their error is logged above): %w", err)
+	}
+	// The answer is the "surge N" line; anything else (a log sent to
+	// standard output) goes where it was meant to.
+	answered := false
+	for _, line := range strings.SplitAfter(out.String(), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "surge "); ok && !answered {
+			surge, err = strconv.Atoi(v)
+			answered = err == nil
+			continue
+		}
+		os.Stdout.WriteString(line)
+	}
+	if reload && !answered {
+		return 0, errors.New("database migrations: the migrate step did not say how many workers a reload may replace at once")
 	}
 	log.Info("database ready", zap.Duration("took", time.Since(start)))
-	return nil
+	return surge, nil
 }
 
-// migrate is the child side of runMigrate.
-func migrate() int {
+// migrate is the child side of runMigrate: the capacity check and the
+// migrations. With --reload it prints "surge N": the most workers a reload
+// may replace at once with the database's connections.
+func migrate(args []string) int {
+	reload := len(args) == 1 && args[0] == "--reload"
+	if len(args) > 0 && !reload {
+		fmt.Fprintf(os.Stderr, "mcpgateway migrate: unexpected arguments %q\n", args)
+		return 2
+	}
 	raw, err := io.ReadAll(os.Stdin)
 	var s config.Settings
 	if err == nil {
@@ -170,7 +225,7 @@ func migrate() int {
 		fmt.Fprintf(os.Stderr, "mcpgateway migrate: read settings from the master: %v\n", err)
 		return 1
 	}
-	log, err := protocol.NewLogger(s.LogLevel, s.ErrorLogFile)
+	log, err := logging.New(s.LogLevel, s.ErrorLogFile, s.LogFormat)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "mcpgateway migrate: %v\n", err)
 		return 1
@@ -179,13 +234,32 @@ func migrate() int {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	o := gateway.StoreOptions(s, log)
-	if err := store.CheckCapacity(ctx, o, s.Workers); err != nil {
+	surge := 0
+	if reload {
+		// The fastest roll that fits: every slot at once if the database
+		// holds old and new pools together, else fewer at a time.
+		for k := s.Workers; k >= 1; k-- {
+			if err = store.CheckReloadCapacity(ctx, o, s.Workers, k); err == nil {
+				surge = k
+				break
+			}
+		}
+	} else {
+		err = store.CheckCapacity(ctx, o, s.Workers)
+	}
+	if err != nil {
 		log.Error("database cannot serve this many workers", zap.Error(err))
 		return 1
 	}
 	if err := store.Migrate(ctx, o); err != nil {
 		log.Error("database migration failed", zap.Error(err))
 		return 1
+	}
+	if reload {
+		if surge < s.Workers {
+			log.Info("reload: the database holds the pools of this many replacements at once", zap.Int("at_once", surge), zap.Int("workers", s.Workers))
+		}
+		fmt.Printf("surge %d\n", surge)
 	}
 	return 0
 }

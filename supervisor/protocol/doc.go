@@ -62,7 +62,7 @@
 //	         HHeaderBytes, HRowWords
 //	11..31   free
 //	32..127  totals of exited workers' counters, each at its row index
-//	128..138 HStarts, then HExit<reason> (ExitField, ExitReasons)
+//	128..139 HStarts, then HExit<reason> (ExitField, ExitReasons)
 //	139..191 free for master counters
 //	192..511 free
 //

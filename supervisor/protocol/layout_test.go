@@ -23,11 +23,11 @@ func TestLayoutLeavesTheDocumentedRoom(t *testing.T) {
 	if end := int(CBucket0) + NumBuckets; end > reservedFrom {
 		t.Errorf("duration histogram ends at word %d, into the reserved counters at %d", end, reservedFrom)
 	}
-	if HStarts != counterEnd || HExitUpgrade >= 192 {
-		t.Errorf("master counters at %d..%d, want within 128..191", HStarts, HExitUpgrade)
+	if HStarts != counterEnd || HExitListener >= 192 {
+		t.Errorf("master counters at %d..%d, want within 128..191", HStarts, HExitListener)
 	}
 	for _, r := range ExitReasons {
-		if f := ExitField(r); f < HStarts || f > HExitUpgrade {
+		if f := ExitField(r); f < HStarts || f > HExitListener {
 			t.Errorf("exit reason %s at word %d, outside the master counters", r, f)
 		}
 	}

@@ -21,6 +21,7 @@ var retireReasons = map[string]bool{
 	ReasonLifetime: true,
 	ReasonRSS:      true,
 	ReasonTimeout:  true, // a request overran the timeout
+	ReasonListener: true, // a listener failed while serving
 }
 
 // Message is one line from a worker to the master.
@@ -33,7 +34,8 @@ type Message struct {
 func EncodeReady() []byte { return []byte(KindReady + "\n") }
 
 // EncodeRetire is the line a worker writes to ask for its replacement.
-// reason must be one a worker may give (recycled, lifetime, rss, timeout):
+// reason must be one a worker may give (recycled, lifetime, rss, timeout,
+// listener):
 // the master refuses any other, so a wrong one shows in its log, not here.
 func EncodeRetire(reason string) []byte { return []byte(KindRetire + " " + reason + "\n") }
 

@@ -9,7 +9,7 @@ func TestMessagesRoundTrip(t *testing.T) {
 	if m, err := ParseMessage(string(EncodeReady())); err != nil || m != (Message{Kind: KindReady}) {
 		t.Errorf("ready: %+v, %v", m, err)
 	}
-	for _, reason := range []string{ReasonRecycled, ReasonLifetime, ReasonRSS, ReasonTimeout} {
+	for _, reason := range []string{ReasonRecycled, ReasonLifetime, ReasonRSS, ReasonTimeout, ReasonListener} {
 		line := string(EncodeRetire(reason))
 		if !strings.HasSuffix(line, "\n") || strings.Count(line, "\n") != 1 {
 			t.Errorf("retire %s: line %q is not one line", reason, line)
@@ -18,10 +18,6 @@ func TestMessagesRoundTrip(t *testing.T) {
 		if err != nil || m != (Message{Kind: KindRetire, Reason: reason}) {
 			t.Errorf("retire %s: %+v, %v", reason, m, err)
 		}
-	}
-	// The deprecated prefixes still describe the same lines.
-	if MsgReady+"\n" != string(EncodeReady()) || MsgRetire+ReasonRecycled+"\n" != string(EncodeRetire(ReasonRecycled)) {
-		t.Error("MsgReady/MsgRetire disagree with the codec")
 	}
 }
 

@@ -29,11 +29,6 @@ const (
 
 // Messages as string prefixes, the grammar before Message.
 //
-// Deprecated: write EncodeReady or EncodeRetire, read with ParseMessage.
-const (
-	MsgReady  = KindReady        // the whole line
-	MsgRetire = KindRetire + " " // + reason
-)
 
 // Reasons a worker is retired or exits, used in logs and metrics.
 const (
@@ -47,6 +42,7 @@ const (
 	ReasonShutdown = "shutdown" // the master is stopping
 	ReasonBootFail = "boot"     // failed to start
 	ReasonUpgrade  = "upgrade"  // WINCH after USR2: the new master's workers took over
+	ReasonListener = "listener" // a listener failed while the worker was serving
 )
 
 // ExitBootError is the worker's exit status when its application fails to

@@ -92,6 +92,7 @@ const (
 	HExitShutdown
 	HExitBoot
 	HExitUpgrade
+	HExitListener
 )
 
 // Worker fields (rows 1..N), words 0..31: gauges and identity, which Fold
@@ -176,12 +177,14 @@ func ExitField(reason string) Field {
 		return HExitBoot
 	case ReasonUpgrade:
 		return HExitUpgrade
+	case ReasonListener:
+		return HExitListener
 	}
 	return HExitCrashed
 }
 
 // ExitReasons lists the reasons in header order, for metrics.
-var ExitReasons = []string{ReasonRecycled, ReasonLifetime, ReasonRSS, ReasonTimeout, ReasonCrashed, ReasonReload, ReasonScale, ReasonShutdown, ReasonBootFail, ReasonUpgrade}
+var ExitReasons = []string{ReasonRecycled, ReasonLifetime, ReasonRSS, ReasonTimeout, ReasonCrashed, ReasonReload, ReasonScale, ReasonShutdown, ReasonBootFail, ReasonUpgrade, ReasonListener}
 
 // Worker states.
 const (

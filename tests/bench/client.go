@@ -276,34 +276,39 @@ outer:
 	return t
 }
 
+// workerSeries is one worker slot as /metrics reports it: the slot's
+// numbers are summed over its live processes (two for a moment while one
+// is replaced), and worker_info names the processes.
 type workerSeries struct {
-	pid, slot, generation int
-	served                float64
-	state                 string
-	rss                   float64
+	slot   int
+	pids   map[int]bool // live processes of the slot
+	served float64      // drops when a replaced process exits
+	ready  int          // processes of the slot in the ready state
+	rss    float64
 }
 
-// workers are the live worker processes the status table lists, by pid.
+// workers are the worker slots the status table lists.
 func (m metrics) workers() map[int]*workerSeries {
 	ws := map[int]*workerSeries{}
 	get := func(s series) *workerSeries {
-		pid, _ := strconv.Atoi(s.labels["pid"])
-		w := ws[pid]
+		slot, _ := strconv.Atoi(s.labels["slot"])
+		w := ws[slot]
 		if w == nil {
-			w = &workerSeries{pid: pid}
-			w.slot, _ = strconv.Atoi(s.labels["slot"])
-			w.generation, _ = strconv.Atoi(s.labels["generation"])
-			ws[pid] = w
+			w = &workerSeries{slot: slot, pids: map[int]bool{}}
+			ws[slot] = w
 		}
 		return w
 	}
 	for _, s := range m {
 		switch s.name {
+		case "mcpgateway_worker_info":
+			pid, _ := strconv.Atoi(s.labels["pid"])
+			get(s).pids[pid] = true
 		case "mcpgateway_worker_requests_total":
 			get(s).served = s.value
 		case "mcpgateway_worker_state":
-			if s.value == 1 {
-				get(s).state = s.labels["state"]
+			if s.labels["state"] == "ready" {
+				get(s).ready += int(s.value)
 			}
 		case "mcpgateway_worker_resident_memory_bytes":
 			get(s).rss = s.value
@@ -312,12 +317,11 @@ func (m metrics) workers() map[int]*workerSeries {
 	return ws
 }
 
+// readyWorkers counts the worker processes in the ready state.
 func (m metrics) readyWorkers() int {
 	n := 0
 	for _, w := range m.workers() {
-		if w.state == "ready" {
-			n++
-		}
+		n += w.ready
 	}
 	return n
 }

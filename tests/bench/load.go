@@ -245,8 +245,8 @@ type monitor struct {
 	masterAnon, workerAnon int64 // KiB, peaks of RssAnon
 	rssSeries              []memSample
 
-	// balance: per slot, the sum over consecutive scrapes of each worker
-	// pid's increase (pids seen in both scrapes only).
+	// balance: per slot, the sum over consecutive scrapes of the slot's
+	// increase (a drop, when a replaced process exits, counts as none).
 	last    map[int]*workerSeries
 	perSlot map[int]float64
 }
@@ -295,11 +295,11 @@ func (m *monitor) sample(at time.Duration) {
 		return
 	}
 	ws := met.workers()
-	for pid, w := range ws {
-		if prev, ok := m.last[pid]; ok {
-			m.perSlot[w.slot] += w.served - prev.served
-		} else if _, seen := m.perSlot[w.slot]; !seen {
-			m.perSlot[w.slot] += 0
+	for slot, w := range ws {
+		if prev, ok := m.last[slot]; ok {
+			m.perSlot[slot] += max(0, w.served-prev.served)
+		} else if _, seen := m.perSlot[slot]; !seen {
+			m.perSlot[slot] += 0
 		}
 	}
 	m.last = ws

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +14,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/mcpgateway/mcpgateway/internal/proctest"
 )
 
 // harness is one bench run: its temporary directory, binaries, servers and
@@ -162,8 +163,7 @@ type server struct {
 	dir     string
 	env     []string
 	logPath string
-	cmd     *exec.Cmd
-	done    chan struct{}
+	proc    *proctest.Proc // leader of the server's process group
 	jwt     string
 	script  string // wrk script posting the payload with this server's token
 	expect  expected
@@ -222,13 +222,13 @@ func (h *harness) newServer(name string, be backend) (*server, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	port, err := freePort()
+	port, err := proctest.FreePort()
 	if err != nil {
 		return nil, err
 	}
 	env := append(baseEnv(), be.Env...)
 	return &server{h: h, name: name, addr: "127.0.0.1:" + strconv.Itoa(port), dir: dir, env: env,
-		logPath: filepath.Join(dir, "server.log"), done: make(chan struct{})}, nil
+		logPath: filepath.Join(dir, "server.log")}, nil
 }
 
 func (s *server) start(bin string, args ...string) error {
@@ -236,34 +236,30 @@ func (s *server) start(bin string, args ...string) error {
 	if err != nil {
 		return err
 	}
+	defer logf.Close() // the server has its own copy
 	cmd := exec.Command(bin, args...)
 	cmd.Dir, cmd.Env = s.dir, s.env
 	cmd.Stdout, cmd.Stderr = logf, logf
-	// Its own process group, so that stop reaches the workers too; killed
-	// with this program even if it dies without cleaning up.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
+	// Its own process group (proctest), so that stop reaches the workers
+	// too; killed with this program even if it dies without cleaning up.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	p, err := proctest.Start(cmd)
+	if err != nil {
 		return err
 	}
-	s.cmd = cmd
+	s.proc = p
 	s.h.mu.Lock()
 	s.h.servers = append(s.h.servers, s)
 	s.h.mu.Unlock()
-	go func() {
-		_ = cmd.Wait()
-		logf.Close()
-		close(s.done)
-	}()
-	s.h.vlogf("   started %s pid %d on %s (log %s)", s.name, cmd.Process.Pid, s.addr, s.logPath)
+	s.h.vlogf("   started %s pid %d on %s (log %s)", s.name, p.Pid, s.addr, s.logPath)
 	return nil
 }
 
-func (s *server) pid() int { return s.cmd.Process.Pid }
+func (s *server) pid() int { return s.proc.Pid }
 
 func (s *server) exited() bool {
 	select {
-	case <-s.done:
+	case <-s.proc.Done():
 		return true
 	default:
 		return false
@@ -315,17 +311,10 @@ func (s *server) ready(workers int) error {
 // stop ends the server and everything in its process group: INT (a fast
 // stop), then KILL after a few seconds.
 func (s *server) stop() {
-	if s.cmd == nil || s.exited() {
+	if s.proc == nil || s.exited() {
 		return
 	}
-	pid := s.pid()
-	_ = syscall.Kill(pid, syscall.SIGINT)
-	select {
-	case <-s.done:
-	case <-time.After(5 * time.Second):
-	}
-	_ = syscall.Kill(-pid, syscall.SIGKILL) // the group: a worker left behind goes too
-	<-s.done
+	s.proc.Stop(syscall.SIGINT, 5*time.Second) // then the group: a worker left behind goes too
 }
 
 // stopServers stops every server started so far.
@@ -358,15 +347,6 @@ func (h *harness) cleanup() {
 			h.vlogf("bench: delete Redis keys %s*: %v", h.redisKeys, err)
 		}
 	}
-}
-
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
 func tail(path string, lines int) string {

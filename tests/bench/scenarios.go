@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -10,6 +11,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/mcpgateway/mcpgateway/internal/proctest"
 )
 
 // The bars of DESIGN.md "Bars the benchmarks must reach".
@@ -517,17 +520,17 @@ func killAndWatch(gw *server, slot int) (ready, serving time.Duration, err error
 	if err != nil {
 		return 0, 0, err
 	}
-	var victim *workerSeries
-	for _, w := range m.workers() {
-		if w.slot == slot && w.state == "ready" {
-			victim = w
+	victim := 0
+	if w := m.workers()[slot]; w != nil && w.ready > 0 && len(w.pids) == 1 {
+		for pid := range w.pids {
+			victim = pid
 		}
 	}
-	if victim == nil {
+	if victim == 0 {
 		return 0, 0, fmt.Errorf("no ready worker in slot %d", slot)
 	}
 	t0 := time.Now()
-	if err := syscall.Kill(victim.pid, syscall.SIGKILL); err != nil {
+	if err := syscall.Kill(victim, syscall.SIGKILL); err != nil {
 		return 0, 0, err
 	}
 	for time.Since(t0) < 10*time.Second {
@@ -535,22 +538,22 @@ func killAndWatch(gw *server, slot int) (ready, serving time.Duration, err error
 		if err != nil {
 			continue // the killed worker's connection, or a race with its exit
 		}
-		for _, w := range m.workers() {
-			if w.slot != slot || w.pid == victim.pid {
-				continue
-			}
-			if w.state == "ready" && ready == 0 {
+		// Once the victim is reaped the slot's numbers are its successor's.
+		w := m.workers()[slot]
+		if w == nil || w.pids[victim] || len(w.pids) == 0 {
+			continue
+		}
+		if w.ready > 0 && ready == 0 {
+			ready = time.Since(t0)
+		}
+		if w.served >= 1 {
+			if ready == 0 {
 				ready = time.Since(t0)
 			}
-			if w.served >= 1 {
-				if ready == 0 {
-					ready = time.Since(t0)
-				}
-				return ready, time.Since(t0), nil
-			}
+			return ready, time.Since(t0), nil
 		}
 	}
-	return 0, 0, fmt.Errorf("slot %d: no replacement serving 10 s after kill -9 of pid %d:\n%s", slot, victim.pid, tail(gw.logPath, 10))
+	return 0, 0, fmt.Errorf("slot %d: no replacement serving 10 s after kill -9 of pid %d:\n%s", slot, victim, tail(gw.logPath, 10))
 }
 
 // 6. Overload: 10× the in-flight limit (2 workers × 64 × 10 = 1280
@@ -723,9 +726,11 @@ func (h *harness) overloadOne(name string, be backend, withPlain bool) error {
 // payload (their 503s are timed), and /health every 20 ms on a fresh
 // connection and on a keep-alive one.
 type probes struct {
-	stop chan struct{}
-	wg   sync.WaitGroup
-	mu   sync.Mutex
+	posts *proctest.Load
+	conns []*rawConn // the posts' keep-alive connections, one per goroutine
+	stop  chan struct{}
+	wg    sync.WaitGroup
+	mu    sync.Mutex
 
 	lat503, latOK           []time.Duration
 	healthFresh, healthKeep []time.Duration
@@ -733,52 +738,37 @@ type probes struct {
 }
 
 func startProbes(s *server) *probes {
-	p := &probes{stop: make(chan struct{})}
+	p := &probes{stop: make(chan struct{}), conns: make([]*rawConn, 4)}
 	post := postRPC(s.jwt, s.h.payload, false)
-	stopped := func() bool {
-		select {
-		case <-p.stop:
-			return true
-		default:
-			return false
+	conns := p.conns
+	p.posts = proctest.StartLoad(context.Background(), len(conns), 0, func(i int) error {
+		if conns[i] == nil {
+			c, err := dialRaw(s.addr)
+			if err != nil {
+				time.Sleep(10 * time.Millisecond)
+				return err
+			}
+			conns[i] = c
 		}
-	}
-	for i := 0; i < 4; i++ {
-		p.wg.Add(1)
-		go func() {
-			defer p.wg.Done()
-			var c *rawConn
-			for !stopped() {
-				if c == nil {
-					var err error
-					if c, err = dialRaw(s.addr); err != nil {
-						time.Sleep(10 * time.Millisecond)
-						continue
-					}
-				}
-				t := time.Now()
-				r, err := c.do(post)
-				d := time.Since(t)
-				if err != nil || r.close {
-					c.Close()
-					c = nil
-				}
-				if err == nil {
-					p.mu.Lock()
-					if r.status == 503 {
-						p.lat503 = append(p.lat503, d)
-					} else {
-						p.latOK = append(p.latOK, d)
-					}
-					p.mu.Unlock()
-				}
-				time.Sleep(5 * time.Millisecond)
+		t := time.Now()
+		r, err := conns[i].do(post)
+		d := time.Since(t)
+		if err != nil || r.close {
+			conns[i].Close()
+			conns[i] = nil
+		}
+		if err == nil {
+			p.mu.Lock()
+			if r.status == 503 {
+				p.lat503 = append(p.lat503, d)
+			} else {
+				p.latOK = append(p.latOK, d)
 			}
-			if c != nil {
-				c.Close()
-			}
-		}()
-	}
+			p.mu.Unlock()
+		}
+		time.Sleep(5 * time.Millisecond)
+		return err
+	})
 	health := func(fresh bool) {
 		defer p.wg.Done()
 		var c *rawConn
@@ -832,6 +822,12 @@ func startProbes(s *server) *probes {
 
 func (p *probes) finish() {
 	close(p.stop)
+	p.posts.Stop()
+	for _, c := range p.conns {
+		if c != nil {
+			c.Close()
+		}
+	}
 	p.wg.Wait()
 }
 

@@ -34,9 +34,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/mcpgateway/mcpgateway/internal/proctest"
 )
 
 var (
@@ -61,8 +62,8 @@ func main() {
 	code := 0
 	if err := s.run(); err != nil {
 		fmt.Fprintf(os.Stderr, "\nsmoke: FAIL: %v\n", err)
-		if s.log != nil {
-			fmt.Fprintf(os.Stderr, "\n--- server output ---\n%s--- end of server output ---\n", s.log.String())
+		if s.proc != nil {
+			fmt.Fprintf(os.Stderr, "\n--- server output ---\n%s--- end of server output ---\n", s.proc.Log)
 		}
 		code = 1
 	}
@@ -82,9 +83,7 @@ type smoke struct {
 	bin, dir, base string
 	env            []string
 	payload        []byte
-	cmd            *exec.Cmd
-	log            *logBuffer
-	exited         chan struct{}
+	proc           *proctest.Proc // the master, leader of the server's process group
 	cleanOnce      sync.Once
 }
 
@@ -158,40 +157,36 @@ func (s *smoke) pidfile() string { return filepath.Join(s.dir, "mcpgateway.pid")
 // start runs the server in its own process group on 127.0.0.1:0 and waits
 // for "server ready", which names the port the kernel gave.
 func (s *smoke) start(ctx context.Context) error {
-	s.log = &logBuffer{}
-	s.exited = make(chan struct{})
-	s.cmd = exec.Command(s.bin, "serve", "--bind", "127.0.0.1:0", "--workers", strconv.Itoa(*workers),
+	cmd := exec.Command(s.bin, "serve", "--bind", "127.0.0.1:0", "--workers", strconv.Itoa(*workers),
 		"--pidfile", s.pidfile(), "--graceful-timeout", "5")
-	s.cmd.Dir, s.cmd.Env = s.dir, s.env
-	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
-	// Own process group, so cleanup reaches the workers too; and the kernel
-	// kills the master if this program dies without cleaning up.
-	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := s.cmd.Start(); err != nil {
+	cmd.Dir, cmd.Env = s.dir, s.env
+	// Own process group (proctest), so cleanup reaches the workers too; and
+	// the kernel kills the master if this program dies without cleaning up.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	p, err := proctest.Start(cmd)
+	if err != nil {
 		return fmt.Errorf("start %s: %w", s.bin, err)
 	}
-	go func() { _ = s.cmd.Wait(); close(s.exited) }()
-	step("started mcpgateway serve (pid %d, %d workers) in %s", s.cmd.Process.Pid, *workers, s.dir)
+	s.proc = p
+	step("started mcpgateway serve (pid %d, %d workers) in %s", p.Pid, *workers, s.dir)
 
 	ready := regexp.MustCompile(`"msg":"server ready".*"listening":\["127\.0\.0\.1:(\d+)"\]`)
 	began := time.Now()
-	deadline := time.After(15 * time.Second)
-	for {
-		if m := ready.FindStringSubmatch(s.log.String()); m != nil {
-			s.base = "http://127.0.0.1:" + m[1]
-			step("server ready on %s after %s", s.base, time.Since(began).Round(time.Millisecond))
-			return nil
-		}
-		select {
-		case <-s.exited:
-			return fmt.Errorf("the server exited before it was ready (%s)", s.cmd.ProcessState)
-		case <-deadline:
-			return errors.New(`no "server ready" line within 15s`)
-		case <-ctx.Done():
-			return errors.New(`no "server ready" line within the time budget`)
-		case <-time.After(10 * time.Millisecond):
-		}
+	wait, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	var m []string
+	err = p.Await(wait, func() bool { m = ready.FindStringSubmatch(p.Log.String()); return m != nil })
+	switch {
+	case errors.Is(err, proctest.ErrExited):
+		return fmt.Errorf("the server exited before it was ready (%s)", cmd.ProcessState)
+	case ctx.Err() != nil:
+		return errors.New(`no "server ready" line within the time budget`)
+	case err != nil:
+		return errors.New(`no "server ready" line within 15s`)
 	}
+	s.base = "http://127.0.0.1:" + m[1]
+	step("server ready on %s after %s", s.base, time.Since(began).Round(time.Millisecond))
+	return nil
 }
 
 var client = &http.Client{Timeout: 5 * time.Second}
@@ -327,55 +322,34 @@ func checkConvertTime(code int, body []byte) error {
 
 // load sends the payload over keep-alive connections and checks every body.
 func (s *smoke) load(ctx context.Context, token string) error {
-	tr := &http.Transport{MaxIdleConnsPerHost: *conns, MaxConnsPerHost: *conns, DisableCompression: true}
-	defer tr.CloseIdleConnections()
-	c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
-	var (
-		next, ok atomic.Int64
-		mu       sync.Mutex
-		failures []string
-		failed   atomic.Int64
-		lat      = make([]time.Duration, *requests)
-		wg       sync.WaitGroup
-	)
-	began := time.Now()
-	for range *conns {
-		wg.Go(func() {
-			for ctx.Err() == nil {
-				i := next.Add(1) - 1
-				if i >= int64(*requests) {
-					return
-				}
-				t0 := time.Now()
-				code, body, err := s.post(c, token)
-				lat[i] = time.Since(t0)
-				if err == nil {
-					err = checkConvertTime(code, body)
-				}
-				if err != nil {
-					if failed.Add(1) <= 5 {
-						mu.Lock()
-						failures = append(failures, err.Error())
-						mu.Unlock()
-					}
-					continue
-				}
-				ok.Add(1)
-			}
-		})
-	}
-	wg.Wait()
-	took := time.Since(began)
+	c := proctest.KeepAliveClient(*conns, 10*time.Second)
+	c.Transport.(*http.Transport).DisableCompression = true
+	defer c.CloseIdleConnections()
+	lat := make([][]time.Duration, *conns) // per connection
+	r := proctest.RunLoad(ctx, *conns, *requests, func(conn int) error {
+		t0 := time.Now()
+		code, body, err := s.post(c, token)
+		lat[conn] = append(lat[conn], time.Since(t0))
+		if err != nil {
+			return err
+		}
+		return checkConvertTime(code, body)
+	})
 	if ctx.Err() != nil {
-		return fmt.Errorf("load: out of time after %d of %d requests", next.Load(), *requests)
+		return fmt.Errorf("load: out of time after %d of %d requests", r.Calls, *requests)
 	}
-	if n := failed.Load(); n > 0 {
-		return fmt.Errorf("load: %d of %d requests failed; first: %s", n, *requests, strings.Join(failures, "; "))
+	if r.Failed > 0 {
+		var first []string
+		for _, err := range r.Errors[:min(5, len(r.Errors))] {
+			first = append(first, err.Error())
+		}
+		return fmt.Errorf("load: %d of %d requests failed; first: %s", r.Failed, *requests, strings.Join(first, "; "))
 	}
-	slices.Sort(lat)
+	all := slices.Concat(lat...)
+	slices.Sort(all)
 	step("load: %d/%d convert_time results verified, %d connections, %.0f req/s, p50 %s, p99 %s",
-		ok.Load(), *requests, *conns, float64(*requests)/took.Seconds(),
-		lat[len(lat)/2].Round(time.Microsecond), lat[len(lat)*99/100].Round(time.Microsecond))
+		r.OK, *requests, *conns, float64(*requests)/r.Took.Seconds(),
+		all[len(all)/2].Round(time.Microsecond), all[len(all)*99/100].Round(time.Microsecond))
 	return nil
 }
 
@@ -458,20 +432,19 @@ func (s *smoke) mcpgateway(args ...string) (string, error) {
 
 // stop sends TERM and checks a clean, complete stop.
 func (s *smoke) stop() error {
-	pid := s.cmd.Process.Pid
-	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	p := s.proc
+	if err := p.Signal(syscall.SIGTERM); err != nil {
 		return fmt.Errorf("TERM: %w", err)
 	}
 	began := time.Now()
-	select {
-	case <-s.exited:
-	case <-time.After(15 * time.Second):
+	code, ok := p.Wait(15 * time.Second)
+	if !ok {
 		return errors.New("the server did not stop within 15s of TERM")
 	}
-	if code := s.cmd.ProcessState.ExitCode(); code != 0 {
-		return fmt.Errorf("exit status %d after TERM (%s)", code, s.cmd.ProcessState)
+	if code != 0 {
+		return fmt.Errorf("exit status %d after TERM (%s)", code, p.Cmd.ProcessState)
 	}
-	out := s.log.String()
+	out := p.Log.String()
 	if !strings.Contains(out, `"msg":"master stopped"`) {
 		return errors.New(`no "master stopped" line after TERM`)
 	}
@@ -484,8 +457,8 @@ func (s *smoke) stop() error {
 		return fmt.Errorf("want %d worker exits in the log, got %d", *workers, n)
 	}
 	// Every worker is gone with its master: nothing is left in the group.
-	if err := syscall.Kill(-pid, 0); !errors.Is(err, syscall.ESRCH) {
-		return fmt.Errorf("processes of the server are still running after it exited (kill -0: %v)", err)
+	if p.GroupAlive() {
+		return errors.New("processes of the server are still running after it exited")
 	}
 	if _, err := os.Stat(s.pidfile()); !os.IsNotExist(err) {
 		return errors.New("the pidfile was left behind")
@@ -501,35 +474,13 @@ func (s *smoke) stop() error {
 // cleanup kills whatever is left of the server and removes the directory.
 func (s *smoke) cleanup() {
 	s.cleanOnce.Do(func() {
-		if s.cmd != nil && s.cmd.Process != nil {
-			_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
-			select {
-			case <-s.exited:
-			case <-time.After(5 * time.Second):
-			}
+		if s.proc != nil {
+			s.proc.Kill()
 		}
 		if s.dir != "" {
 			os.RemoveAll(s.dir)
 		}
 	})
-}
-
-// logBuffer collects the server's two output streams.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func indent(s string) string {

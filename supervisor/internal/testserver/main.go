@@ -64,17 +64,12 @@ func main() {
 	fs.Parse(os.Args[1:])
 	o.MaxWorkerRSS = *maxRSS << 20
 	if *reloadFile != "" {
-		o.Reload = func() (supervisor.Options, error) {
+		o.Reload = func(ctx context.Context) (supervisor.Options, error) {
 			n := o
-			if *prepareDelay > 0 {
-				n.Prepare = func(ctx context.Context) error {
-					select {
-					case <-time.After(*prepareDelay):
-						return nil
-					case <-ctx.Done():
-						return ctx.Err()
-					}
-				}
+			select { // the migrations a reload runs
+			case <-time.After(*prepareDelay):
+			case <-ctx.Done():
+				return n, ctx.Err()
 			}
 			b, err := os.ReadFile(*reloadFile)
 			if err != nil {

@@ -29,7 +29,7 @@ import (
 	"github.com/mcpgateway/mcpgateway/cmd/mcpgateway/gateway"
 	"github.com/mcpgateway/mcpgateway/config"
 	"github.com/mcpgateway/mcpgateway/store"
-	"github.com/mcpgateway/mcpgateway/supervisor/protocol"
+	"github.com/mcpgateway/mcpgateway/supervisor/logging"
 	"github.com/valyala/fasthttp"
 	"go.uber.org/zap"
 )
@@ -67,7 +67,7 @@ func run(addr, pprofAddr string, migrate bool) error {
 		return err
 	}
 	s := res.Settings
-	log, err := protocol.NewLogger(s.LogLevel, s.ErrorLogFile)
+	log, err := logging.New(s.LogLevel, s.ErrorLogFile, s.LogFormat)
 	if err != nil {
 		return err
 	}
