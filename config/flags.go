@@ -126,7 +126,7 @@ func parseFlags(args []string, command *flag.FlagSet) (*flagLayer, error) {
 
 var placeholders = map[string]string{
 	"HTTPServer": "gunicorn|granian", "Bind": "ADDR", "Host": "HOST", "Workers": "N|auto",
-	"HTTP": "auto|1|2", "LogLevel": "LEVEL", "LogFormat": "auto|json|console", "Pidfile": "PATH", "ControlSocket": "PATH|off",
+	"HTTP": "auto|1|2", "LogLevel": "LEVEL", "LogFormat": "auto|json|console", "Pidfile": "PATH", "ControlSocket": "PATH|off", "HealthBind": "ADDR",
 	"ConfigFile": "PATH", "EnvFile": "PATH", "AccessLogFile": "PATH", "ErrorLogFile": "PATH", "CertFile": "PATH", "KeyFile": "PATH",
 }
 

@@ -262,6 +262,9 @@ func (b *builder) resolve(numCPU int, dir string, environ map[string]string) err
 			return valueError("Bind", b.sources["Bind"], addr, nil)
 		}
 	}
+	if s.HealthBind != "" && (strings.HasPrefix(s.HealthBind, "unix:") || !checkBind(s.HealthBind)) {
+		return valueError("HealthBind", b.sources["HealthBind"], s.HealthBind, errors.New("want host:port"))
+	}
 	if len(s.Bind) == 0 {
 		s.Bind = []string{net.JoinHostPort(s.Host, strconv.Itoa(s.Port))}
 		b.sources["Bind"] = Source{Kind: "derived", Name: "Host:Port"}

@@ -44,6 +44,8 @@ type Settings struct {
 	Threads           int           `gunicorn:"GUNICORN_THREADS" granian:"GRANIAN_RUNTIME_THREADS" flag:"threads"`
 	Timeout           time.Duration `gunicorn:"GUNICORN_TIMEOUT" flag:"timeout,t"`
 	GracefulTimeout   time.Duration `gunicorn:"GUNICORN_GRACEFUL_TIMEOUT" granian:"GRANIAN_WORKERS_KILL_TIMEOUT" flag:"graceful-timeout"`
+	ShutdownDelay     time.Duration `env:"SHUTDOWN_DELAY" gunicorn:"GUNICORN_SHUTDOWN_DELAY" granian:"GRANIAN_SHUTDOWN_DELAY" flag:"shutdown-delay"`
+	HealthBind        string        `env:"HEALTH_BIND" gunicorn:"GUNICORN_HEALTH_BIND" granian:"GRANIAN_HEALTH_BIND" flag:"health-bind"` // "" : no health port
 	MaxRequests       int           `gunicorn:"GUNICORN_MAX_REQUESTS" flag:"max-requests"`
 	MaxRequestsJitter int           `gunicorn:"GUNICORN_MAX_REQUESTS_JITTER" flag:"max-requests-jitter"`
 	MaxWorkerLifetime time.Duration `granian:"GRANIAN_WORKERS_LIFETIME" flag:"max-worker-lifetime"`

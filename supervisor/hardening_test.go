@@ -313,31 +313,8 @@ func TestDeadReusePortSlotDrawsNoConnections(t *testing.T) {
 // Under socket activation the sockets are systemd's: a USR2 upgrade adopts
 // them as they are, whatever --bind says.
 func TestSocketActivationThenUpgrade(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, _ := ln.(*net.TCPListener).File()
-	ln.Close()
-	defer f.Close()
-	s := &server{t: t, logs: &logBuffer{}, done: make(chan struct{})}
-	s.cmd = exec.Command("/bin/sh", "-c", `LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=http exec "$0" --bind 127.0.0.1:1 --workers 2`, testBinary)
-	s.cmd.ExtraFiles = []*os.File{f}
-	s.cmd.Stderr, s.cmd.Stdout = s.logs, s.logs
-	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := s.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { s.cmd.Wait(); close(s.done) }()
-	t.Cleanup(func() {
-		syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
-		<-s.done
-		if t.Failed() {
-			t.Logf("server log:\n%s", s.logs)
-		}
-	})
+	s := startActivated(t, "--workers", "2")
 	s.waitLog("server ready", 10*time.Second)
-	s.addr = ln.Addr().String()
 	if w := s.waitLog("configuration", 2*time.Second); !strings.Contains(fmt.Sprint(w["warning"]), "127.0.0.1:1") {
 		t.Fatalf("the ignored --bind is not warned about: %v", w)
 	}
@@ -395,24 +372,10 @@ func TestInitReapsOrphansAsPID1(t *testing.T) {
 		{"with the init", nil, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s := &server{t: t, logs: &logBuffer{}, done: make(chan struct{})}
-			s.cmd = exec.Command("unshare", "--pid", "--fork", testBinary, "--bind", "127.0.0.1:0", "--workers", "1")
-			s.cmd.Env = append(os.Environ(), tc.env...)
-			s.cmd.Stderr, s.cmd.Stdout = s.logs, s.logs
-			s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-			if err := s.cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			go func() { s.cmd.Wait(); close(s.done) }()
-			t.Cleanup(func() {
-				syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
-				<-s.done
-				if t.Failed() {
-					t.Logf("server log:\n%s", s.logs)
-				}
-			})
-			ready := s.waitLog("server ready", 10*time.Second)
-			s.addr = ready["listening"].([]any)[0].(string)
+			cmd := exec.Command("unshare", "--pid", "--fork", testBinary, "--bind", "127.0.0.1:0", "--workers", "1")
+			cmd.Env = append(os.Environ(), tc.env...)
+			s := startCmd(t, cmd)
+			s.ready()
 			pid1 := 0 // PID 1 of the namespace, as this namespace sees it
 			waitFor(t, "PID 1 of the namespace", 5*time.Second, func() bool {
 				b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", s.cmd.Process.Pid, s.cmd.Process.Pid))

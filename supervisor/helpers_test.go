@@ -1,197 +1,141 @@
 package supervisor_test
 
 import (
-	"bytes"
-	"encoding/json"
-	"fmt"
+	"context"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/mcpgateway/mcpgateway/internal/proctest"
 	"github.com/mcpgateway/mcpgateway/supervisor/protocol"
 )
 
-// testBinary is the testserver program, built once for all tests.
+// testBinary is the testserver program, built once for all tests (with the
+// race detector under `go test -race`, so that the master and worker
+// processes themselves are checked).
 var testBinary string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "mcpgw-supervisor-test")
-	if err != nil {
-		panic(err)
-	}
-	testBinary = filepath.Join(dir, "testserver")
-	args := []string{"build", "-o", testBinary}
+	var args []string
 	if raceEnabled {
 		args = append(args, "-race")
 	}
-	build := exec.Command("go", append(args, "./internal/testserver")...)
-	build.Stderr = os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build testserver:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	os.Exit(proctest.BuildAndRun(m, &testBinary, "./internal/testserver", args...))
 }
 
-// server is one running testserver master.
+// server is one running testserver master, the leader of its own process
+// group: its workers, and a new master it starts on USR2, are in the group.
 type server struct {
 	t    *testing.T
+	p    *proctest.Proc
 	cmd  *exec.Cmd
 	addr string
 	logs *logBuffer
-	done chan struct{}
+	done <-chan struct{} // the master has exited and the output is closed
 }
 
-// logBuffer collects the JSON log lines of all the server's processes.
-type logBuffer struct {
-	mu      sync.Mutex
-	lines   []map[string]any
-	raw     bytes.Buffer
-	races   bool // the race detector reported in some process
-	raceOut bytes.Buffer
-}
+// logBuffer collects the output of all the server's processes: its JSON
+// log lines and the race detector's reports.
+type logBuffer struct{ *proctest.LogBuffer }
 
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if bytes.Contains(p, []byte("DATA RACE")) {
-		b.races = true
-	}
-	if b.races && b.raceOut.Len() < 64<<10 {
-		b.raceOut.Write(p) // the report is not JSON: keep it to show
-	}
-	b.raw.Write(p)
-	for {
-		line, err := b.raw.ReadBytes('\n')
-		if err != nil {
-			b.raw.Write(line) // incomplete: keep for later
-			break
-		}
-		var m map[string]any
-		if json.Unmarshal(line, &m) == nil {
-			b.lines = append(b.lines, m)
-		}
-	}
-	return len(p), nil
-}
-
-// find returns the log lines with this message.
+// find returns the log lines with this message, in the order written.
 func (b *logBuffer) find(msg string) []map[string]any {
-	b.mu.Lock()
-	defer b.mu.Unlock()
 	var out []map[string]any
-	for _, l := range b.lines {
-		if l["msg"] == msg {
-			out = append(out, l)
-		}
+	for _, e := range b.Events(msg) {
+		out = append(out, e)
 	}
 	return out
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var sb strings.Builder
-	for _, l := range b.lines {
-		j, _ := json.Marshal(l)
-		sb.Write(j)
-		sb.WriteByte('\n')
-	}
-	return sb.String()
 }
 
 // start runs the testserver on an ephemeral port and waits until it is ready.
 func start(t *testing.T, env []string, args ...string) *server {
 	t.Helper()
 	s := startNoWait(t, env, args...)
-	s.waitLog("server ready", 10*time.Second)
-	ready := s.logs.find("server ready")[0]
-	s.addr = ready["listening"].([]any)[0].(string)
+	s.ready()
 	return s
 }
 
 func startNoWait(t *testing.T, env []string, args ...string) *server {
 	t.Helper()
-	s := &server{t: t, logs: &logBuffer{}, done: make(chan struct{})}
-	s.cmd = exec.Command(testBinary, append([]string{"--bind", "127.0.0.1:0"}, args...)...)
-	s.cmd.Env = append(os.Environ(), env...)
-	s.cmd.Stderr = s.logs
-	s.cmd.Stdout = s.logs
-	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := s.cmd.Start(); err != nil {
+	cmd := exec.Command(testBinary, append([]string{"--bind", "127.0.0.1:0"}, args...)...)
+	cmd.Env = append(os.Environ(), env...)
+	return startCmd(t, cmd)
+}
+
+// startCmd starts cmd, a testserver master however it is run, as a server:
+// in a process group of its own, its output collected. When the test ends
+// the whole group is killed, a data race reported in its output fails the
+// test (showing the report), and the output is logged if the test failed.
+func startCmd(t *testing.T, cmd *exec.Cmd) *server {
+	t.Helper()
+	p := proctest.MustStart(t, cmd)
+	return &server{t: t, p: p, cmd: cmd, logs: &logBuffer{p.Log}, done: p.Done()}
+}
+
+// startActivated starts the testserver as systemd's socket activation does:
+// with a listening socket at fd 3 (LISTEN_FDS=1), and a --bind it must
+// ignore. s.addr is the passed socket's address.
+func startActivated(t *testing.T, args ...string) *server {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
 		t.Fatal(err)
 	}
-	go func() { s.cmd.Wait(); close(s.done) }()
-	t.Cleanup(func() {
-		// Whatever a test did, no process of it outlives it.
-		syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
-		<-s.done
-		s.logs.mu.Lock()
-		races := s.logs.races
-		s.logs.mu.Unlock()
-		if races {
-			t.Errorf("the race detector reported a data race in the server's processes:\n%s", s.logs.raceOut.String())
-		}
-		if t.Failed() {
-			t.Logf("server log:\n%s", s.logs)
-		}
-	})
+	f, err := ln.(*net.TCPListener).File()
+	ln.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	// LISTEN_PID must be the server's own pid: the shell's, which exec keeps.
+	cmd := exec.Command("/bin/sh", append([]string{"-c",
+		`LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=http exec "$0" --bind 127.0.0.1:1 "$@"`, testBinary}, args...)...)
+	cmd.ExtraFiles = []*os.File{f}
+	s := startCmd(t, cmd)
+	s.addr = ln.Addr().String()
 	return s
 }
 
+// ready waits for the master's "server ready" line, takes the first address
+// it listens on as s.addr and returns the line.
+func (s *server) ready() map[string]any {
+	s.t.Helper()
+	l := s.waitLog("server ready", 10*time.Second)
+	s.addr = l["listening"].([]any)[0].(string)
+	return l
+}
+
+// waitLog waits for a log line with this message and returns the latest.
 func (s *server) waitLog(msg string, timeout time.Duration) map[string]any {
 	s.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		if l := s.logs.find(msg); len(l) > 0 {
-			return l[len(l)-1]
-		}
-		select {
-		case <-s.done:
-			if l := s.logs.find(msg); len(l) > 0 {
-				return l[len(l)-1]
-			}
-			s.t.Fatalf("server exited before logging %q", msg)
-		case <-time.After(5 * time.Millisecond):
-		}
-	}
-	s.t.Fatalf("no %q in the log after %s", msg, timeout)
-	return nil
+	return s.p.MustWaitEvent(s.t, msg, timeout)
 }
 
 func (s *server) signal(sig syscall.Signal) {
 	s.t.Helper()
-	if err := s.cmd.Process.Signal(sig); err != nil {
+	if err := s.p.Signal(sig); err != nil {
 		s.t.Fatal(err)
 	}
 }
 
-// wait waits for the master to exit and returns its exit code.
+// wait waits for the master to exit and its output to close, and returns
+// its exit code.
 func (s *server) wait(timeout time.Duration) int {
 	s.t.Helper()
-	select {
-	case <-s.done:
-		return s.cmd.ProcessState.ExitCode()
-	case <-time.After(timeout):
-		s.t.Fatalf("master still running after %s", timeout)
-		return -1
-	}
+	return s.p.MustWait(s.t, timeout)
 }
 
 // table maps the master's status table, as `mcpgateway status` does.
 func (s *server) table() *protocol.Table {
 	s.t.Helper()
-	tb, err := protocol.OpenMasterTable(s.cmd.Process.Pid)
+	tb, err := protocol.OpenMasterTable(s.p.Pid)
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -210,17 +154,31 @@ func readyPids(tb *protocol.Table) map[int]bool {
 	return out
 }
 
+// mostAtOnce is the most replacements for reason that the master had under
+// way at once (asked for, not yet exited), in the order its log says.
+func mostAtOnce(s *server, reason string) int {
+	outstanding, most := 0, 0
+	for _, l := range s.logs.Events("") {
+		if l["reason"] != reason || l["proc"] != "master" {
+			continue
+		}
+		switch l["msg"] {
+		case "replacing worker":
+			outstanding++
+		case "worker exited":
+			outstanding--
+		}
+		most = max(most, outstanding)
+	}
+	return most
+}
+
 func (s *server) url(path string) string { return "http://" + s.addr + path }
 
 // client is a keep-alive client that never retries behind our back: POST
 // requests are not replayable, so a connection the server drops shows up
 // as an error instead of a silent second attempt.
-func client(conns int) *http.Client {
-	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
-		MaxIdleConns: conns, MaxIdleConnsPerHost: conns, MaxConnsPerHost: conns,
-		DialContext: (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
-	}}
-}
+func client(conns int) *http.Client { return proctest.KeepAliveClient(conns, 30*time.Second) }
 
 func post(c *http.Client, url string) (int, string, error) {
 	resp, err := c.Post(url, "text/plain", strings.NewReader("x"))
@@ -244,46 +202,43 @@ func newLoadResult() *loadResult {
 	return &loadResult{byBody: map[string]int{}, byStatus: map[int]int{}}
 }
 
+// posting is a load call: one POST to url with c, recorded in r.
+func (r *loadResult) posting(c *http.Client, url string) func(int) error {
+	return func(int) error {
+		r.record(post(c, url))
+		return nil // recorded, every error with it
+	}
+}
+
 // load sends n POST requests over conns keep-alive connections.
 func load(url string, n, conns int) *loadResult {
 	r := newLoadResult()
 	c := client(conns)
 	defer c.CloseIdleConnections()
-	jobs := make(chan struct{}, n)
-	for i := 0; i < n; i++ {
-		jobs <- struct{}{}
-	}
-	close(jobs)
-	var wg sync.WaitGroup
-	for i := 0; i < conns; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for range jobs {
-				r.record(post(c, url))
-			}
-		}()
-	}
-	wg.Wait()
+	proctest.RunLoad(context.Background(), conns, n, r.posting(c, url))
 	return r
 }
 
-// loadFresh sends n POST requests, each on a new connection.
+// loadFresh sends n POST requests (n/conns on each of conns goroutines),
+// each on a new connection.
 func loadFresh(url string, n, conns int) *loadResult {
 	r := newLoadResult()
 	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	var wg sync.WaitGroup
-	for i := 0; i < conns; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for j := 0; j < n/conns; j++ {
-				r.record(post(c, url))
-			}
-		}()
-	}
-	wg.Wait()
+	proctest.RunLoad(context.Background(), conns, n/conns*conns, r.posting(c, url))
 	return r
+}
+
+// keepLoading sends POST requests over conns keep-alive connections until
+// the returned stop is called, which reports what the load saw.
+func keepLoading(url string, conns int) (stop func() *loadResult) {
+	r := newLoadResult()
+	c := client(conns)
+	l := proctest.StartLoad(context.Background(), conns, 0, r.posting(c, url))
+	return func() *loadResult {
+		l.Stop()
+		c.CloseIdleConnections()
+		return r
+	}
 }
 
 func (r *loadResult) record(code int, body string, err error) {
@@ -294,58 +249,6 @@ func (r *loadResult) record(code int, body string, err error) {
 	} else {
 		r.byStatus[code]++
 		r.byBody[body]++
-	}
-}
-
-func alive(pid int) bool {
-	// A zombie still answers kill(0); read its state instead.
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	f := strings.Fields(string(b))
-	return len(f) > 2 && f[2] != "Z"
-}
-
-func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for time.Since(start) < timeout {
-		if cond() {
-			return time.Since(start)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-	t.Fatalf("%s: not within %s", what, timeout)
-	return 0
-}
-
-// keepLoading sends POST requests over conns keep-alive connections until
-// the returned stop is called, which reports what the load saw.
-func keepLoading(url string, conns int) (stop func() *loadResult) {
-	r := newLoadResult()
-	c := client(conns)
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	for i := 0; i < conns; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-done:
-					return
-				default:
-				}
-				r.record(post(c, url))
-			}
-		}()
-	}
-	return func() *loadResult {
-		close(done)
-		wg.Wait()
-		c.CloseIdleConnections()
-		return r
 	}
 }
 
@@ -368,6 +271,14 @@ func (r *loadResult) clean(t *testing.T) int {
 		t.Fatal("the load got no answer at all")
 	}
 	return total
+}
+
+// alive reports whether pid runs (a zombie does not).
+func alive(pid int) bool { return proctest.Alive(pid) }
+
+func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) time.Duration {
+	t.Helper()
+	return proctest.WaitFor(t, what, timeout, cond)
 }
 
 // eachLayout runs a test in both socket layouts: one shared socket, and one

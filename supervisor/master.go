@@ -79,13 +79,18 @@ type master struct {
 	winched   bool       // WINCH: our workers stopped for the new master's
 	oldMaster int        // the master whose USR2 started this one; 0 if none
 
-	stopping  bool
-	fast      bool
-	stopAt    time.Time
-	halt      *HaltError
-	ticks     int
-	bootFails int // workers in a row that died before serving
-	backoff   time.Time
+	stopping   bool
+	fast       bool
+	refuseAt   time.Time // a stop: when new connections start to be refused (after ShutdownDelay)
+	refusing   bool      // the sockets are being shut down
+	refuseDone bool      // they are: the workers were told to stop
+	refused    chan int  // the shutdown's result: connections reset in the queues
+	health     *health   // the health port; nil without HealthBind
+	stopAt     time.Time
+	halt       *HaltError
+	ticks      int
+	bootFails  int // workers in a row that died before serving
+	backoff    time.Time
 }
 
 func newMaster(o Options) (*master, error) {
@@ -95,7 +100,7 @@ func newMaster(o Options) (*master, error) {
 	}
 	m := &master{
 		o: o, log: o.Logger.With(zap.String("proc", "master"), zap.Int("pid", os.Getpid())),
-		events: make(chan event, 64), work: make(chan prepared, 1), controls: make(chan controlReq), loopDone: make(chan struct{}), procs: map[int]*proc{}, dead: map[int]bool{},
+		events: make(chan event, 64), work: make(chan prepared, 1), controls: make(chan controlReq), loopDone: make(chan struct{}), refused: make(chan int, 1), procs: map[int]*proc{}, dead: map[int]bool{},
 		target: o.Workers, childDone: make(chan error, 1), oldMaster: oldMaster,
 		notify: newNotifier(oldMaster == 0),
 	}
@@ -128,6 +133,12 @@ func newMaster(o Options) (*master, error) {
 	h := m.table.Header()
 	h.Store(protocol.HMasterStarted, uint64(protocol.Nanotime()))
 	h.Store(protocol.HWorkersTarget, uint64(m.target))
+	if o.HealthBind != "" {
+		if m.health, err = openHealth(o.HealthBind, m.log); err != nil {
+			m.close()
+			return nil, err
+		}
+	}
 	m.openControl()
 	return m, nil
 }
@@ -160,6 +171,7 @@ func configFile(o Options) (*os.File, error) {
 func (m *master) close() {
 	m.cancel()
 	m.closeControl()
+	m.health.close()
 	m.sockets.closeAll(m.child != nil)
 	if m.child != nil && m.o.Pidfile != "" {
 		removePidfile(m.o.Pidfile + ".oldbin")
@@ -200,7 +212,11 @@ func (m *master) run(ctx context.Context) error {
 	done := ctx.Done()
 	for {
 		m.manage()
-		if (m.stopping || m.halt != nil) && len(m.procs) == 0 {
+		m.publishHealth()
+		if m.stopping && len(m.procs) == 0 && !m.refusing {
+			m.refuse() // nothing left to serve the rest of the shutdown delay
+		}
+		if m.stopping && len(m.procs) == 0 && m.refuseDone {
 			break
 		}
 		select {
@@ -217,9 +233,14 @@ func (m *master) run(ctx context.Context) error {
 			}
 		case c := <-m.controls:
 			m.handleControl(c)
+		case n := <-m.refused:
+			m.refusedNew(n)
 		case err := <-m.childDone:
 			m.upgradeFailed(err)
 		case <-tick.C:
+			if m.stopping && !m.refusing && !time.Now().Before(m.refuseAt) {
+				m.refuse() // the shutdown delay is over
+			}
 			m.murder()
 			m.recyclePolicies()
 			m.notify.ping()
@@ -289,8 +310,11 @@ func (m *master) abort(h *HaltError) {
 	m.stopAll(true, h, h.Reason)
 }
 
-// stopAll stops the whole server, for a stop or a halt. A second call may
-// only make a stop faster.
+// stopAll stops the whole server, for a stop or a halt. Readiness fails at
+// once (the health port, and /ready of every worker, read the stopping
+// flag); a graceful stop goes on serving for ShutdownDelay, then refuses new
+// connections and drains (refuse). A second call may only make a stop
+// faster.
 func (m *master) stopAll(fast bool, halt *HaltError, why string) {
 	if m.stopping && (m.fast || !fast) {
 		return
@@ -301,25 +325,78 @@ func (m *master) stopAll(fast bool, halt *HaltError, why string) {
 	first := !m.stopping
 	m.stopping, m.fast = true, fast
 	m.cancel()                                    // Prepare or a reload in progress is abandoned
-	m.table.Header().Store(protocol.HStopping, 1) // workers: nobody serves after you, close quiet connections
+	m.table.Header().Store(protocol.HStopping, 1) // workers: /ready fails; drains close quiet connections
+	m.publishHealth()
 	if first && m.halt == nil && m.child == nil {
 		// After an upgrade the service goes on in the new master: telling
 		// systemd this one is stopping would stop the service.
 		m.tellStopping("")
 	}
-	if fast {
-		m.stopAt = time.Now().Add(killDelay)
-	} else {
-		m.stopAt = time.Now().Add(m.o.GracefulTimeout + killDelay)
+	now := time.Now()
+	switch {
+	case fast:
+		m.refuseAt, m.stopAt = now, now.Add(killDelay)
+	case first:
+		m.refuseAt = now.Add(m.o.ShutdownDelay)
+		m.stopAt = m.refuseAt.Add(m.o.GracefulTimeout + killDelay)
 	}
-	m.log.Info("master stopping", zap.String("why", why), zap.Bool("fast", fast), zap.Int("workers", len(m.procs)))
+	m.log.Info("master stopping", zap.String("why", why), zap.Bool("fast", fast), zap.Int("workers", len(m.procs)),
+		zap.Duration("shutdown_delay", m.refuseAt.Sub(now)))
+	if m.refusing && fast {
+		for _, p := range m.procs { // already draining: now at once
+			if p.phase == stopping {
+				p.deadline = m.stopAt
+				_ = p.cmd.Process.Signal(syscall.SIGINT)
+			}
+		}
+	}
+	if !m.refusing && !now.Before(m.refuseAt) {
+		m.refuse()
+	}
+}
+
+// refuseQueueWait bounds how long a stop waits for the workers to empty a
+// socket's accept queue before shutting it down.
+const refuseQueueWait = time.Second
+
+// refuse ends the serving part of a stop: every socket this master owns is
+// shut down, so new connections are refused at once by the kernel,
+// whichever process holds the socket, instead of waiting in a queue nobody
+// will accept from; then the workers are told to stop. The shutdown waits
+// for the accept queues to empty, so it runs beside the loop. Sockets a new
+// master serves on (USR2), or that the old master still serves on (a
+// rolled-back upgrade), are not shut down.
+func (m *master) refuse() {
+	if m.refusing {
+		return
+	}
+	m.refusing = true
+	if m.child != nil || (m.oldMaster != 0 && os.Getppid() == m.oldMaster) {
+		// The sockets are shared with another master that goes on serving:
+		// a new one (USR2), or the old one this rolled-back master leaves.
+		m.refusedNew(-1)
+		return
+	}
+	wait := refuseQueueWait
+	if m.fast {
+		wait = 0
+	}
+	m.sockets.frozen = true // no socket closes while the shutdown runs
+	s := m.sockets
+	go func() { m.refused <- s.shutdownForStop(wait) }()
+}
+
+// refusedNew follows the shutdown: the workers drain. reset is how many
+// queued connections the kernel reset (-1: the sockets were handed over).
+func (m *master) refusedNew(reset int) {
+	m.refuseDone = true
+	if reset >= 0 {
+		m.table.Header().Add(protocol.HStopResets, uint64(reset))
+		m.log.Info("refusing new connections", zap.Int("queued_connections_reset", reset))
+	}
 	for _, p := range m.procs {
-		switch {
-		case p.phase < stopping:
+		if p.phase < stopping {
 			m.transition(p, stopping, protocol.ReasonShutdown)
-		case p.phase == stopping && fast:
-			p.deadline = m.stopAt
-			_ = p.cmd.Process.Signal(syscall.SIGINT)
 		}
 	}
 }
@@ -600,7 +677,7 @@ func (m *master) reap(p *proc, st *os.ProcessState) {
 		reason = protocol.ReasonCrashed
 	}
 	m.table.Header().Add(protocol.ExitField(reason), 1)
-	if !m.active(p.slot) && m.slotEmpty(p.slot) {
+	if !m.active(p.slot) && m.slotEmpty(p.slot) && !m.stopping {
 		m.sockets.closeSlot(p.slot) // scaled down: the slot is gone
 	}
 	fields := m.fields(p, zap.String("reason", reason), zap.String("status", status),
@@ -619,7 +696,7 @@ func (m *master) reap(p *proc, st *os.ProcessState) {
 	case protocol.ReasonCrashed:
 		if !m.o.RespawnFailed {
 			m.dead[p.slot] = true
-			m.sockets.closeSlot(p.slot) // nobody will accept from it: the kernel must stop routing to it
+			m.sockets.closeSlot(p.slot) // nobody will accept from it: the kernel must stop routing to it (reap returned above while stopping)
 			if len(m.procs) == 0 {
 				m.abort(&HaltError{Reason: "every worker died and respawn_failed is off", Code: 1})
 			}

@@ -70,7 +70,7 @@ func (m *master) applyReload(w prepared) {
 	}
 	n.Binds, n.Backlog, n.ReusePort, n.Pidfile = keep.Binds, keep.Backlog, keep.ReusePort, keep.Pidfile
 	n.Executable, n.Args, n.Logger, n.Ready, n.Reload, n.ReopenLogs = keep.Executable, keep.Args, keep.Logger, keep.Ready, keep.Reload, keep.ReopenLogs
-	n.Prepare, n.ControlSocket = keep.Prepare, keep.ControlSocket
+	n.Prepare, n.ControlSocket, n.HealthBind = keep.Prepare, keep.ControlSocket, keep.HealthBind
 	n.Worker.Binds, n.Worker.ReusePort = keep.Worker.Binds, keep.Worker.ReusePort
 
 	if m.prevConfig != nil { // a reload on top of one still rolling: the first is forgotten

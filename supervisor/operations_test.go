@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -50,25 +49,8 @@ func testHUPRoll(t *testing.T, surge int) {
 			t.Fatalf("worker %d survived the reload", pid)
 		}
 	}
-	if surge > 0 {
-		s.logs.mu.Lock()
-		outstanding, most := 0, 0
-		for _, l := range s.logs.lines {
-			if l["reason"] != protocol.ReasonReload || l["proc"] != "master" {
-				continue
-			}
-			switch l["msg"] {
-			case "replacing worker":
-				outstanding++
-			case "worker exited":
-				outstanding--
-			}
-			most = max(most, outstanding)
-		}
-		s.logs.mu.Unlock()
-		if most != surge {
-			t.Fatalf("a reload with surge %d replaced %d workers at once", surge, most)
-		}
+	if most := mostAtOnce(s, protocol.ReasonReload); surge > 0 && most != surge {
+		t.Fatalf("a reload with surge %d replaced %d workers at once", surge, most)
 	}
 	t.Logf("HUP under load (surge %d): %d requests, none failed", surge, served)
 }
@@ -260,30 +242,11 @@ func TestNotifySocketSeesReadyReloadWatchdogStopping(t *testing.T) {
 }
 
 func TestSocketActivation(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, _ := ln.(*net.TCPListener).File()
-	ln.Close()
-	defer f.Close()
-	// LISTEN_PID must be the server's own pid: the shell's, which exec keeps.
-	s := &server{t: t, logs: &logBuffer{}, done: make(chan struct{})}
-	s.cmd = exec.Command("/bin/sh", "-c", `LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=http exec "$0" --bind 127.0.0.1:1 --workers 2`, testBinary)
-	s.cmd.ExtraFiles = []*os.File{f}
-	s.cmd.Stderr, s.cmd.Stdout = s.logs, s.logs
-	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := s.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { s.cmd.Wait(); close(s.done) }()
-	t.Cleanup(func() { syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL); <-s.done })
+	s := startActivated(t, "--workers", "2")
 	ready := s.waitLog("server ready", 10*time.Second)
-	addr := ln.Addr().String()
-	if got := fmt.Sprint(ready["listening"]); !strings.Contains(got, addr) {
-		t.Fatalf("serving on %s, want the passed socket %s", got, addr)
+	if got := fmt.Sprint(ready["listening"]); !strings.Contains(got, s.addr) {
+		t.Fatalf("serving on %s, want the passed socket %s", got, s.addr)
 	}
-	s.addr = addr
 	if code, _, err := post(client(1), s.url("/pid")); err != nil || code != 200 {
 		t.Fatalf("passed socket not served: %d %v", code, err)
 	}
@@ -305,22 +268,7 @@ func TestLifetimeRecyclesOneAtATime(t *testing.T) {
 	}
 	// One at a time: in the order the events happened, never two lifetime
 	// replacements outstanding (asked for, not yet exited).
-	s.logs.mu.Lock()
-	defer s.logs.mu.Unlock()
-	outstanding, most := 0, 0
-	for _, l := range s.logs.lines {
-		if l["reason"] != protocol.ReasonLifetime || l["proc"] != "master" {
-			continue
-		}
-		switch l["msg"] {
-		case "replacing worker":
-			outstanding++
-		case "worker exited":
-			outstanding--
-		}
-		most = max(most, outstanding)
-	}
-	if most != 1 {
+	if most := mostAtOnce(s, protocol.ReasonLifetime); most != 1 {
 		t.Fatalf("at most one lifetime replacement at a time, saw %d at once", most)
 	}
 }

@@ -2,17 +2,19 @@ package supervisor_test
 
 import (
 	"bufio"
+	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/mcpgateway/mcpgateway/internal/proctest"
 	"github.com/mcpgateway/mcpgateway/supervisor/protocol"
 )
 
@@ -116,29 +118,12 @@ func TestRequestPastTimeoutGets504AndWorkerIsReplaced(t *testing.T) {
 	before := readyPids(tb)
 
 	// Other requests go on undisturbed meanwhile.
-	stop := make(chan struct{})
-	var bg *loadResult
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		bg = &loadResult{byStatus: map[int]int{}}
-		c := client(2)
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			code, _, err := post(c, s.url("/pid"))
-			if err != nil {
-				bg.errors = append(bg.errors, err)
-			} else {
-				bg.byStatus[code]++
-			}
-			time.Sleep(2 * time.Millisecond)
-		}
-	}()
+	bg, c := newLoadResult(), client(2)
+	other := proctest.StartLoad(context.Background(), 1, 0, func(int) error {
+		bg.record(post(c, s.url("/pid")))
+		time.Sleep(2 * time.Millisecond)
+		return nil
+	})
 
 	begin := time.Now()
 	resp, err := client(1).Post(s.url("/hang"), "text/plain", nil)
@@ -168,8 +153,7 @@ func TestRequestPastTimeoutGets504AndWorkerIsReplaced(t *testing.T) {
 		}
 		return len(now) == 2 && fresh == 1
 	})
-	close(stop)
-	wg.Wait()
+	other.Stop()
 	if len(bg.errors) > 0 || bg.byStatus[200] == 0 || len(bg.byStatus) != 1 {
 		t.Fatalf("other requests disturbed: %v, errors %v", bg.byStatus, bg.errors)
 	}
@@ -260,13 +244,16 @@ func TestTermDrainsInFlightAndExitsZero(t *testing.T) {
 	time.Sleep(200 * time.Millisecond) // all 20 in flight
 	begin := time.Now()
 	s.signal(syscall.SIGTERM)
-	time.Sleep(100 * time.Millisecond)
-	// The master still holds the socket: a new connection is accepted by the kernel.
-	conn, err := net.DialTimeout("tcp", s.addr, time.Second)
-	if err != nil {
-		t.Fatalf("listener refused a connection during the drain: %v", err)
-	}
-	conn.Close()
+	// No shutdown delay: the sockets are shut down at once, and a new
+	// connection is refused by the kernel, never accepted and left to hang.
+	waitFor(t, "new connections refused", 2*time.Second, func() bool {
+		conn, err := net.DialTimeout("tcp", s.addr, time.Second)
+		if err == nil {
+			conn.Close()
+			return false
+		}
+		return errors.Is(err, syscall.ECONNREFUSED)
+	})
 	for i := 0; i < 20; i++ {
 		if code := <-codes; code != 200 {
 			t.Fatalf("in-flight request got %d during graceful stop", code)

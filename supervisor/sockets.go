@@ -5,6 +5,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/mcpgateway/mcpgateway/supervisor/protocol"
 	"golang.org/x/sys/unix"
@@ -36,6 +37,7 @@ type sockets struct {
 	backlog   int
 	oldMaster int      // the master that passed inherited sockets; 0 when none
 	passed    int      // how many listening sockets an old master passed (its control socket follows)
+	frozen    bool     // a stop is shutting the sockets down: none may close before the master exits
 	warnings  []string // what the master should log once it has a logger
 }
 
@@ -238,7 +240,7 @@ func (s *sockets) closeSpares() {
 // on them are reset.
 func (s *sockets) closeSlot(slot int) {
 	ls, ok := s.slots[slot]
-	if !ok {
+	if !ok || s.frozen {
 		return
 	}
 	for _, l := range ls {
@@ -371,4 +373,55 @@ func (l *listener) close(unlink bool) {
 	if unlink && l.path != "" && l.origin != originActivated && l.ino != 0 && inode(l.path) == l.ino {
 		_ = os.Remove(l.path) // if it fails, the next start removes the stale file
 	}
+}
+
+// shutdownForStop makes every socket this master owns refuse new
+// connections at once, for all the processes that hold it: shutdown(2),
+// unlike close, acts on the socket, not on one copy. The workers accept
+// until then, so a TCP socket is shut down when its accept queue is empty
+// (the kernel resets what is queued at that moment), waiting at most
+// queueWait; what was still queued is counted. A unix socket keeps its
+// queue after shutdown, for the workers to accept. Sockets systemd passed
+// are left alone: systemd keeps them, and queues new connections for the
+// next start.
+func (s *sockets) shutdownForStop(queueWait time.Duration) (reset int) {
+	done := map[*listener]bool{}
+	for _, ls := range append([][]*listener{s.binds}, slotLists(s.slots)...) {
+		for _, l := range ls {
+			if done[l] || l.closed() || l.origin == originActivated {
+				continue
+			}
+			done[l] = true
+			fd := int(l.file.Fd())
+			if l.path == "" {
+				deadline := time.Now().Add(queueWait)
+				for queued(fd) > 0 && time.Now().Before(deadline) {
+					time.Sleep(time.Millisecond)
+				}
+				reset += queued(fd)
+			}
+			_ = unix.Shutdown(fd, unix.SHUT_RDWR)
+		}
+	}
+	return reset
+}
+
+// hasUnix says whether any socket is a unix one.
+func (s *sockets) hasUnix() bool {
+	for _, l := range s.binds {
+		if l.path != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// queued is a listening TCP socket's accept queue: connections whose
+// handshake is done and that no process has accepted yet.
+func queued(fd int) int {
+	ti, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+	if err != nil {
+		return 0
+	}
+	return int(ti.Unacked)
 }

@@ -26,6 +26,8 @@ type Options struct {
 	Workers           int
 	Timeout           time.Duration // heartbeat and request timeout
 	GracefulTimeout   time.Duration // how long a stopping worker may drain
+	ShutdownDelay     time.Duration // after TERM, serve this long (readiness failing) before refusing new connections
+	HealthBind        string        // host:port where the master answers /health and /ready itself; "" for none
 	MaxRequests       int           // recycle a worker after this many requests (0: never)
 	MaxRequestsJitter int           // plus a random [0, jitter], so workers do not recycle together
 	MaxWorkerLifetime time.Duration // recycle a worker after this long, +0-10% (0: never)
@@ -107,6 +109,8 @@ func (o *Options) check() error {
 		return fmt.Errorf("timeout must not be negative (0: no timeout), not %s", o.Timeout)
 	case o.Workers > maxWorkers:
 		return fmt.Errorf("workers must be at most %d, not %d", maxWorkers, o.Workers)
+	case o.ShutdownDelay < 0:
+		return fmt.Errorf("shutdown delay must not be negative, not %s", o.ShutdownDelay)
 	case o.GracefulTimeout < 0:
 		return fmt.Errorf("graceful timeout must not be negative, not %s", o.GracefulTimeout)
 	case o.ReloadSurge < 0:

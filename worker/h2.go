@@ -42,7 +42,9 @@ const tlsHandshakeTimeout = 10 * time.Second
 // serveTLS accepts, handshakes and dispatches every connection of ln.
 func (w *worker) serveTLS(ln net.Listener) error {
 	h1 := newHandoffListener(ln.Addr())
+	w.serving.Add(1)
 	go func() {
+		defer w.serving.Done()
 		// It stops when h1 is closed, after the drain began; on its own it
 		// would leave every http/1.1 handshake waiting for a taker.
 		err := w.server.Serve(h1)

@@ -82,6 +82,7 @@ func startTestWorkerOn(t *testing.T, opts protocol.WorkerOptions, handler fastht
 			w.drain("test over", nil)
 		}
 		w.stop()
+		w.serving.Wait() // they read the table when their listener ends
 		// A handler the test released may still be finishing: it writes
 		// the row, which must still be mapped.
 		for deadline := time.Now().Add(5 * time.Second); w.row.Load(protocol.FInFlight) != 0 && time.Now().Before(deadline); {

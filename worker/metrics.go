@@ -176,6 +176,7 @@ func buildFamilies(s protocol.Snapshot, now int64, info BuildInfo, queues []List
 
 	// The master's bookkeeping.
 	add("worker_starts_total", "Worker processes the master has started.", "counter", counter(s.Starts))
+	add("stop_queued_connections_reset_total", "Connections still in an accept queue when a stop shut the socket down (the kernel resets them).", "counter", counter(s.StopResets))
 	exits := make([]series, 0, len(protocol.ExitReasons))
 	for _, reason := range protocol.ExitReasons {
 		exits = append(exits, counter(s.Exits[reason], "reason", reason))

@@ -2,7 +2,6 @@ package worker
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -14,11 +13,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/mcpgateway/mcpgateway/internal/proctest"
 	"github.com/mcpgateway/mcpgateway/supervisor/protocol"
 	"github.com/valyala/fasthttp"
 	"golang.org/x/sys/unix"
@@ -90,31 +89,12 @@ func subprocessFDs() ([]string, error) {
 
 // testProc is a worker process started by spawnWorker.
 type testProc struct {
-	cmd     *exec.Cmd
-	addr    string
-	ln      net.Listener
-	table   *protocol.Table
-	lines   chan string // from the master pipe
-	stderr  *syncBuffer
-	inherit []string // /proc fd targets of what it inherited: memfds, pipe, socket
-	exited  chan struct{}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	*proctest.Proc // its output (stderr) in Log
+	addr           string
+	ln             net.Listener
+	table          *protocol.Table
+	lines          chan string // from the master pipe
+	inherit        []string    // /proc fd targets of what it inherited: memfds, pipe, socket
 }
 
 // fdTarget is what /proc/PID/fd/N shows for f.
@@ -132,7 +112,7 @@ func spawnWorker(opts protocol.WorkerOptions) (*testProc, error) {
 	if opts.LogLevel == "" {
 		opts.LogLevel = "info"
 	}
-	p := &testProc{lines: make(chan string, 16), stderr: &syncBuffer{}, exited: make(chan struct{})}
+	p := &testProc{lines: make(chan string, 16)}
 	tb, err := protocol.CreateTable(2)
 	if err != nil {
 		return nil, err
@@ -181,11 +161,10 @@ func spawnWorker(opts protocol.WorkerOptions) (*testProc, error) {
 	}
 
 	id := protocol.Identity{Slot: 0, Generation: 1, Row: 1, Listeners: 1, MasterPID: os.Getpid()}
-	p.cmd = exec.Command(os.Args[0], "-test.run=^$")
-	p.cmd.Env = append(append(os.Environ(), envRole+"=worker"), id.Env()...)
-	p.cmd.ExtraFiles = []*os.File{cfg, tb.File(), pw, lnFile}
-	p.cmd.Stderr = p.stderr
-	if err := p.cmd.Start(); err != nil {
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(append(os.Environ(), envRole+"=worker"), id.Env()...)
+	cmd.ExtraFiles = []*os.File{cfg, tb.File(), pw, lnFile}
+	if p.Proc, err = proctest.Start(cmd); err != nil {
 		pr.Close()
 		return nil, err
 	}
@@ -196,10 +175,6 @@ func spawnWorker(opts protocol.WorkerOptions) (*testProc, error) {
 			p.lines <- sc.Text()
 		}
 		close(p.lines)
-	}()
-	go func() {
-		p.cmd.Wait()
-		close(p.exited)
 	}()
 	return p, nil
 }
@@ -212,23 +187,19 @@ func startWorkerProcess(t *testing.T, opts protocol.WorkerOptions) *testProc {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		p.cmd.Process.Kill()
-		<-p.exited
 		p.ln.Close()
 		p.table.Close()
-		if t.Failed() {
-			t.Logf("worker stderr:\n%s", p.stderr.String())
-		}
 	})
+	p.KillAtEnd(t) // first: the worker, then what it was handed
 	select {
 	case line := <-p.lines:
 		if line != "ready" {
 			t.Fatalf("first message %q, want ready", line)
 		}
-	case <-p.exited:
-		t.Fatalf("worker exited before ready: %v\n%s", p.cmd.ProcessState, p.stderr.String())
+	case <-p.Exited():
+		t.Fatalf("worker exited before ready: %v", p.Cmd.ProcessState)
 	case <-time.After(20 * time.Second):
-		t.Fatalf("worker not ready after 20s\n%s", p.stderr.String())
+		t.Fatal("worker not ready after 20s")
 	}
 	return p
 }
@@ -274,11 +245,11 @@ func TestSubprocessInheritsNoWorkerFD(t *testing.T) {
 func TestWorkerProcessIsNamed(t *testing.T) {
 	p := startWorkerProcess(t, protocol.WorkerOptions{})
 	get(t, http.DefaultClient, "http://"+p.addr+"/health") // some work, more threads
-	comms, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/comm", p.cmd.Process.Pid))
+	comms, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/comm", p.Pid))
 	if err != nil || len(comms) == 0 {
 		t.Fatalf("no threads: %v", err)
 	}
-	for _, comm := range append([]string{fmt.Sprintf("/proc/%d/comm", p.cmd.Process.Pid)}, comms...) {
+	for _, comm := range append([]string{fmt.Sprintf("/proc/%d/comm", p.Pid)}, comms...) {
 		b, err := os.ReadFile(comm)
 		if err != nil {
 			continue // a thread that just ended
@@ -320,72 +291,50 @@ func runTestMaster() int {
 		return 1
 	}
 	if line := <-p.lines; line != "ready" {
-		fmt.Fprintf(os.Stderr, "worker said %q\n%s", line, p.stderr.String())
+		fmt.Fprintf(os.Stderr, "worker said %q\n%s", line, p.Log)
 		return 1
 	}
-	fmt.Printf("%d %s\n", p.cmd.Process.Pid, p.addr)
+	fmt.Printf("%d %s\n", p.Pid, p.addr)
 	select {}
-}
-
-// alive is true while pid runs (a zombie is not running).
-func alive(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	// pid (comm) state ...: the state follows the last ')'.
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	return i >= 0 && i+2 < len(s) && s[i+2] != 'Z' && s[i+2] != 'X'
 }
 
 // Defect 14, with real processes: kill -9 the master of an idle worker.
 // The worker notices by itself (no parent-death signal here: the check of
 // its parent), stops accepting within a second and exits.
 func TestWorkerOfAKilledMasterExits(t *testing.T) {
-	master := exec.Command(os.Args[0], "-test.run=^$")
-	master.Env = append(os.Environ(), envRole+"=master")
-	out, err := master.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr syncBuffer
-	master.Stderr = &stderr
-	if err := master.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), envRole+"=master")
+	master := proctest.MustStart(t, cmd) // its output: the worker's pid and address
 	var pid int
 	var addr string
 	t.Cleanup(func() {
-		master.Process.Kill()
-		master.Wait()
 		if pid > 0 {
-			syscall.Kill(pid, syscall.SIGKILL)
+			syscall.Kill(-pid, syscall.SIGKILL) // the worker leads a process group of its own
 		}
 	})
-	line, err := bufio.NewReader(out).ReadString('\n')
-	if _, serr := fmt.Sscan(line, &pid, &addr); err != nil || serr != nil {
-		t.Fatalf("master said %q (%v)\n%s", line, err, stderr.String())
+	master.MustWaitOutput(t, "\n", 20*time.Second)
+	if _, err := fmt.Sscan(master.Log.String(), &pid, &addr); err != nil {
+		t.Fatalf("master said %q (%v)", master.Log, err)
 	}
 	get(t, http.DefaultClient, "http://"+addr+"/x")
 	http.DefaultClient.CloseIdleConnections()
 
-	if err := master.Process.Kill(); err != nil {
+	if err := master.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	master.Wait()
+	<-master.Exited() // reaped
 	killed := time.Now()
 	// A thread group's leader shows as a zombie a moment before its last
 	// thread has closed its files: poll both, each to its own time.
 	var stopped, exited time.Duration
 	for stopped == 0 || exited == 0 {
 		if time.Since(killed) > 5*time.Second {
-			t.Fatalf("5s after the master was killed: accepting=%v running=%v\n%s", stopped == 0, exited == 0, stderr.String())
+			t.Fatalf("5s after the master was killed: accepting=%v running=%v", stopped == 0, exited == 0)
 		}
 		if stopped == 0 && refused(addr) {
 			stopped = time.Since(killed)
 		}
-		if exited == 0 && !alive(pid) {
+		if exited == 0 && !proctest.Alive(pid) {
 			exited = time.Since(killed)
 		}
 		time.Sleep(20 * time.Millisecond)

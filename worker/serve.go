@@ -31,11 +31,13 @@ func (w *worker) serve() {
 		DisablePreParseMultipartForm: true,
 		ConnState:                    w.conns.state,
 		Logger:                       fasthttpLogger{w.log},
-		// No WriteTimeout: it is one deadline for a whole response. Each
-		// write gets its own instead (trackedConn.Write).
+		// No WriteTimeout: it is one deadline for a whole response. Writes
+		// are bounded by progress instead (trackedConn.Write, the sweeper).
 	}
 	for _, ln := range w.listeners {
+		w.serving.Add(1)
 		go func(ln net.Listener) {
+			defer w.serving.Done()
 			err := w.serveListener(&gatedListener{Listener: ln, w: w})
 			w.listenerStopped(ln.Addr().String(), err)
 		}(ln)
@@ -71,8 +73,8 @@ func (w *worker) sweepStalledWriters() {
 // one of its sockets has no acceptor (with SO_REUSEPORT, a black hole for
 // the kernel's share of connections), so it asks to be replaced.
 func (w *worker) listenerStopped(addr string, err error) {
-	if w.draining.Load() {
-		return
+	if w.draining.Load() || w.table.Header().Load(protocol.HStopping) == 1 {
+		return // a stop shut the socket down: the master's TERM follows
 	}
 	w.log.Error("listener failed; asking to be replaced", zap.String("addr", addr), zap.Error(err))
 	w.retire(protocol.ReasonListener)
@@ -110,10 +112,12 @@ func readTimeout(timeout time.Duration) time.Duration {
 func (w *worker) writeTimeout() time.Duration { return readTimeout(w.opts.Timeout) }
 
 var (
-	healthPath  = []byte("/health")
-	metricsPath = []byte("/metrics")
-	healthBody  = []byte(`{"status":"healthy"}`)
-	jsonType    = []byte("application/json")
+	healthPath   = []byte("/health")
+	metricsPath  = []byte("/metrics")
+	healthBody   = []byte(`{"status":"healthy"}`)
+	readyPath    = []byte("/ready")
+	stoppingBody = []byte(`{"status":"stopping","detail":"the server is stopping"}`)
+	jsonType     = []byte("application/json")
 )
 
 // handle is fasthttp's handler (HTTP/1.1): /health, backpressure, in-flight
@@ -153,6 +157,14 @@ func (w *worker) answerAtOnce(ctx *fasthttp.RequestCtx, start int64) bool {
 			return true
 		case bytes.Equal(path, metricsPath):
 			w.metrics(ctx)
+			w.account(ctx, start)
+			return true
+		case bytes.Equal(path, readyPath) && w.table.Header().Load(protocol.HStopping) == 1:
+			// Readiness fails the instant a stop begins, in every worker,
+			// while the server goes on serving for the shutdown delay.
+			ctx.SetStatusCode(fasthttp.StatusServiceUnavailable)
+			ctx.SetContentTypeBytes(jsonType)
+			ctx.SetBody(stoppingBody)
 			w.account(ctx, start)
 			return true
 		}

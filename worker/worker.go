@@ -76,8 +76,9 @@ type worker struct {
 	httpMode    string      // HTTPAuto, HTTP1 or HTTP2
 	conns       connSet
 	inflight    tracker
-	timeoutBody string // the JSON-RPC error of the watchdog's 504
-	timeoutRaw  []byte // the whole 504, as the watchdog writes it on an HTTP/1.1 connection
+	timeoutBody string         // the JSON-RPC error of the watchdog's 504
+	serving     sync.WaitGroup // the serve goroutines, one per listener
+	timeoutRaw  []byte         // the whole 504, as the watchdog writes it on an HTTP/1.1 connection
 
 	maxRequests uint64
 	admitted    atomic.Uint64 // requests that reached the application: what max_requests counts

@@ -122,6 +122,7 @@ func serverOptions(res *config.Resolved, log *zap.Logger) (supervisor.Options, e
 	return supervisor.Options{
 		Binds: s.Bind, Backlog: s.Backlog, ReusePort: s.ReusePort,
 		Workers: s.Workers, Timeout: s.Timeout, GracefulTimeout: s.GracefulTimeout,
+		ShutdownDelay: s.ShutdownDelay, HealthBind: s.HealthBind,
 		MaxRequests: s.MaxRequests, MaxRequestsJitter: s.MaxRequestsJitter,
 		RespawnFailed: s.RespawnFailed, Pidfile: s.Pidfile, ControlSocket: controlSocket,
 		MaxWorkerLifetime: s.MaxWorkerLifetime, MaxWorkerRSS: int64(s.MaxWorkerRSS) << 20,

@@ -18,17 +18,28 @@ type LogBuffer struct {
 	parsed int     // buf[:parsed] is split into lines, its JSON ones in events
 	events []Event // the JSON object lines, in order
 	races  bool
+	raceAt int // where the line of the first race report begins, when races
 }
 
-var dataRace = []byte("DATA RACE")
+var (
+	dataRace = []byte("DATA RACE")
+	raceRule = []byte("==================\n") // the line before and after a race report
+)
 
 func (b *LogBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	from := max(0, len(b.buf)-len(dataRace)+1) // a report split across writes counts too
 	b.buf = append(b.buf, p...)
-	if !b.races && bytes.Contains(b.buf[from:], dataRace) {
-		b.races = true
+	if !b.races {
+		if i := bytes.Index(b.buf[from:], dataRace); i >= 0 {
+			b.races = true
+			// From the report's first line: "=====...", then "WARNING: DATA RACE".
+			b.raceAt = bytes.LastIndexByte(b.buf[:from+i], '\n') + 1
+			if bytes.HasSuffix(b.buf[:b.raceAt], raceRule) {
+				b.raceAt -= len(raceRule)
+			}
+		}
 	}
 	return len(p), nil
 }
@@ -79,4 +90,18 @@ func (b *LogBuffer) Races() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.races
+}
+
+// RaceReportMax is how much of the output RaceReport returns at most.
+const RaceReportMax = 64 << 10
+
+// RaceReport is the output from the first race detector report on (at most
+// RaceReportMax bytes), or "" when no race was reported.
+func (b *LogBuffer) RaceReport() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.races {
+		return ""
+	}
+	return string(b.buf[b.raceAt:min(len(b.buf), b.raceAt+RaceReportMax)])
 }

@@ -116,29 +116,36 @@ func Start(cmd *exec.Cmd) (*Proc, error) {
 	return p, nil
 }
 
-// MustStart starts cmd as Start does, failing t if it cannot. When the test
-// ends, the whole process group is killed; a data race reported in the
-// output fails the test, and the output is logged if the test failed.
+// MustStart starts cmd as Start does, failing t if it cannot, and kills
+// the process at the end of the test as KillAtEnd says.
 func MustStart(t TB, cmd *exec.Cmd) *Proc {
 	t.Helper()
 	p, err := Start(cmd)
 	if err != nil {
 		t.Fatalf("start %s: %v", cmd.Path, err)
 	}
+	p.KillAtEnd(t)
+	return p
+}
+
+// KillAtEnd kills the whole process group when the test ends; a data race
+// reported in the output fails the test, with the race detector's report,
+// and the output is logged if the test failed. MustStart calls it; call it
+// for a process started with Start.
+func (p *Proc) KillAtEnd(t TB) {
 	t.Cleanup(func() {
 		// Whatever the test did, no process of it outlives it.
 		p.Kill()
 		if p.Log == nil {
 			return
 		}
-		if p.Log.Races() {
-			t.Errorf("the race detector reported a data race in the processes of %s", p)
+		if race := p.Log.RaceReport(); race != "" {
+			t.Errorf("the race detector reported a data race in the processes of %s:\n%s", p, race)
 		}
 		if t.Failed() {
 			t.Logf("output of %s:\n%s", p, p.Log)
 		}
 	})
-	return p
 }
 
 func (p *Proc) String() string {

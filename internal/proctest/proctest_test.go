@@ -33,11 +33,22 @@ func TestLogBufferEventsAndRaces(t *testing.T) {
 	if n := len(b.Events("")); n != 3 {
 		t.Fatalf("%d events, want 3", n)
 	}
-	if !b.Races() {
-		t.Fatal("a data race report split across two writes was missed")
+	if !b.Races() || b.RaceReport() != "WARNING: DATA RACE\n" {
+		t.Fatalf("a data race report split across two writes was missed: %q", b.RaceReport())
 	}
 	if !b.Contains("not json\n{") || !strings.HasSuffix(b.String(), "DATA RACE\n") {
 		t.Fatalf("raw text: %q", b.String())
+	}
+
+	// A report as the race detector writes it: from its opening rule on.
+	var r LogBuffer
+	report := "==================\nWARNING: DATA RACE\nWrite at 0x00c000 by goroutine 7:\n==================\n"
+	fmt.Fprint(&r, `{"msg":"before"}`+"\n"+report+`{"msg":"after"}`+"\n")
+	if got := r.RaceReport(); got != report+`{"msg":"after"}`+"\n" {
+		t.Fatalf("race report %q", got)
+	}
+	if (&LogBuffer{}).RaceReport() != "" {
+		t.Fatal("a race report without a race")
 	}
 }
 

@@ -93,6 +93,11 @@ const (
 	HExitBoot
 	HExitUpgrade
 	HExitListener
+
+	// HStopResets counts the connections that were in a listening socket's
+	// queue when a stop shut it down (the kernel resets them): the few
+	// that arrive between the workers' last accept and the shutdown.
+	HStopResets Field = 160
 )
 
 // Worker fields (rows 1..N), words 0..31: gauges and identity, which Fold
@@ -516,6 +521,7 @@ type Snapshot struct {
 	MasterStarted int64
 	Target        int
 	Starts        uint64
+	StopResets    uint64 // queued connections a stop's shutdown reset (HStopResets)
 	Exits         map[string]uint64
 	Retired       Counters // workers that have exited
 	Total         Counters // retired + live
@@ -563,6 +569,7 @@ func (t *Table) read() Snapshot {
 		MasterStarted: int64(h.Load(HMasterStarted)),
 		Target:        int(h.Load(HWorkersTarget)),
 		Starts:        h.Load(HStarts),
+		StopResets:    h.Load(HStopResets),
 		Exits:         make(map[string]uint64, len(ExitReasons)),
 	}
 	for _, reason := range ExitReasons {

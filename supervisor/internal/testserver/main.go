@@ -48,6 +48,8 @@ func main() {
 	fs.IntVar(&o.Workers, "workers", 2, "")
 	fs.DurationVar(&o.Timeout, "timeout", 30*time.Second, "")
 	fs.DurationVar(&o.GracefulTimeout, "graceful-timeout", 5*time.Second, "")
+	fs.DurationVar(&o.ShutdownDelay, "shutdown-delay", 0, "")
+	fs.StringVar(&o.HealthBind, "health-bind", "", "")
 	fs.IntVar(&o.MaxRequests, "max-requests", 0, "")
 	fs.IntVar(&o.MaxRequestsJitter, "max-requests-jitter", 0, "")
 	fs.IntVar(&o.Worker.Backpressure, "backpressure", 0, "")
