@@ -42,8 +42,26 @@ func (w *worker) serve() {
 			w.listenerStopped(ln.Addr().String(), err)
 		}(ln)
 	}
-	go w.watchdog()
-	go w.sweepStalledWriters()
+	if w.opts.Timeout > 0 { // --timeout 0: no timeout, no watchdog
+		go w.every(watchdogInterval(w.opts.Timeout), w.expireRequests)
+	}
+	go w.every(sweepEvery, w.sweepStalledWriters)
+}
+
+// every runs fn every interval on its own goroutine until the worker
+// stops: the watchdog and the sweeper run apart from the heartbeat and the
+// parent check, which they can never hold up.
+func (w *worker) every(interval time.Duration, fn func()) {
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-w.stopped:
+			return
+		case <-tick.C:
+			fn()
+		}
+	}
 }
 
 // sweepEvery is how often the worker looks for writes that wait on a
@@ -51,20 +69,11 @@ func (w *worker) serve() {
 const sweepEvery = 500 * time.Millisecond
 
 // sweepStalledWriters closes the connections of clients that take nothing
-// for writeTimeout, on its own goroutine like the watchdog.
+// for writeTimeout.
 func (w *worker) sweepStalledWriters() {
-	tick := time.NewTicker(sweepEvery)
-	defer tick.Stop()
-	for {
-		select {
-		case <-w.stopped:
-			return
-		case <-tick.C:
-			if n := w.conns.closeStalledWriters(protocol.Nanotime()); n > 0 {
-				w.log.Info("closed connections whose client took nothing", zap.Int("connections", n),
-					zap.Duration("write_timeout", w.writeTimeout()))
-			}
-		}
+	if n := w.conns.closeStalledWriters(protocol.Nanotime()); n > 0 {
+		w.log.Info("closed connections whose client took nothing", zap.Int("connections", n),
+			zap.Duration("write_timeout", w.writeTimeout()))
 	}
 }
 
@@ -262,24 +271,6 @@ func (w *worker) timeoutResponse() *fasthttp.Response {
 // shorter for a short timeout, so a 504 comes at most a quarter late.
 func watchdogInterval(timeout time.Duration) time.Duration {
 	return min(100*time.Millisecond, max(timeout/4, 10*time.Millisecond))
-}
-
-// watchdog runs expireRequests on its own goroutine, apart from the
-// heartbeat and the parent check, which it can never hold up.
-func (w *worker) watchdog() {
-	if w.opts.Timeout <= 0 {
-		return // --timeout 0: no timeout
-	}
-	tick := time.NewTicker(watchdogInterval(w.opts.Timeout))
-	defer tick.Stop()
-	for {
-		select {
-		case <-w.stopped:
-			return
-		case <-tick.C:
-			w.expireRequests()
-		}
-	}
 }
 
 // expireRequests answers every request older than the timeout with a 504,

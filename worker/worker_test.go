@@ -156,21 +156,27 @@ func bigHandler(size int) fasthttp.RequestHandler {
 	return func(ctx *fasthttp.RequestCtx) { ctx.SetBody(body) }
 }
 
+// neverReads opens a connection that asks for 64 answers of 512 KiB, far
+// more than the socket buffers hold, and reads none of them.
+func neverReads(t *testing.T, addr string) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.(*net.TCPConn).SetReadBuffer(64 << 10)
+	if _, err := io.WriteString(c, strings.Repeat("GET /big HTTP/1.1\r\nHost: x\r\n\r\n", 64)); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // Defect 10: a client that sends requests and never reads its answers is
 // disconnected once a write makes no progress for the write timeout (here
 // the request timeout, 1 s), and so cannot stretch a drain.
 func TestClientThatNeverReadsIsDisconnected(t *testing.T) {
 	w, addr := startTestWorker(t, protocol.WorkerOptions{Timeout: time.Second, GracefulTimeout: 8 * time.Second}, bigHandler(512<<10))
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.(*net.TCPConn).SetReadBuffer(64 << 10)
-	// 64 answers of 512 KiB: far more than the socket buffers hold.
-	if _, err := io.WriteString(c, strings.Repeat("GET /big HTTP/1.1\r\nHost: x\r\n\r\n", 64)); err != nil {
-		t.Fatal(err)
-	}
+	neverReads(t, addr)
 	waitFor(t, "the server to be stuck writing", func() bool { return w.conns.open() == 1 && w.row.Load(protocol.CServed) >= 1 })
 	start := time.Now()
 	w.drain("test", nil)
@@ -186,15 +192,7 @@ func TestClientThatNeverReadsIsDisconnected(t *testing.T) {
 // The same without a drain: the connection goes away by itself.
 func TestClientThatNeverReadsLosesItsConnection(t *testing.T) {
 	w, addr := startTestWorker(t, protocol.WorkerOptions{Timeout: time.Second}, bigHandler(512<<10))
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.(*net.TCPConn).SetReadBuffer(64 << 10)
-	if _, err := io.WriteString(c, strings.Repeat("GET /big HTTP/1.1\r\nHost: x\r\n\r\n", 64)); err != nil {
-		t.Fatal(err)
-	}
+	neverReads(t, addr)
 	waitFor(t, "the connection to be accepted", func() bool { return w.row.Load(protocol.CServed) >= 1 })
 	deadline := time.Now().Add(6 * time.Second)
 	for w.conns.open() != 0 {
