@@ -2,7 +2,10 @@
 # Makes sure the services the tests talk to are up on 127.0.0.1:
 # PostgreSQL (5432, user postgres with trust auth, database "test") and Redis
 # (6379). Starts them when installed and stopped; installs them with apt-get
-# when missing. Idempotent; quiet when everything already runs.
+# when missing. Also installs nginx (the rolling-update test's load balancer)
+# when missing, but never starts it as a system service: the test runs its own
+# nginx, with its own configuration, in a temporary directory.
+# Idempotent; quiet when everything already runs.
 set -euo pipefail
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -46,3 +49,19 @@ if ! redis_up; then
   for _ in $(seq 50); do redis_up && break; sleep 0.2; done
 fi
 redis_up || { echo "services: Redis does not answer on 127.0.0.1:6379" >&2; exit 1; }
+
+# nginx: only the binary. Debian's package would start the system service (and
+# take port 80) where an init system runs it: policy-rc.d forbids that during
+# the install, and the default site is not started by us afterwards either.
+if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then
+  echo "services: installing nginx"
+  pkg=nginx-light
+  [ -n "$apt_updated" ] || { as_root apt-get update -qq; apt_updated=1; }
+  apt-cache show "$pkg" >/dev/null 2>&1 || pkg=nginx
+  rc=/usr/sbin/policy-rc.d; had_rc=; [ -e "$rc" ] && had_rc=1
+  [ -n "$had_rc" ] || { printf '#!/bin/sh\nexit 101\n' | as_root tee "$rc" >/dev/null; as_root chmod 0755 "$rc"; }
+  status=0; apt_install "$pkg" || status=$?
+  [ -n "$had_rc" ] || as_root rm -f "$rc"
+  [ "$status" = 0 ] || exit "$status"
+fi
+{ command -v nginx >/dev/null || [ -x /usr/sbin/nginx ]; } || { echo "services: nginx is not installed" >&2; exit 1; }

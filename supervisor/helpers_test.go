@@ -241,6 +241,19 @@ func keepLoading(url string, conns int) (stop func() *loadResult) {
 	}
 }
 
+// keepLoadingFresh is keepLoading with a new connection for every request:
+// it sees what happens to connections the kernel routes while workers come
+// and go.
+func keepLoadingFresh(url string, conns int) (stop func() *loadResult) {
+	r := newLoadResult()
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	l := proctest.StartLoad(context.Background(), conns, 0, r.posting(c, url))
+	return func() *loadResult {
+		l.Stop()
+		return r
+	}
+}
+
 func (r *loadResult) record(code int, body string, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -79,6 +79,14 @@ func (m *master) transition(p *proc, to phase, reason string, extra ...zap.Field
 		}
 		m.log.Debug("stopping worker", m.fields(p, zap.String("signal", unix.SignalName(sig)), zap.String("reason", p.retire))...)
 		_ = p.cmd.Process.Signal(sig)
+		if !m.stopping && !m.active(p.slot) && m.slotEmptyBut(p) {
+			// Scaled away (reuse-port layout): the slot's socket leaves the
+			// kernel's group when the worker closes its copy, at the start
+			// of its drain, instead of drawing connections nobody will
+			// accept for the whole drain. What is queued at that instant is
+			// reset: the layout's price for scaling down.
+			m.sockets.closeSlot(p.slot)
+		}
 	case killing:
 		// SIGQUIT first: the Go runtime prints every goroutine's stack,
 		// which is what an operator needs to find out why it hung.

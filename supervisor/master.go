@@ -764,6 +764,16 @@ func exitStatus(st *os.ProcessState) (string, bool) {
 	return fmt.Sprintf("exit %d", st.ExitCode()), false
 }
 
+// slotEmptyBut says whether p is the only process of its slot.
+func (m *master) slotEmptyBut(p *proc) bool {
+	for _, q := range m.procs {
+		if q.slot == p.slot && q != p {
+			return false
+		}
+	}
+	return true
+}
+
 func (m *master) slotEmpty(slot int) bool {
 	for _, p := range m.procs {
 		if p.slot == slot {
