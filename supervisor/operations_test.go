@@ -15,15 +15,16 @@ import (
 
 func TestHUPRollsEveryWorkerUnderLoad(t *testing.T) {
 	t.Run("every slot at once", func(t *testing.T) { testHUPRoll(t, 0) })
+	t.Run("every slot at once, reuse-port", func(t *testing.T) { testHUPRoll(t, 0, "--reuse-port") })
 	// A reload limited to one slot at a time (the database holds only one
 	// extra pool): never two old workers being replaced at once.
 	t.Run("one slot at a time", func(t *testing.T) { testHUPRoll(t, 1) })
 }
 
-func testHUPRoll(t *testing.T, surge int) {
+func testHUPRoll(t *testing.T, surge int, args ...string) {
 	reload := filepath.Join(t.TempDir(), "reload.conf")
 	os.WriteFile(reload, []byte("workers=3\n"), 0o644)
-	s := start(t, nil, "--workers", "2", "--reload-file", reload, "--reload-surge", fmt.Sprint(surge))
+	s := start(t, nil, append([]string{"--workers", "2", "--reload-file", reload, "--reload-surge", fmt.Sprint(surge)}, args...)...)
 	tb := s.table()
 	before := readyPids(tb)
 	stop := keepLoading(s.url("/pid"), 50)
