@@ -81,11 +81,12 @@ type master struct {
 
 	stopping   bool
 	fast       bool
-	refuseAt   time.Time // a stop: when new connections start to be refused (after ShutdownDelay)
-	refusing   bool      // the sockets are being shut down
-	refuseDone bool      // they are: the workers were told to stop
-	refused    chan int  // the shutdown's result: connections reset in the queues
-	health     *health   // the health port; nil without HealthBind
+	refuseAt   time.Time        // a stop: when new connections start to be refused (after ShutdownDelay)
+	refusing   bool             // the sockets are being shut down
+	refuseDone bool             // they are: the workers were told to stop
+	refused    chan int         // the shutdown's result: connections reset in the queues
+	delayOver  <-chan time.Time // fires when the shutdown delay ends
+	health     *health          // the health port; nil without HealthBind
 	stopAt     time.Time
 	halt       *HaltError
 	ticks      int
@@ -235,12 +236,12 @@ func (m *master) run(ctx context.Context) error {
 			m.handleControl(c)
 		case n := <-m.refused:
 			m.refusedNew(n)
+		case <-m.delayOver:
+			m.delayOver = nil
+			m.refuse()
 		case err := <-m.childDone:
 			m.upgradeFailed(err)
 		case <-tick.C:
-			if m.stopping && !m.refusing && !time.Now().Before(m.refuseAt) {
-				m.refuse() // the shutdown delay is over
-			}
 			m.murder()
 			m.recyclePolicies()
 			m.notify.ping()
@@ -339,6 +340,9 @@ func (m *master) stopAll(fast bool, halt *HaltError, why string) {
 	case first:
 		m.refuseAt = now.Add(m.o.ShutdownDelay)
 		m.stopAt = m.refuseAt.Add(m.o.GracefulTimeout + killDelay)
+		if m.o.ShutdownDelay > 0 {
+			m.delayOver = time.After(m.o.ShutdownDelay)
+		}
 	}
 	m.log.Info("master stopping", zap.String("why", why), zap.Bool("fast", fast), zap.Int("workers", len(m.procs)),
 		zap.Duration("shutdown_delay", m.refuseAt.Sub(now)))
