@@ -84,7 +84,7 @@ smoke: build ## CI smoke test: serve on a free port, /health, /ready, convert_ti
 bench: build tools ## the benchmarks of docs/performance.md (tests/bench)
 	$(GO) run ./tests/bench
 
-services: ## make sure PostgreSQL and Redis run on 127.0.0.1 (install/start them if needed)
+services: ## make sure PostgreSQL and Redis run on 127.0.0.1 (install/start them if needed); install nginx (never started as a service)
 	@bash .ci/services.sh
 
 tools: ## install hey and wrk (load generators) with apt-get when missing
