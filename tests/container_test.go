@@ -250,7 +250,7 @@ func containerRun(t *testing.T, overrides []string, args ...string) (*gateway, [
 	cf := parseContainerfile(t)
 	dir := t.TempDir()
 	port := proctest.MustFreePort(t)
-	env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir}
+	env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir, "XDG_RUNTIME_DIR=" + dir}
 	for k, v := range cf.env(t) {
 		if k == "DATABASE_URL" {
 			v = "sqlite:///" + filepath.Join(dir, filepath.Base(v))

@@ -35,7 +35,10 @@ type gateway struct {
 // baseEnv is a clean environment: nothing from the developer's shell leaks in.
 func baseEnv(dir string, extra ...string) []string {
 	env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir,
-		"JWT_SECRET_KEY=test-secret", "DATABASE_URL=sqlite:///" + filepath.Join(dir, "mcp.db")}
+		"JWT_SECRET_KEY=test-secret", "DATABASE_URL=sqlite:///" + filepath.Join(dir, "mcp.db"),
+		// The default control socket lands in the test's directory, not in
+		// /tmp, where a server killed at cleanup would leave it.
+		"XDG_RUNTIME_DIR=" + dir}
 	return append(env, extra...)
 }
 

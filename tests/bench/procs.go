@@ -227,6 +227,7 @@ func (h *harness) newServer(name string, be backend) (*server, error) {
 		return nil, err
 	}
 	env := append(baseEnv(), be.Env...)
+	env = append(env, "XDG_RUNTIME_DIR="+dir) // the control socket goes with the rest
 	return &server{h: h, name: name, addr: "127.0.0.1:" + strconv.Itoa(port), dir: dir, env: env,
 		logPath: filepath.Join(dir, "server.log")}, nil
 }

@@ -119,6 +119,7 @@ func (s *smoke) run() error {
 	// A clean environment: the developer's .env and shell settings stay out.
 	s.env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + s.dir, "HTTP_SERVER=gunicorn",
 		"JWT_SECRET_KEY=" + secret, "DATABASE_URL=sqlite:///" + filepath.Join(s.dir, "mcp.db"),
+		"XDG_RUNTIME_DIR=" + s.dir, // the control socket goes with the rest
 		"PLATFORM_ADMIN_EMAIL=" + email}
 
 	if err := s.start(ctx); err != nil {
