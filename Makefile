@@ -36,8 +36,16 @@ help: ## list the targets
 build: ## build bin/mcpgateway (static, no cgo)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/mcpgateway
 
+# .env: .env.example with a new random JWT_SECRET_KEY (32 bytes, base64url),
+# from bin/mcpgateway when it is built, else from /dev/urandom; readable by
+# its owner only. An existing .env is kept.
 .env:
-	@cp .env.example .env && echo "created .env from .env.example (JWT_SECRET_KEY=my-test-key: for development only)"
+	@if [ -x $(BIN) ]; then key=$$(./$(BIN) secret); \
+	else key=$$(head -c32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n'); fi; \
+	if [ $${#key} -lt 43 ]; then echo "make .env: could not make a random JWT_SECRET_KEY" >&2; exit 1; fi; \
+	grep -q '^JWT_SECRET_KEY=' .env.example || { echo "make .env: .env.example has no JWT_SECRET_KEY= line" >&2; exit 1; }; \
+	( umask 077; sed "s|^JWT_SECRET_KEY=.*|JWT_SECRET_KEY=$$key|" .env.example > .env.tmp ) && mv .env.tmp .env && \
+	echo "created .env from .env.example with a new random JWT_SECRET_KEY"
 
 serve: build .env ## run the gateway (HTTP_SERVER=gunicorn profile) on 0.0.0.0:4444 with SQLite
 	HTTP_SERVER=gunicorn ./$(BIN) serve

@@ -51,8 +51,8 @@ func TestExampleMentionsEverySetting(t *testing.T) {
 func TestExampleLoads(t *testing.T) {
 	example := readRepoFile(t, examplePath)
 	for _, profile := range []string{ProfileGunicorn, ProfileGranian} {
-		plain := mustLoad(t, in(t, nil, "HTTP_SERVER="+profile, "JWT_SECRET_KEY=k"))
-		input := in(t, nil, "HTTP_SERVER="+profile, "JWT_SECRET_KEY=k")
+		plain := mustLoad(t, in(t, nil, "HTTP_SERVER="+profile, "JWT_SECRET_KEY="+testKey))
+		input := in(t, nil, "HTTP_SERVER="+profile, "JWT_SECRET_KEY="+testKey)
 		writeFile(t, input.Dir, "gunicorn.conf.go", example)
 		r := mustLoad(t, input)
 		if len(r.Warnings) != 0 {

@@ -61,3 +61,6 @@ func hasWarning(r *Resolved, substr string) bool {
 	}
 	return false
 }
+
+// testKey is a JWT_SECRET_KEY that passes the weak-secret rule on any Bind.
+const testKey = "0123456789abcdef0123456789abcdef"

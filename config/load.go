@@ -96,6 +96,13 @@ func Load(in Input) (*Resolved, error) {
 	if err := b.resolve(numCPU, dir, environ); err != nil {
 		return nil, err
 	}
+	// The client commands (status, reload, scale, stop: Command set) only
+	// find the server; they can stop one whatever its key.
+	if in.Command == nil && !in.NoSecretCheck {
+		if err := b.checkSecret(); err != nil {
+			return nil, err
+		}
+	}
 	return &Resolved{Settings: b.s, Sources: b.sources, Warnings: b.warnings, Profile: profile, Args: flags.args}, nil
 }
 
@@ -300,6 +307,15 @@ func (b *builder) resolve(numCPU int, dir string, environ map[string]string) err
 	}
 	if s.MaxRequestsJitter > 0 && s.MaxRequests == 0 {
 		b.warn("MaxRequestsJitter has no effect while MaxRequests is 0 (recycling by request count is off)")
+	}
+
+	if len(s.AllowedOrigins) > 0 {
+		s.AllowedOrigins = normaliseOrigins(s.AllowedOrigins)
+		for _, o := range s.AllowedOrigins {
+			if !validOrigin(o) {
+				return valueError("AllowedOrigins", b.sources["AllowedOrigins"], o, nil)
+			}
+		}
 	}
 
 	if s.JWTSecretKey == "" {

@@ -380,8 +380,8 @@ func TestJWTSecretGenerated(t *testing.T) {
 	if a.Sources["JWTSecretKey"].Kind != "generated" || !hasWarning(a, "tokens stop working") {
 		t.Errorf("source %v warnings %q", a.Sources["JWTSecretKey"], a.Warnings)
 	}
-	r := mustLoad(t, in(t, nil, "JWT_SECRET_KEY=s3cret"))
-	if r.Settings.JWTSecretKey != "s3cret" || hasWarning(r, "tokens stop working") {
+	r := mustLoad(t, in(t, nil, "JWT_SECRET_KEY=s3cret-s3cret-s3cret-s3cret-s3cret"))
+	if r.Settings.JWTSecretKey != "s3cret-s3cret-s3cret-s3cret-s3cret" || hasWarning(r, "tokens stop working") {
 		t.Errorf("explicit key: %q %q", r.Settings.JWTSecretKey, r.Warnings)
 	}
 }
@@ -404,7 +404,7 @@ func TestJSONRoundTrip(t *testing.T) {
 }
 
 func TestPrint(t *testing.T) {
-	r := mustLoad(t, in(t, nil, "JWT_SECRET_KEY=topsecret", "KEY_FILE_PASSWORD=keypass",
+	r := mustLoad(t, in(t, nil, "JWT_SECRET_KEY=topsecret-topsecret-topsecret-12345", "KEY_FILE_PASSWORD=keypass",
 		"DATABASE_URL=postgresql+psycopg://app:dbpass@db:5432/mcp", "REDIS_URL=rediss://:redispass@cache:6380/0"))
 	var b strings.Builder
 	r.Print(&b)

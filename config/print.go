@@ -32,6 +32,9 @@ func formatValue(field string, v reflect.Value) string {
 		}
 		return x
 	case []string:
+		if len(x) == 0 {
+			return `""`
+		}
 		return strings.Join(x, ",")
 	case time.Duration:
 		return x.String()

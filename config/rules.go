@@ -73,8 +73,9 @@ var rules = map[string]rule{
 	"KeyFilePassword":  {"any text", "passphrase of an encrypted KeyFile", nil},
 
 	// Gateway.
-	"AuthRequired":           {boolSyntax, "require a Bearer JWT", nil},
-	"JWTSecretKey":           {"any text (empty: a random key is generated)", "HMAC key of the JWTs", nil},
+	"AuthRequired": {boolSyntax, "require a Bearer JWT", nil},
+	"JWTSecretKey": {"at least 32 random bytes, not a known default, unless every Bind is loopback (empty: a random key is generated)",
+		"HMAC key of the JWTs (make one: mcpgateway secret)", nil},
 	"JWTAlgorithm":           {`"HS256", "HS384" or "HS512"`, "JWT signing algorithm", oneOf("HS256", "HS384", "HS512")},
 	"JWTAudience":            {"any text", "required aud claim", nil},
 	"JWTIssuer":              {"any text", "required iss claim", nil},
@@ -100,6 +101,9 @@ var rules = map[string]rule{
 	"RedisHealthCheckInterval":  {"a duration above 0: " + durSyntax, "Redis connection health check period", durAbove(0)},
 	"MaxRequestBodySize":        {"a whole number of bytes, 1 or more", "largest request body accepted", intIn(1, maxInt)},
 	"MaxBatchSize":              {"a whole number of 1 or more", "largest JSON-RPC batch accepted", intIn(1, maxInt)},
+	"AllowedOrigins": {`origins as browsers send them (https://app.example.com, http://localhost:3000), comma-separated, or "*" for any; empty: same-origin only`,
+		"browser origins allowed on /rpc and /mcp besides the server's own (others get 403)", nil},
+	"CORSEnabled": {boolSyntax, "answer CORS preflights and add Access-Control-Allow-Origin for AllowedOrigins", nil},
 }
 
 const maxInt = int(^uint(0) >> 1)

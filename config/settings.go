@@ -98,6 +98,8 @@ type Settings struct {
 	RedisHealthCheckInterval  time.Duration `env:"REDIS_HEALTH_CHECK_INTERVAL"`
 	MaxRequestBodySize        int           `env:"MAX_REQUEST_BODY_SIZE" flag:"max-request-body-size"`
 	MaxBatchSize              int           `env:"JSONRPC_MAX_BATCH_SIZE"`
+	AllowedOrigins            []string      `env:"ALLOWED_ORIGINS"` // "" : same-origin only; "*": any
+	CORSEnabled               bool          `env:"CORS_ENABLED"`
 }
 
 // Source says where a setting's value came from.
@@ -136,6 +138,11 @@ type Input struct {
 	// Resolved.Args instead of refused. Its flag names must differ from
 	// serve's.
 	Command *flag.FlagSet
+
+	// NoSecretCheck skips the weak-JWT_SECRET_KEY rule (security.go) for a
+	// command that serves nothing: token, healthcheck. The rule is skipped
+	// for Command too (status, reload, scale, stop only find the server).
+	NoSecretCheck bool
 }
 
 // workersAuto is how "auto" is held until Load resolves it.
@@ -192,6 +199,7 @@ func Defaults(profile string) (Settings, error) {
 		RedisHealthCheckInterval:  30 * time.Second,
 		MaxRequestBodySize:        4 << 20,
 		MaxBatchSize:              100,
+		CORSEnabled:               true,
 	}
 	switch profile {
 	case ProfileGunicorn:

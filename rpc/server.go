@@ -59,6 +59,17 @@ type Options struct {
 	MaxRequestBodySize int // bytes; larger bodies get 413 (default 1 MiB)
 	MaxBatchSize       int // JSON-RPC requests in one batch (default 100)
 
+	// Browser origins allowed on /rpc and /mcp besides the request's own
+	// Host ("*": any); other Origins get 403. Requests without Origin pass.
+	// See origin.go and docs/security.md.
+	AllowedOrigins []string
+	// CORSEnabled answers CORS preflights of allowed origins and adds
+	// Access-Control-Allow-Origin to their answers.
+	CORSEnabled bool
+	// LoopbackOnly says every listener is loopback: a Host that is neither
+	// loopback nor the host of an allowed origin then gets 403 (DNS rebinding).
+	LoopbackOnly bool
+
 	Version string      // reported by initialize and /version
 	Logger  *zap.Logger // nil: no logging
 
@@ -81,6 +92,7 @@ type Server struct {
 	log     *zap.Logger
 
 	auth     *authenticator
+	origin   originPolicy
 	sessions *sessions
 	zones    zoneCache
 	panics   atomic.Uint64
@@ -116,6 +128,7 @@ func New(o Options, b Backend) (*Server, error) {
 	}
 	s := &Server{opt: o, backend: b, log: o.Logger}
 	s.auth = newAuthenticator(&s.opt, b)
+	s.origin = newOriginPolicy(&s.opt)
 	sess, err := newSessions(o.JWTSecretKey)
 	if err != nil {
 		return nil, err
@@ -137,6 +150,9 @@ func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 	defer s.recoverHTTP(ctx)
 	switch string(ctx.Path()) {
 	case "/rpc", "/rpc/":
+		if !s.checkOrigin(ctx, methodsRPC) {
+			return
+		}
 		if !ctx.IsPost() {
 			methodNotAllowed(ctx, "POST")
 			return
@@ -146,6 +162,9 @@ func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 		}
 		s.serveRPC(ctx)
 	case "/mcp", "/mcp/":
+		if !s.checkOrigin(ctx, methodsMCP) {
+			return
+		}
 		s.serveMCP(ctx)
 	case "/health":
 		if !ctx.IsGet() && !ctx.IsHead() {

@@ -257,7 +257,7 @@ func containerRun(t *testing.T, overrides []string, args ...string) (*gateway, [
 		}
 		env = append(env, k+"="+v)
 	}
-	env = append(env, "HOST=127.0.0.1", "PORT="+strconv.Itoa(port), "JWT_SECRET_KEY=test-secret")
+	env = append(env, "HOST=127.0.0.1", "PORT="+strconv.Itoa(port), "JWT_SECRET_KEY="+testSecret)
 	env = append(env, overrides...)
 	entry := cf.entrypoint(t)
 	g := run(t, dir, env, append(entry[1:], args...)...)
@@ -301,7 +301,7 @@ func configLines(t *testing.T, env []string) map[string]string {
 // -e HTTP_SERVER=granian switches the image to the granian profile's defaults.
 func TestContainerHTTPServerSelectsTheProfile(t *testing.T) {
 	cf := parseContainerfile(t)
-	base := []string{"PATH=" + os.Getenv("PATH"), "JWT_SECRET_KEY=test-secret"}
+	base := []string{"PATH=" + os.Getenv("PATH"), "JWT_SECRET_KEY=" + testSecret}
 	for k, v := range cf.env(t) {
 		base = append(base, k+"="+v)
 	}
@@ -629,7 +629,7 @@ func TestContainerComposeProductionSettings(t *testing.T) {
 	if !ok {
 		t.Fatal("services.gateway.environment is not a list of NAME=value")
 	}
-	vars := map[string]string{"JWT_SECRET_KEY": "compose-secret"}
+	vars := map[string]string{"JWT_SECRET_KEY": "compose-secret-0123456789abcdef0123456789"}
 	env := map[string]string{}
 	var environ []string
 	for _, item := range list {
@@ -645,7 +645,7 @@ func TestContainerComposeProductionSettings(t *testing.T) {
 	for k, want := range map[string]string{
 		"HTTP_SERVER": "granian", "GRANIAN_WORKERS": "16", "GRANIAN_BACKLOG": "4096", "GRANIAN_BACKPRESSURE": "64",
 		"REDIS_MAX_CONNECTIONS": "100", "REDIS_SOCKET_TIMEOUT": "1.0", "REDIS_SOCKET_CONNECT_TIMEOUT": "1.0",
-		"REDIS_HEALTH_CHECK_INTERVAL": "15", "CACHE_TYPE": "redis", "JWT_SECRET_KEY": "compose-secret",
+		"REDIS_HEALTH_CHECK_INTERVAL": "15", "CACHE_TYPE": "redis", "JWT_SECRET_KEY": "compose-secret-0123456789abcdef0123456789",
 	} {
 		if env[k] != want {
 			t.Errorf("gateway environment %s=%q, want %q", k, env[k], want)

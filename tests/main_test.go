@@ -32,10 +32,14 @@ type gateway struct {
 	port int
 }
 
+// testSecret is the tests' JWT key: long enough for the master to accept on
+// any address (a weak key is refused unless every bind is loopback).
+const testSecret = "test-secret-0123456789abcdef0123456789"
+
 // baseEnv is a clean environment: nothing from the developer's shell leaks in.
 func baseEnv(dir string, extra ...string) []string {
 	env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir,
-		"JWT_SECRET_KEY=test-secret", "DATABASE_URL=sqlite:///" + filepath.Join(dir, "mcp.db"),
+		"JWT_SECRET_KEY=" + testSecret, "DATABASE_URL=sqlite:///" + filepath.Join(dir, "mcp.db"),
 		// The default control socket lands in the test's directory, not in
 		// /tmp, where a server killed at cleanup would leave it.
 		"XDG_RUNTIME_DIR=" + dir}

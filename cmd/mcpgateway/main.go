@@ -21,6 +21,7 @@ Usage:
   mcpgateway [serve] [flags]   start the master and its workers (see: mcpgateway serve --help)
   mcpgateway config [flags]    print every resolved setting, its value and its source
   mcpgateway token -u EMAIL    mint a JWT the server accepts (see: mcpgateway token --help)
+  mcpgateway secret            print a new random JWT_SECRET_KEY (32 bytes, base64url)
   mcpgateway certs [flags]     write a self-signed certs/cert.pem and certs/key.pem for SSL=true
   mcpgateway status [flags]    one line per worker of a running server (asks its control socket)
   mcpgateway reload [flags]    re-read the configuration and roll every worker (as HUP)
@@ -59,6 +60,8 @@ func main() {
 		os.Exit(printConfig(args))
 	case "token":
 		os.Exit(token(args, os.Stdout, os.Stderr))
+	case "secret":
+		os.Exit(secret(args, os.Stdout, os.Stderr))
 	case "certs":
 		os.Exit(certs(args, os.Stdout, os.Stderr))
 	case "status":

@@ -137,7 +137,7 @@ func healthcheck(args []string) int {
 		return 2
 	}
 	if *url == "" {
-		res, err := config.Load(config.Input{Environ: os.Environ(), Dir: "."})
+		res, err := config.Load(config.Input{Environ: os.Environ(), Dir: ".", NoSecretCheck: true})
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "mcpgateway healthcheck: %v\n", err)
 			return 1

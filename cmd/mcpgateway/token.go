@@ -36,7 +36,7 @@ func token(args []string, stdout, stderr io.Writer) int {
 		}
 		return 2
 	}
-	res, err := config.Load(config.Input{Environ: os.Environ(), Dir: "."})
+	res, err := config.Load(config.Input{Environ: os.Environ(), Dir: ".", NoSecretCheck: true})
 	if err != nil {
 		fmt.Fprintf(stderr, "mcpgateway token: %v\n", err)
 		return 1

@@ -397,7 +397,8 @@ func environ(m *manifests, c *corev1.Container, imageEnv, secrets map[string]str
 }
 
 // filledSecret is the Secret as an operator fills it in: every placeholder
-// replaced (with a 64-hex-digit JWT key). The shipped values are checked to
+// replaced (with a 64-hex-digit JWT key, as `openssl rand -hex 32` or
+// `mcpgateway secret` make: a short or known key is refused on 0.0.0.0). The shipped values are checked to
 // be placeholders separately; the settings are resolved with filled ones, as
 // a deployed pod would see them.
 func filledSecret(s *corev1.Secret) map[string]string {
@@ -740,6 +741,28 @@ func TestManifests(t *testing.T) {
 	}
 	if len(m.Secret.Data) > 0 {
 		t.Error("Secret: use stringData, so a reader sees the placeholders")
+	}
+	// The master refuses the shipped JWT_SECRET_KEY placeholder: the pod
+	// listens on every interface, where a known key would let anyone mint
+	// tokens (config's weak-secret rule, docs/security.md).
+	if config.LoopbackOnly(s.Bind) {
+		t.Errorf("the Deployment binds %v, loopback only: a Service cannot reach it", s.Bind)
+	}
+	{
+		c, err := gateway(m.Deployment)
+		if err != nil {
+			t.Fatal(err)
+		}
+		shipped := filledSecret(m.Secret)
+		shipped["JWT_SECRET_KEY"] = secrets["JWT_SECRET_KEY"]
+		penv, err := environ(m, c, cf.Env, shipped)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = config.Load(config.Input{Args: c.Args, Environ: penv, Dir: t.TempDir(), NumCPU: cpus(c)})
+		if !errors.Is(err, config.ErrWeakSecret) || !strings.Contains(fmt.Sprint(err), "JWT_SECRET_KEY") {
+			t.Errorf("config.Load with the shipped JWT_SECRET_KEY placeholder: %v; want the weak-secret refusal naming JWT_SECRET_KEY", err)
+		}
 	}
 	// The settings that come from the Secret did reach the loader.
 	if !strings.HasPrefix(s.DatabaseURL, "postgresql://") || s.CacheType != "redis" || !strings.HasPrefix(s.RedisURL, "redis") {

@@ -52,5 +52,7 @@ func RPCOptions(s config.Settings, version string, log *zap.Logger) rpc.Options 
 		RequireTokenExpiration: s.RequireTokenExpiration, RequireJTI: s.RequireJTI,
 		RequireUserInDB: s.RequireUserInDB, MaxRequestBodySize: s.MaxRequestBodySize,
 		MaxBatchSize: s.MaxBatchSize, Version: version, Logger: log,
+		AllowedOrigins: s.AllowedOrigins, CORSEnabled: s.CORSEnabled,
+		LoopbackOnly: config.LoopbackOnly(s.Bind),
 	}
 }
