@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -316,6 +317,16 @@ const maxZones = 4096
 
 var errUnknownZone = errors.New("unknown time zone")
 
+// hostDependentZone reports names that exist only in some hosts' zoneinfo
+// directories, or mean different zones on different hosts.
+func hostDependentZone(name string) bool {
+	switch name {
+	case "localtime", "posixrules", "zone.tab", "zone1970.tab", "iso3166.tab", "leapseconds", "tzdata.zi":
+		return true
+	}
+	return strings.HasPrefix(name, "posix/") || strings.HasPrefix(name, "right/")
+}
+
 func (z *zoneCache) load(name []byte) (*time.Location, error) {
 	if m := z.m.Load(); m != nil {
 		if loc, ok := (*m)[string(name)]; ok { // no allocation: map index by string(bytes)
@@ -327,8 +338,12 @@ func (z *zoneCache) load(name []byte) (*time.Location, error) {
 
 func (z *zoneCache) add(name string) (*time.Location, error) {
 	// "" and "Local" are Go's names for UTC and the host's zone, not IANA
-	// zones; refuse them rather than answer in the server's own zone.
-	if name == "" || name == "Local" || len(name) > 128 {
+	// zones; refuse them rather than answer in the server's own zone. So are
+	// the files a host's zoneinfo directory holds beside the zones:
+	// localtime (the host's zone), posixrules, and the posix/ and right/
+	// trees (copies, and leap-second variants the embedded database lacks),
+	// which would make an answer depend on the host.
+	if name == "" || name == "Local" || len(name) > 128 || hostDependentZone(name) {
 		return nil, errUnknownZone
 	}
 	loc, err := time.LoadLocation(name)
