@@ -469,18 +469,7 @@ func TestDrainWithAStalledHandshake(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer stalled.Close()
-	c := h2Client(t)
-	result := make(chan string, 1)
-	go func() {
-		resp, err := c.Post("https://"+addr+"/slow", "application/json", strings.NewReader("{}"))
-		if err != nil {
-			result <- err.Error()
-			return
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		result <- fmt.Sprintf("%d %s", resp.StatusCode, b)
-	}()
+	result := postInBackground(h2Client(t), "https://"+addr+"/slow")
 	<-started
 	waitFor(t, "both connections counted", func() bool { return w.conns.open() == 2 })
 	start := time.Now()
@@ -494,4 +483,20 @@ func TestDrainWithAStalledHandshake(t *testing.T) {
 	if n := w.conns.open(); n != 0 {
 		t.Errorf("open connections after drain: %d", n)
 	}
+}
+
+// postInBackground posts {} to url and reports "status body", or the error.
+func postInBackground(c *http.Client, url string) <-chan string {
+	result := make(chan string, 1)
+	go func() {
+		resp, err := c.Post(url, "application/json", strings.NewReader("{}"))
+		if err != nil {
+			result <- err.Error()
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		result <- fmt.Sprintf("%d %s", resp.StatusCode, b)
+	}()
+	return result
 }

@@ -497,17 +497,7 @@ func TestMasterGoneBusyWorkerFinishesItsRequest(t *testing.T) {
 	release := make(chan struct{})
 	started := make(chan struct{}, 1)
 	w, addr := startTestWorker(t, protocol.WorkerOptions{GracefulTimeout: 20 * time.Second}, blockOn(release, started))
-	result := make(chan string, 1)
-	go func() {
-		resp, err := http.Post("http://"+addr+"/slow", "application/json", strings.NewReader("{}"))
-		if err != nil {
-			result <- err.Error()
-			return
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		result <- fmt.Sprintf("%d %s", resp.StatusCode, b)
-	}()
+	result := postInBackground(http.DefaultClient, "http://"+addr+"/slow")
 	<-started
 	kill := masterDies(w)
 	code := runLoop(w, nil)
