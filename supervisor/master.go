@@ -56,7 +56,7 @@ type master struct {
 	dead      map[int]bool
 	target    int   // how many workers: len(slots)
 	slots     []int // the slots that have a worker, ascending
-	ready     bool  // Prepare finished: workers may start
+	prepDone  bool  // Prepare finished: workers may start
 	everReady bool  // every slot had a ready worker once
 
 	configGen   int      // bumped by each applied reload
@@ -206,7 +206,7 @@ func (m *master) run(ctx context.Context) error {
 	if prep := m.o.Prepare; prep != nil {
 		go func() { m.work <- prepared{err: prep(m.ctx)} }()
 	} else {
-		m.ready = true
+		m.prepDone = true
 	}
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
@@ -262,7 +262,7 @@ func (m *master) prepared(w prepared) error {
 		if w.err != nil && !m.stopping {
 			return w.err
 		}
-		m.ready = true
+		m.prepDone = true
 		return nil
 	}
 	m.preparing = false
@@ -456,7 +456,7 @@ func (m *master) manage() {
 			m.transition(p, stopping, p.retire)
 		}
 	}
-	if !m.ready || time.Now().Before(m.backoff) || m.winched {
+	if !m.prepDone || time.Now().Before(m.backoff) || m.winched {
 		return
 	}
 	for _, slot := range m.slots {

@@ -274,18 +274,14 @@ func (m *master) recyclePolicies() {
 		}
 		switch {
 		case p.lifetime > 0 && time.Since(p.started) > p.lifetime:
-			m.retire(p, protocol.ReasonLifetime, zap.Duration("lifetime", time.Since(p.started)))
+			m.markReplaced(p, protocol.ReasonLifetime, zap.Duration("lifetime", time.Since(p.started)))
 			return
 		case p.rssStrikes >= rssStrikes:
-			m.retire(p, protocol.ReasonRSS, zap.Uint64("rss", m.table.Row(p.row).Load(protocol.FRSS)),
+			m.markReplaced(p, protocol.ReasonRSS, zap.Uint64("rss", m.table.Row(p.row).Load(protocol.FRSS)),
 				zap.Int64("max_rss", m.o.MaxWorkerRSS))
 			return
 		}
 	}
-}
-
-func (m *master) retire(p *proc, reason string, fields ...zap.Field) {
-	m.markReplaced(p, reason, fields...)
 }
 
 // lifetimeFor gives each worker its own lifetime, up to 10% longer, so

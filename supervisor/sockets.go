@@ -406,16 +406,6 @@ func (s *sockets) shutdownForStop(queueWait time.Duration) (reset int) {
 	return reset
 }
 
-// hasUnix says whether any socket is a unix one.
-func (s *sockets) hasUnix() bool {
-	for _, l := range s.binds {
-		if l.path != "" {
-			return true
-		}
-	}
-	return false
-}
-
 // queued is a listening TCP socket's accept queue: connections whose
 // handshake is done and that no process has accepted yet.
 func queued(fd int) int {

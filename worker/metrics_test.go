@@ -128,6 +128,7 @@ func TestWriteMetricsWholeServer(t *testing.T) {
 	startWorker(w1, 1, 1, 1002, now-90*sec)
 	h.Store(protocol.HMaxRow, 2)
 	h.Add(protocol.HStarts, 2)
+	h.Add(protocol.HStopResets, 4)
 	record(w0, 200, 2*time.Millisecond) // le=0.0025
 	record(w0, 200, 2*time.Millisecond)
 	record(w0, 503, 100*time.Microsecond) // a refusal is answered and counted too
@@ -171,7 +172,7 @@ func TestWriteMetricsWholeServer(t *testing.T) {
 	for name, want := range map[string]float64{
 		"http_requests_refused_total": 1, "http_request_timeouts_total": 1, "handler_panics_total": 1,
 		"http_requests_in_flight": 3, "open_connections": 12,
-		"worker_starts_total": 3, "workers": 2, "workers_target": 2, "uptime_seconds": 100,
+		"worker_starts_total": 3, "stop_queued_connections_reset_total": 4, "workers": 2, "workers_target": 2, "uptime_seconds": 100,
 	} {
 		if got := sample(t, fams, name); !near(got, want) {
 			t.Errorf("%s = %v, want %v", name, got, want)
