@@ -34,6 +34,12 @@ import (
 type App struct {
 	Handler fasthttp.RequestHandler
 	Close   func() // called after the last request, may be nil
+
+	// Essential, when set, picks the requests a shedding worker admits
+	// first (for MCP: initialize, ping, tools/list before tools/call). It
+	// runs before admission on every request, so it must be cheap: read a
+	// header, peek at the body, never block.
+	Essential func(ctx *fasthttp.RequestCtx) bool
 }
 
 // Info is what a Setup learns about its worker.
@@ -49,6 +55,11 @@ type Info struct {
 	// worker's row of the status table, as the worker counts the ones it
 	// recovers: /metrics reports both.
 	CountPanic func()
+
+	// ReportDatabase publishes the outcome of the application's latest
+	// database check in this worker's row: readiness, also the master's on
+	// the health port, fails while the latest check of the server failed.
+	ReportDatabase func(ok bool)
 }
 
 // Setup builds the application once per worker process. An error is a boot
@@ -191,7 +202,8 @@ func (w *worker) run(setup Setup) int {
 	app, err := setup(ctx, Info{
 		Payload: w.payload, Slot: w.id.Slot, Generation: w.id.Generation,
 		Logger: w.log, Table: w.table, Options: w.opts,
-		CountPanic: func() { w.row.Add(protocol.CPanics, 1) },
+		CountPanic:     func() { w.row.Add(protocol.CPanics, 1) },
+		ReportDatabase: w.reportDatabase,
 	})
 	if err != nil {
 		w.log.Error("worker failed to boot", zap.Error(err))
@@ -443,4 +455,15 @@ func readRSS() uint64 {
 		return 0
 	}
 	return pages * uint64(os.Getpagesize())
+}
+
+// reportDatabase records the application's latest database check: the
+// outcome first, then its time, which readers take as the check's identity.
+func (w *worker) reportDatabase(ok bool) {
+	v := uint64(protocol.DBCheckFailed)
+	if ok {
+		v = protocol.DBCheckOK
+	}
+	w.row.Store(protocol.FDBCheck, v)
+	w.row.Store(protocol.FDBCheckAt, uint64(protocol.Nanotime()))
 }

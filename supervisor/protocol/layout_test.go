@@ -17,8 +17,14 @@ func TestLayoutLeavesTheDocumentedRoom(t *testing.T) {
 	if HRowWords >= counterStart {
 		t.Errorf("header scalars reach word %d, into the totals at %d", HRowWords, counterStart)
 	}
-	if FRSS >= counterStart {
-		t.Errorf("row gauges reach word %d, into the counters at %d", FRSS, counterStart)
+	if FQueueDelayMin >= counterStart {
+		t.Errorf("row gauges reach word %d, into the counters at %d", FQueueDelayMin, counterStart)
+	}
+	if CRefusedConnections >= CQueueSum {
+		t.Errorf("refusal reasons reach word %d, into the queue-delay histogram at %d", CRefusedConnections, CQueueSum)
+	}
+	if end := int(CQueueBucket0) + NumQueueBuckets; end > 96 {
+		t.Errorf("queue-delay histogram ends at word %d, into the rate-limit counters at 96", end)
 	}
 	if end := int(CBucket0) + NumBuckets; end > reservedFrom {
 		t.Errorf("duration histogram ends at word %d, into the reserved counters at %d", end, reservedFrom)

@@ -56,7 +56,18 @@ type WorkerOptions struct {
 	Binds              []string      `json:"binds"`
 	Timeout            time.Duration `json:"timeout"`
 	GracefulTimeout    time.Duration `json:"graceful_timeout"`
-	Backpressure       int           `json:"backpressure"`
+	Backpressure       int           `json:"backpressure"` // in-flight limit per worker (0: none); with BackpressureAuto, the ceiling
+
+	// BackpressureAuto adapts the in-flight limit to the measured latency
+	// (worker/overload.go), up to Backpressure (or WorkerConnections when
+	// that is 0).
+	BackpressureAuto bool `json:"backpressure_auto"`
+
+	// MaxQueueDelay is the queueing delay (a request's first bytes at the
+	// host to its handler starting) past which the worker sheds: while the
+	// smallest delay of an interval stays above it, requests that waited
+	// longer get an immediate 503. 0: no shedding by delay.
+	MaxQueueDelay time.Duration `json:"max_queue_delay"`
 	WorkerConnections  int           `json:"worker_connections"`
 	KeepAlive          time.Duration `json:"keep_alive"`
 	Threads            int           `json:"threads"`

@@ -101,7 +101,7 @@ const (
 )
 
 // Worker fields (rows 1..N), words 0..31: gauges and identity, which Fold
-// does not add up. Words 10..31 are free for gauges (open streams, for
+// does not add up. Words 15..31 are free for gauges (open streams, for
 // instance).
 const (
 	FPid Field = iota
@@ -114,6 +114,27 @@ const (
 	FOldestStart // Nanotime of the oldest in-flight request, 0 when idle
 	FConns       // open connections
 	FRSS         // bytes, sampled by the worker
+
+	// The application's last database check (Info.ReportDatabase): when
+	// (Nanotime, 0 for none yet) and how it went (DBCheckOK or
+	// DBCheckFailed). Readiness, on the health port too, needs the latest
+	// check of any ready worker to have passed.
+	FDBCheckAt
+	FDBCheck
+
+	// Admission (overload.go): the in-flight limit in force (the fixed
+	// backpressure, or the adaptive one; 0: none), 1 while the worker sheds
+	// by queueing delay, and the smallest queueing delay (ns) of the last
+	// interval, the figure shedding is decided on.
+	FLimit
+	FShedding
+	FQueueDelayMin
+)
+
+// FDBCheck values.
+const (
+	DBCheckOK     = 1
+	DBCheckFailed = 2
 )
 
 // Counter fields, words 32..127 of a row, and the totals of exited workers
@@ -124,13 +145,12 @@ const (
 // Layout of the counter words:
 //
 //	32..56   in use: served .. the last duration bucket (+Inf)
-//	57..63   reserved: refusals by reason (queue_delay, in_flight, connections, ...)
-//	64..95   reserved: a queue-delay histogram (sum and up to 31 buckets)
+//	57..59   refusals by reason (queue_delay, in_flight, connections); 60..63 reserved for more
+//	64..95   the queue-delay histogram: sum, then QueueBuckets (up to 31 buckets)
 //	96..111  reserved: rate-limit counts
 //	112..127 free
 //
-// CRefused stays the total of refusals; the per-reason words, once added,
-// split it.
+// CRefused stays the total of refusals; the per-reason words split it.
 const (
 	CServed Field = counterStart + iota
 	CRefused
@@ -143,6 +163,20 @@ const (
 	C5xx
 	CDurationSum // nanoseconds
 	CBucket0     // first histogram bucket; NumBuckets follow
+)
+
+// Refusals by reason: each refusal adds to CRefused and to one of these.
+const (
+	CRefusedQueueDelay  Field = reservedFrom + iota // the request waited past the target (--max-queue-delay)
+	CRefusedInFlight                                // the worker was at its in-flight limit (--backpressure)
+	CRefusedConnections                             // a new connection met a full worker or a deep accept queue
+)
+
+// The queue-delay histogram: the time from a request's first bytes reaching
+// the host to its handler starting.
+const (
+	CQueueSum     Field = 64 // nanoseconds
+	CQueueBucket0 Field = 65 // NumQueueBuckets follow
 )
 
 const (
@@ -160,6 +194,13 @@ var Buckets = []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.
 
 // NumBuckets counts the histogram's counter words, +Inf included.
 var NumBuckets = len(Buckets) + 1
+
+// QueueBuckets are the queue-delay histogram's upper bounds in seconds; the
+// last counter bucket is +Inf. At most 30 bounds fit before word 96.
+var QueueBuckets = []float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5}
+
+// NumQueueBuckets counts the queue-delay histogram's words, +Inf included.
+var NumQueueBuckets = len(QueueBuckets) + 1
 
 // ExitField maps an exit reason to its header counter.
 func ExitField(reason string) Field {
@@ -483,7 +524,15 @@ type Counters struct {
 	Status                            [5]uint64 // 1xx..5xx
 	DurationSum                       uint64    // ns
 	Buckets                           []uint64  // per bucket, not cumulative; last is +Inf
+
+	// RefusedBy splits Refused: queue_delay, in_flight, connections.
+	RefusedBy    [3]uint64
+	QueueSum     uint64   // ns
+	QueueBuckets []uint64 // per bucket, not cumulative; last is +Inf
 }
+
+// RefusalReasons names Counters.RefusedBy, in order, for metrics.
+var RefusalReasons = []string{"queue_delay", "in_flight", "connections"}
 
 // words is a header or a row: the counters sit at the same indices in both.
 type words interface{ Load(Field) uint64 }
@@ -503,6 +552,16 @@ func (c *Counters) add(r words) {
 	for i := range c.Buckets {
 		c.Buckets[i] += r.Load(CBucket0 + Field(i))
 	}
+	for i := range c.RefusedBy {
+		c.RefusedBy[i] += r.Load(CRefusedQueueDelay + Field(i))
+	}
+	c.QueueSum += r.Load(CQueueSum)
+	if c.QueueBuckets == nil {
+		c.QueueBuckets = make([]uint64, NumQueueBuckets)
+	}
+	for i := range c.QueueBuckets {
+		c.QueueBuckets[i] += r.Load(CQueueBucket0 + Field(i))
+	}
 }
 
 // WorkerStatus is one live worker as a snapshot sees it.
@@ -513,6 +572,12 @@ type WorkerStatus struct {
 	InFlight, Conns, RSS       uint64
 	OldestStart                int64
 	Counters                   Counters
+
+	DBCheckAt     int64  // Nanotime of the last database check; 0: none
+	DBCheck       uint64 // DBCheckOK, DBCheckFailed or 0
+	Limit         uint64 // in-flight limit in force; 0: none
+	Shedding      bool   // shedding by queueing delay
+	QueueDelayMin int64  // ns, the smallest queueing delay of the last interval
 }
 
 // Snapshot is a consistent view of the whole server.
@@ -588,6 +653,8 @@ func (t *Table) read() Snapshot {
 			State: r.Load(FState), Started: int64(r.Load(FStarted)), Heartbeat: int64(r.Load(FHeartbeat)),
 			InFlight: r.Load(FInFlight), Conns: r.Load(FConns), RSS: r.Load(FRSS),
 			OldestStart: int64(r.Load(FOldestStart)),
+			DBCheckAt:   int64(r.Load(FDBCheckAt)), DBCheck: r.Load(FDBCheck),
+			Limit: r.Load(FLimit), Shedding: r.Load(FShedding) == 1, QueueDelayMin: int64(r.Load(FQueueDelayMin)),
 		}
 		w.Counters.add(r)
 		s.Total.add(r)
@@ -612,4 +679,23 @@ func BucketIndex(ns int64) int {
 		}
 	}
 	return len(bucketNanos)
+}
+
+var queueBucketNanos = func() []int64 {
+	ns := make([]int64, len(QueueBuckets))
+	for i, b := range QueueBuckets {
+		ns[i] = int64(b * 1e9)
+	}
+	return ns
+}()
+
+// QueueBucketIndex is the queue-delay histogram bucket of a delay in
+// nanoseconds.
+func QueueBucketIndex(ns int64) int {
+	for i, b := range queueBucketNanos {
+		if ns <= b {
+			return i
+		}
+	}
+	return len(queueBucketNanos)
 }
