@@ -53,10 +53,10 @@ const ExitBootError = 3
 // WorkerOptions is what a worker needs to know about serving; the master
 // hands the same value to every worker.
 type WorkerOptions struct {
-	Binds              []string      `json:"binds"`
-	Timeout            time.Duration `json:"timeout"`
-	GracefulTimeout    time.Duration `json:"graceful_timeout"`
-	Backpressure       int           `json:"backpressure"` // in-flight limit per worker (0: none); with BackpressureAuto, the ceiling
+	Binds           []string      `json:"binds"`
+	Timeout         time.Duration `json:"timeout"`
+	GracefulTimeout time.Duration `json:"graceful_timeout"`
+	Backpressure    int           `json:"backpressure"` // in-flight limit per worker (0: none); with BackpressureAuto, the ceiling
 
 	// BackpressureAuto adapts the in-flight limit to the measured latency
 	// (worker/overload.go), up to Backpressure (or WorkerConnections when
@@ -67,7 +67,7 @@ type WorkerOptions struct {
 	// host to its handler starting) past which the worker sheds: while the
 	// smallest delay of an interval stays above it, requests that waited
 	// longer get an immediate 503. 0: no shedding by delay.
-	MaxQueueDelay time.Duration `json:"max_queue_delay"`
+	MaxQueueDelay      time.Duration `json:"max_queue_delay"`
 	WorkerConnections  int           `json:"worker_connections"`
 	KeepAlive          time.Duration `json:"keep_alive"`
 	Threads            int           `json:"threads"`

@@ -2,7 +2,12 @@
 // handler, as any program would; the process-level tests drive it.
 //
 // Routes: /slow?ms=N sleeps, /hang blocks for ever, /pid answers the
-// worker's pid, /orphan leaves an orphaned grandchild process, /grow?mb=N keeps N more MiB alive, anything else answers "ok".
+// worker's pid, /orphan leaves an orphaned grandchild process, /grow?mb=N
+// keeps N more MiB alive, /burn?us=N burns about N µs of CPU, /contend?ms=N
+// sleeps N ms for each /contend request in flight in the worker (a shared
+// resource that slows down with load; &flat=1 sleeps N ms whatever the
+// load), anything else answers "ok". Requests with the header
+// "X-Essential: 1" are essential (App.Essential).
 // TESTSERVER_BOOT_FAIL=1 makes every worker fail to boot; TESTSERVER_CRASH=1
 // makes every worker exit before it is ready; TESTSERVER_BOOT_FAIL_FILE=F
 // makes a worker fail to boot while the file F exists. TESTSERVER_UPGRADE_FAIL=1
@@ -15,10 +20,13 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mcpgateway/mcpgateway/supervisor"
@@ -53,6 +61,9 @@ func main() {
 	fs.IntVar(&o.MaxRequests, "max-requests", 0, "")
 	fs.IntVar(&o.MaxRequestsJitter, "max-requests-jitter", 0, "")
 	fs.IntVar(&o.Worker.Backpressure, "backpressure", 0, "")
+	fs.BoolVar(&o.Worker.BackpressureAuto, "backpressure-auto", false, "adapt the in-flight limit, up to --backpressure")
+	fs.DurationVar(&o.Worker.MaxQueueDelay, "max-queue-delay", 0, "shed requests that waited longer (0: off)")
+	fs.IntVar(&o.Backlog, "backlog", 0, "")
 	fs.IntVar(&o.Worker.WorkerConnections, "worker-connections", 1000, "")
 	fs.BoolVar(&o.RespawnFailed, "respawn-failed", true, "")
 	fs.BoolVar(&o.ReusePort, "reuse-port", false, "")
@@ -132,8 +143,24 @@ func setup(ctx context.Context, info worker.Info) (worker.App, error) {
 		return worker.App{}, errors.New("handler failed to initialise (boot_fail in the configuration)")
 	}
 	pid := []byte(strconv.Itoa(os.Getpid()))
-	return worker.App{Handler: func(ctx *fasthttp.RequestCtx) {
+	burnRounds() // calibrated before the worker is ready, not in a request
+	var contending atomic.Int64
+	return worker.App{Essential: func(ctx *fasthttp.RequestCtx) bool {
+		return string(ctx.Request.Header.Peek("X-Essential")) == "1"
+	}, Handler: func(ctx *fasthttp.RequestCtx) {
 		switch string(ctx.Path()) {
+		case "/burn":
+			us, _ := strconv.Atoi(string(ctx.QueryArgs().Peek("us")))
+			ctx.SetBodyString(strconv.FormatUint(burn(us), 10))
+		case "/contend":
+			ms, _ := strconv.Atoi(string(ctx.QueryArgs().Peek("ms")))
+			n := contending.Add(1)
+			if ctx.QueryArgs().Has("flat") {
+				n = 1
+			}
+			time.Sleep(time.Duration(ms) * time.Millisecond * time.Duration(n))
+			contending.Add(-1)
+			ctx.SetBodyString("contended")
 		case "/slow":
 			ms, _ := strconv.Atoi(string(ctx.QueryArgs().Peek("ms")))
 			time.Sleep(time.Duration(ms) * time.Millisecond)
@@ -170,6 +197,33 @@ func setup(ctx context.Context, info worker.Info) (worker.App, error) {
 			ctx.SetBodyString("ok")
 		}
 	}, Close: func() { info.Logger.Debug("app closed", zap.Int("pid", os.Getpid())) }}, nil
+}
+
+// burnRounds is how many rounds of burn's loop take a microsecond of CPU
+// here, measured once per process.
+var burnRounds = sync.OnceValue(func() float64 {
+	best := time.Duration(math.MaxInt64)
+	const rounds = 200000
+	for range 5 { // the best of five: the fastest is the least disturbed
+		start := time.Now()
+		spin(rounds)
+		best = min(best, time.Since(start))
+	}
+	return rounds / float64(max(best.Microseconds(), 1))
+})
+
+// burn spends about us microseconds of CPU: a fixed amount of work, so that
+// under contention it takes longer, as real work does.
+func burn(us int) uint64 { return spin(int(float64(us) * burnRounds())) }
+
+func spin(rounds int) uint64 {
+	x := uint64(88172645463325252)
+	for range rounds { // xorshift: nothing the compiler can fold away
+		x ^= x << 13
+		x ^= x >> 7
+		x ^= x << 17
+	}
+	return x
 }
 
 type multiFlag []string
