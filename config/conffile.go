@@ -28,6 +28,12 @@ var bootstrapOnly = map[string]string{
 	"EnvFile":    "the .env file is found before this file is read; use ENV_FILE or --env-file",
 }
 
+// derivedOnly settings follow another setting's text and cannot be set on
+// their own, in any source (they have no environment name and no flag).
+var derivedOnly = map[string]string{
+	"BackpressureAuto": `it follows Backpressure: write Backpressure = "auto" or "auto:N"`,
+}
+
 // confNoEffect are Gunicorn conf names accepted with a warning.
 var confNoEffect = map[string]string{
 	"WorkerClass": noEffect["GUNICORN_WORKER_CLASS"],
@@ -136,6 +142,9 @@ func (r *confReader) valueSpec(spec *ast.ValueSpec, seen map[string]token.Pos) (
 				Accepted: "a Settings field name, as listed in gunicorn.conf.go.example"}
 		}
 		if reason, ok := bootstrapOnly[name]; ok {
+			return nil, &Error{Setting: name, Source: src.String(), Err: fmt.Errorf("%w: %s", ErrNotSettable, reason)}
+		}
+		if reason, ok := derivedOnly[name]; ok {
 			return nil, &Error{Setting: name, Source: src.String(), Err: fmt.Errorf("%w: %s", ErrNotSettable, reason)}
 		}
 		v, err := r.eval(expr)
@@ -328,16 +337,24 @@ func convert(field string, t reflect.Type, v cval) (any, error) {
 			return constant.BoolVal(v.c), nil
 		}
 	case reflect.TypeFor[int]():
-		if field == "Workers" && v.c.Kind() == constant.String {
-			return parseWorkers(constant.StringVal(v.c))
+		if v.c.Kind() == constant.String {
+			switch field {
+			case "Workers":
+				return parseWorkers(constant.StringVal(v.c))
+			case "Backpressure": // Backpressure = "auto" or "auto:64"
+				return parseBackpressure(constant.StringVal(v.c))
+			}
 		}
 		if !v.dur && isNumber(v.c) {
 			n, err := wholeNumber(v.c)
 			if err != nil {
 				return nil, err
 			}
-			if field == "Workers" {
+			switch field {
+			case "Workers":
 				return checkWorkers(int(n))
+			case "Backpressure":
+				return backpressure{n: int(n)}, nil
 			}
 			return int(n), nil
 		}

@@ -11,11 +11,13 @@ import (
 )
 
 // envTarget is what caarlos0/env fills from one set of variables. It embeds
-// Settings for every typed field; Workers shadows Settings.Workers because
-// its text may be "auto", which no int parser should accept.
+// Settings for every typed field; Workers and Backpressure shadow the fields
+// of Settings because their text may be "auto" (Backpressure also "auto:N"),
+// which no int parser should accept.
 type envTarget struct {
 	Settings
-	Workers string `env:"WEB_CONCURRENCY" gunicorn:"GUNICORN_WORKERS" granian:"GRANIAN_WORKERS"`
+	Workers      string `env:"WEB_CONCURRENCY" gunicorn:"GUNICORN_WORKERS" granian:"GRANIAN_WORKERS"`
+	Backpressure string `gunicorn:"GUNICORN_BACKPRESSURE" granian:"GRANIAN_BACKPRESSURE"`
 }
 
 // envTags are the struct tags holding environment names (see Settings).
@@ -116,12 +118,19 @@ func readVars(vars map[string]string, kind, profile string, srcName func(string)
 			field := envIndex[name].field
 			src := Source{Kind: kind, Name: srcName(name)}
 			value := reflect.ValueOf(target.Settings).FieldByName(field).Interface()
-			if field == "Workers" {
+			switch field {
+			case "Workers":
 				n, err := parseWorkers(target.Workers)
 				if err != nil {
 					return nil, nil, valueError(field, src, vars[name], err)
 				}
 				value = n
+			case "Backpressure":
+				bp, err := parseBackpressure(target.Backpressure)
+				if err != nil {
+					return nil, nil, valueError(field, src, vars[name], err)
+				}
+				value = bp
 			}
 			if prev, ok := setBy[field]; ok {
 				warnings = append(warnings, fmt.Sprintf("%s and %s are both set (%s); %s is used for %s (profile %s)",

@@ -125,7 +125,7 @@ func parseFlags(args []string, command *flag.FlagSet) (*flagLayer, error) {
 }
 
 var placeholders = map[string]string{
-	"HTTPServer": "gunicorn|granian", "Bind": "ADDR", "Host": "HOST", "Workers": "N|auto",
+	"HTTPServer": "gunicorn|granian", "Bind": "ADDR", "Host": "HOST", "Workers": "N|auto", "Backpressure": "N|auto|auto:N",
 	"HTTP": "auto|1|2", "LogLevel": "LEVEL", "LogFormat": "auto|json|console", "Pidfile": "PATH", "ControlSocket": "PATH|off", "HealthBind": "ADDR",
 	"ConfigFile": "PATH", "EnvFile": "PATH", "AccessLogFile": "PATH", "ErrorLogFile": "PATH", "CertFile": "PATH", "KeyFile": "PATH",
 }
@@ -178,8 +178,8 @@ Flags:
 		} else {
 			fmt.Fprintf(w, "  %s %s\n", strings.Join(spelled, ", "), p)
 		}
-		def := formatValue(f.Name, reflect.ValueOf(gu).Field(i))
-		if other := formatValue(f.Name, reflect.ValueOf(gr).Field(i)); other != def {
+		def := settingText(&gu, ProfileGunicorn, i)
+		if other := settingText(&gr, ProfileGranian, i); other != def {
 			def += ", granian: " + other
 		}
 		switch f.Name {

@@ -121,11 +121,10 @@ func newBuilder(profile string) (*builder, error) {
 		return nil, err
 	}
 	b := &builder{profile: profile, s: s, sources: map[string]Source{}, raw: map[string]string{}}
-	v := reflect.ValueOf(s)
 	for i := range settingsType.NumField() {
 		name := settingsType.Field(i).Name
 		b.sources[name] = Source{Kind: "default", Name: profile}
-		b.raw[name] = formatValue(name, v.Field(i))
+		b.raw[name] = settingText(&s, profile, i)
 	}
 	b.raw["Workers"] = "auto"
 	return b, nil
@@ -134,6 +133,18 @@ func newBuilder(profile string) (*builder, error) {
 func (b *builder) warn(w ...string) { b.warnings = append(b.warnings, w...) }
 
 func (b *builder) apply(a assignment) {
+	if bp, ok := a.value.(backpressure); ok {
+		n := bp.n
+		if bp.profileCeiling {
+			n = profileBackpressure(b.profile)
+		}
+		b.s.Backpressure, b.s.BackpressureAuto = n, bp.auto
+		b.sources["BackpressureAuto"] = Source{Kind: "derived", Name: "from Backpressure"}
+		b.raw["BackpressureAuto"] = strconv.FormatBool(bp.auto)
+		b.sources[a.field] = a.src
+		b.raw[a.field] = a.raw
+		return
+	}
 	reflect.ValueOf(&b.s).Elem().FieldByName(a.field).Set(reflect.ValueOf(a.value))
 	b.sources[a.field] = a.src
 	b.raw[a.field] = a.raw

@@ -404,8 +404,8 @@ func TestJSONRoundTrip(t *testing.T) {
 }
 
 func TestPrint(t *testing.T) {
-	r := mustLoad(t, in(t, nil, "JWT_SECRET_KEY=topsecret-topsecret-topsecret-12345", "KEY_FILE_PASSWORD=keypass",
-		"DATABASE_URL=postgresql+psycopg://app:dbpass@db:5432/mcp", "REDIS_URL=rediss://:redispass@cache:6380/0"))
+	r := mustLoad(t, in(t, []string{"--backpressure", "auto:64"}, "JWT_SECRET_KEY=topsecret-topsecret-topsecret-12345", "KEY_FILE_PASSWORD=keypass",
+		"DATABASE_URL=postgresql+psycopg://app:dbpass@db:5432/mcp", "REDIS_URL=rediss://:redispass@cache:6380/0", "MAX_QUEUE_DELAY=20ms"))
 	var b strings.Builder
 	r.Print(&b)
 	out := b.String()
@@ -421,6 +421,15 @@ func TestPrint(t *testing.T) {
 	for _, want := range []string{"postgresql+psycopg://app:xxxxx@db:5432/mcp", "env DATABASE_URL", "rediss://:xxxxx@cache:6380/0", "Workers"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("Print lacks %q:\n%s", want, out)
+		}
+	}
+	for setting, want := range map[string][2]string{
+		"Backpressure":     {"auto:64", "flag --backpressure"},
+		"BackpressureAuto": {"true", "derived from Backpressure"},
+		"MaxQueueDelay":    {"20ms", "env MAX_QUEUE_DELAY"},
+	} {
+		if value, src := printed(t, r, setting); value != want[0] || src != want[1] {
+			t.Errorf("Print shows %s %q %q, want %q %q", setting, value, src, want[0], want[1])
 		}
 	}
 	// Aligned: the value column starts at the same offset on every line.

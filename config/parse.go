@@ -23,8 +23,11 @@ var textParsers = map[reflect.Type]func(string) (any, error){
 
 // parseText parses s for the named field of Settings.
 func parseText(field string, s string) (any, error) {
-	if field == "Workers" {
+	switch field {
+	case "Workers":
 		return parseWorkers(s)
+	case "Backpressure":
+		return parseBackpressure(s)
 	}
 	f, ok := settingsType.FieldByName(field)
 	if !ok {
@@ -107,3 +110,59 @@ func checkWorkers(n int) (int, error) {
 }
 
 const maxWorkers = 256
+
+// backpressure is a Backpressure text as read from any source: a fixed
+// in-flight limit (0: off), or "auto" with a ceiling. builder.apply sets
+// Settings.Backpressure and Settings.BackpressureAuto from it, together, so
+// that a later layer's "16" also turns an earlier layer's "auto" off.
+type backpressure struct {
+	n              int  // the limit, or with auto the ceiling
+	auto           bool // adapt the limit to measured latency, up to n
+	profileCeiling bool // plain "auto": the ceiling is the profile's default number
+}
+
+// parseBackpressure reads a whole number of 0 or more, "auto" or "auto:N"
+// with N of 1 or more (any case, spaces around the parts allowed).
+func parseBackpressure(s string) (backpressure, error) {
+	t := strings.ToLower(strings.TrimSpace(s))
+	if t == "auto" {
+		return backpressure{auto: true, profileCeiling: true}, nil
+	}
+	if rest, ok := strings.CutPrefix(t, "auto:"); ok {
+		n, err := parseInt(rest)
+		switch {
+		case err != nil:
+			return backpressure{}, errors.New("the ceiling of auto:N is not a whole number")
+		case n < 1:
+			return backpressure{}, fmt.Errorf("the ceiling of auto:N must be 1 or more, not %d", n)
+		}
+		return backpressure{n: n, auto: true}, nil
+	}
+	n, err := parseInt(t)
+	if err != nil {
+		return backpressure{}, errors.New(`neither a whole number nor "auto" or "auto:N"`)
+	}
+	return backpressure{n: n}, nil // a negative n fails the range check after merging
+}
+
+// profileBackpressure is a profile's default Backpressure number: the
+// ceiling of a plain "auto".
+func profileBackpressure(profile string) int {
+	s, err := Defaults(profile)
+	if err != nil {
+		return 0
+	}
+	return s.Backpressure
+}
+
+// backpressureText writes Backpressure back the way the text sources take
+// it: "16" (fixed), "auto" (the profile's ceiling) or "auto:64".
+func backpressureText(n int, auto bool, profile string) string {
+	switch {
+	case !auto:
+		return strconv.Itoa(n)
+	case n == 0 || n == profileBackpressure(profile):
+		return "auto"
+	}
+	return "auto:" + strconv.Itoa(n)
+}

@@ -130,8 +130,10 @@ func TestMetadata(t *testing.T) {
 		if _, ok := textParsers[f.Type]; !ok {
 			t.Errorf("%s: no text parser for %s", f.Name, f.Type)
 		}
-		if len(envNamesOf(f.Name)) == 0 && f.Tag.Get("flag") == "" {
-			t.Errorf("%s can be set by neither environment nor flag", f.Name)
+		_, derived := derivedOnly[f.Name]
+		settable := len(envNamesOf(f.Name)) > 0 || f.Tag.Get("flag") != ""
+		if settable == derived {
+			t.Errorf("%s: settable by environment or flag %v, derived from another setting %v", f.Name, settable, derived)
 		}
 		for _, tag := range envTags {
 			name := f.Tag.Get(tag)
@@ -152,6 +154,9 @@ func TestMetadata(t *testing.T) {
 	}
 	if len(envNamesOf("Workers")) != 3 {
 		t.Errorf("Workers names = %v", envNamesOf("Workers"))
+	}
+	if got := envIndex["GRANIAN_BACKPRESSURE"]; got.field != "Backpressure" || len(envNamesOf("Backpressure")) != 2 {
+		t.Errorf("GRANIAN_BACKPRESSURE → %v; Backpressure names = %v", got, envNamesOf("Backpressure"))
 	}
 	// Every default is valid under its own rules.
 	for _, p := range []string{ProfileGunicorn, ProfileGranian} {

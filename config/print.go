@@ -15,12 +15,21 @@ import (
 // are masked.
 func (r *Resolved) Print(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	v := reflect.ValueOf(r.Settings)
 	for i := range settingsType.NumField() {
 		name := settingsType.Field(i).Name
-		fmt.Fprintf(tw, "%s\t%s\t%s\n", name, formatValue(name, v.Field(i)), r.Sources[name])
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", name, settingText(&r.Settings, r.Profile, i), r.Sources[name])
 	}
 	tw.Flush()
+}
+
+// settingText shows field i of s the way the text sources accept it;
+// Backpressure, whose text also holds BackpressureAuto, needs the profile.
+func settingText(s *Settings, profile string, i int) string {
+	name := settingsType.Field(i).Name
+	if name == "Backpressure" {
+		return backpressureText(s.Backpressure, s.BackpressureAuto, profile)
+	}
+	return formatValue(name, reflect.ValueOf(s).Elem().Field(i))
 }
 
 // formatValue shows a setting's value the way the text sources accept it.

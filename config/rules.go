@@ -45,8 +45,12 @@ var rules = map[string]rule{
 	"MaxWorkerLifetime": {"a duration of 0 or more (0 = off): " + durSyntax, "recycle a worker after this long", durAbove(-1)},
 	"MaxWorkerRSS":      {"a whole number of MiB, 0 or more (0 = off)", "recycle a worker whose RSS exceeds this many MiB", intIn(0, maxInt)},
 	"Backlog":           {"a whole number from 1 to 65535", "listen queue length of each socket", intIn(1, 65535)},
-	"Backpressure": {"a whole number of 0 or more (0 = off)",
-		"in-flight requests per worker before 503 + Retry-After", intIn(0, maxInt)},
+	"Backpressure": {`a whole number of 0 or more (a fixed limit; 0 = off), "auto" (adaptive, up to the profile's number: 512 in granian, WorkerConnections in gunicorn) or "auto:N" (adaptive, up to N of 1 or more)`,
+		"in-flight requests per worker before 503 + Retry-After; auto: a limit adapted to measured latency, up to the number", intIn(0, maxInt)},
+	"BackpressureAuto": {`nothing of its own: it is true when Backpressure is "auto" or "auto:N"`,
+		"the in-flight limit adapts to measured latency (derived from Backpressure)", nil},
+	"MaxQueueDelay": {"0 (off) or a duration from 1ms to 10s: " + durSyntax,
+		"queueing delay past which a worker sheds new requests with 503 + Retry-After (0: off)", durZeroOrIn(time.Millisecond, 10*time.Second)},
 	"WorkerConnections": {"a whole number of 1 or more", "open connections per worker", intIn(1, maxInt)},
 	"KeepAlive":         {"a duration of 0 or more (0 = keep-alive off): " + durSyntax, "idle keep-alive timeout", durAbove(-1)},
 	"PreloadApp": {boolSyntax,
@@ -115,6 +119,14 @@ func intIn(lo, hi int) func(reflect.Value) bool {
 // durAbove(-1) means "0 or more", durAbove(0) "more than 0".
 func durAbove(min time.Duration) func(reflect.Value) bool {
 	return func(v reflect.Value) bool { return time.Duration(v.Int()) > min }
+}
+
+// durZeroOrIn accepts 0 (off) or a duration from lo to hi.
+func durZeroOrIn(lo, hi time.Duration) func(reflect.Value) bool {
+	return func(v reflect.Value) bool {
+		d := time.Duration(v.Int())
+		return d == 0 || (d >= lo && d <= hi)
+	}
 }
 
 func oneOf(values ...string) func(reflect.Value) bool {

@@ -51,7 +51,14 @@ type Settings struct {
 	MaxWorkerLifetime time.Duration `granian:"GRANIAN_WORKERS_LIFETIME" flag:"max-worker-lifetime"`
 	MaxWorkerRSS      int           `granian:"GRANIAN_WORKERS_MAX_RSS" flag:"max-worker-rss"` // MiB
 	Backlog           int           `gunicorn:"GUNICORN_BACKLOG" granian:"GRANIAN_BACKLOG" flag:"backlog"`
-	Backpressure      int           `gunicorn:"GUNICORN_BACKPRESSURE" granian:"GRANIAN_BACKPRESSURE" flag:"backpressure"`
+	// Backpressure is the in-flight limit per worker (0: off) or, with
+	// BackpressureAuto, the ceiling of the adaptive limit (0: WorkerConnections;
+	// see BackpressureLimit). Its text may be "auto" or "auto:N", so its
+	// environment names are on envTarget.Backpressure. BackpressureAuto is
+	// derived from that text and cannot be set on its own.
+	Backpressure      int `flag:"backpressure"`
+	BackpressureAuto  bool
+	MaxQueueDelay     time.Duration `env:"MAX_QUEUE_DELAY" gunicorn:"GUNICORN_MAX_QUEUE_DELAY" granian:"GRANIAN_MAX_QUEUE_DELAY" flag:"max-queue-delay"` // 0: no shedding by queueing delay
 	WorkerConnections int           `gunicorn:"GUNICORN_WORKER_CONNECTIONS" flag:"worker-connections"`
 	KeepAlive         time.Duration `env:"GUNICORN_KEEPALIVE" gunicorn:"GUNICORN_KEEP_ALIVE" flag:"keep-alive"`
 	PreloadApp        bool          `gunicorn:"GUNICORN_PRELOAD_APP" flag:"preload"`
@@ -148,6 +155,27 @@ type Input struct {
 // workersAuto is how "auto" is held until Load resolves it.
 const workersAuto = 0
 
+// Overload defaults, the same in both profiles. They are figures to tune by
+// measurement (make bench): change them here only.
+const (
+	// DefaultMaxQueueDelay is MaxQueueDelay's default.
+	DefaultMaxQueueDelay = 50 * time.Millisecond
+	// DefaultBackpressureAuto is BackpressureAuto's default: true makes the
+	// default Backpressure "auto", whose ceiling is the profile's number
+	// (granian 512; gunicorn 0, so WorkerConnections).
+	DefaultBackpressureAuto = false
+)
+
+// BackpressureLimit is the in-flight limit a worker gets
+// (protocol.WorkerOptions.Backpressure): Backpressure, except that with
+// BackpressureAuto and no number the ceiling is WorkerConnections.
+func (s *Settings) BackpressureLimit() int {
+	if s.BackpressureAuto && s.Backpressure == 0 {
+		return s.WorkerConnections
+	}
+	return s.Backpressure
+}
+
 // Defaults returns the defaults of a profile ("gunicorn" or "granian"), with
 // Workers still "auto" (0) and JWTSecretKey still empty.
 func Defaults(profile string) (Settings, error) {
@@ -163,6 +191,8 @@ func Defaults(profile string) (Settings, error) {
 		MaxRequestsJitter: 100,
 		Backlog:           2048,
 		Backpressure:      0,
+		BackpressureAuto:  DefaultBackpressureAuto,
+		MaxQueueDelay:     DefaultMaxQueueDelay,
 		WorkerConnections: 1000,
 		KeepAlive:         5 * time.Second,
 		RespawnFailed:     true,

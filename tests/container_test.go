@@ -412,7 +412,7 @@ func TestContainerGranianRefusesExcessWith503(t *testing.T) {
 		t.Fatalf("want both 200s and immediate 503s past the limit, got %v", codes)
 	}
 	_, metrics := get(t, g.url("/metrics"))
-	refused := regexp.MustCompile(`(?m)^mcpgateway_http_requests_refused_total (\d+)`).FindStringSubmatch(metrics)
+	refused := regexp.MustCompile(`(?m)^mcpgateway_http_requests_refused_total\{reason="in_flight"\} (\d+)`).FindStringSubmatch(metrics)
 	if refused == nil || refused[1] != strconv.Itoa(codes[503]) {
 		t.Errorf("mcpgateway_http_requests_refused_total %v, want %d", refused, codes[503])
 	}

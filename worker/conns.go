@@ -27,6 +27,16 @@ type trackedConn struct {
 	writeSince   atomic.Int64 // Nanotime when the current write began; 0: none
 	userDeadline atomic.Bool  // a write deadline of the conn's user is set
 	abandoned    atomic.Bool  // its request was answered 504 by the watchdog
+
+	stamps *stampedReader // reads with the kernel's receive timestamps; nil: plain reads
+}
+
+// Read reads through recvmsg when the connection has receive timestamps.
+func (c *trackedConn) Read(p []byte) (int, error) {
+	if c.stamps == nil {
+		return c.Conn.Read(p)
+	}
+	return c.stamps.read(c.Conn, p)
 }
 
 // SetWriteDeadline passes a deadline on, except a zero one on a conn that
@@ -229,7 +239,7 @@ func (l *gatedListener) Accept() (net.Conn, error) {
 	for {
 		c, err := l.Listener.Accept()
 		if err == nil {
-			tc := &trackedConn{Conn: c, writeTimeout: l.w.writeTimeout()}
+			tc := &trackedConn{Conn: c, writeTimeout: l.w.writeTimeout(), stamps: newStampedReader(c)}
 			l.w.conns.add(tc)
 			return tc, nil
 		}

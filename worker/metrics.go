@@ -131,10 +131,15 @@ func buildFamilies(s protocol.Snapshot, now int64, info BuildInfo, queues []List
 		codes[i] = counter(n, "code", strconv.Itoa(i+1)+"xx")
 	}
 	add("http_requests_total", "HTTP requests answered by the whole server since the master started, by status class; includes the 503s of backpressure, never goes backwards.", "counter", codes...)
-	add("http_requests_refused_total", "Requests refused with 503 and Retry-After because their worker was at its in-flight limit (backpressure).", "counter", counter(t.Refused))
+	refused := make([]series, len(protocol.RefusalReasons))
+	for i, reason := range protocol.RefusalReasons {
+		refused[i] = counter(t.RefusedBy[i], "reason", reason)
+	}
+	add("http_requests_refused_total", "Requests refused with 503 and Retry-After, by reason: queue_delay (they waited past --max-queue-delay while the worker was shedding), in_flight (their worker was at its in-flight limit, --backpressure), connections (a new connection met a worker at its connection cap or a deep accept queue).", "counter", refused...)
 	add("http_request_timeouts_total", "Requests that ran past the timeout and were answered 504 by their worker's watchdog.", "counter", counter(t.Timeouts))
 	add("handler_panics_total", "Panics recovered while handling requests: by the worker (answered 500), or by the gateway itself (a JSON-RPC message answered -32603).", "counter", counter(t.Panics))
-	add("http_request_duration_seconds", "Time from the start of handling a request to its answer, whole server.", "histogram", histogram(t))
+	add("http_request_duration_seconds", "Time from the start of handling a request to its answer, whole server.", "histogram", histogram(protocol.Buckets, t.Buckets, t.DurationSum))
+	add("request_queue_seconds", "Queueing delay of each request that reached admission, whole server: from the kernel's receive timestamp of its bytes to its handler starting (accept queue, socket buffer and scheduler included). 0 where the socket gives no timestamp.", "histogram", histogram(protocol.QueueBuckets, t.QueueBuckets, t.QueueSum))
 
 	var inFlight, conns uint64
 	for _, wk := range s.Workers {
@@ -151,13 +156,15 @@ func buildFamilies(s protocol.Snapshot, now int64, info BuildInfo, queues []List
 	// one's, and worker_state counts processes per state. Pid and
 	// generation are in worker_info, one series per process.
 	slots := slotsOf(s.Workers)
-	var served, wInFlight, wConns, rss, age, state, procInfo []series
+	var served, wInFlight, wConns, rss, age, state, procInfo, limits, shedding []series
 	for _, sl := range slots {
 		l := []string{"slot", strconv.Itoa(sl.slot)}
 		served = append(served, counter(sl.served, l...))
 		wInFlight = append(wInFlight, gauge(float64(sl.inFlight), l...))
 		wConns = append(wConns, gauge(float64(sl.conns), l...))
 		rss = append(rss, gauge(float64(sl.rss), l...))
+		limits = append(limits, gauge(float64(sl.newest.Limit), l...))
+		shedding = append(shedding, gauge(float64(b2u(sl.newest.Shedding)), l...))
 		age = append(age, gauge(seconds(now-sl.newest.Started), l...))
 		for _, name := range slices.Sorted(maps.Keys(sl.states)) {
 			state = append(state, gauge(float64(sl.states[name]), "slot", l[1], "state", name))
@@ -172,6 +179,8 @@ func buildFamilies(s protocol.Snapshot, now int64, info BuildInfo, queues []List
 	add("worker_resident_memory_bytes", "Resident memory of the slot's live worker processes, as each last sampled it.", "gauge", rss...)
 	add("worker_age_seconds", "Time since the master started the slot's newest worker process.", "gauge", age...)
 	add("worker_state", "Live worker processes of the slot in each state (booting, ready, retiring, draining); states with none are left out. Normally one series per slot, of value 1.", "gauge", state...)
+	add("worker_inflight_limit", "The in-flight limit of the slot's newest worker process: fixed (--backpressure) or adapted to latency (--backpressure auto); 0 is none.", "gauge", limits...)
+	add("worker_shedding", "1 while the slot's newest worker process sheds by queueing delay (--max-queue-delay), else 0.", "gauge", shedding...)
 	add("worker_info", "One series per live worker process, naming its pid and generation (how many processes its slot has had); the value is always 1.", "gauge", procInfo...)
 
 	// The master's bookkeeping.
@@ -265,7 +274,15 @@ type series struct {
 	labels []string
 	value  float64
 	whole  bool // value is a whole number (a counter): written exactly
-	hist   *protocol.Counters
+	hist   *hist
+}
+
+// hist is a histogram as the table keeps it: one count per bucket (the
+// last is +Inf), and the sum in nanoseconds.
+type hist struct {
+	bounds  []float64 // seconds
+	buckets []uint64
+	sumNs   uint64
 }
 
 func counter(v uint64, labels ...string) series {
@@ -275,7 +292,9 @@ func counter(v uint64, labels ...string) series {
 func gauge(v float64, labels ...string) series { return series{labels: labels, value: v} }
 
 // histogram is the request-duration histogram of c.
-func histogram(c *protocol.Counters) series { return series{hist: c} }
+func histogram(bounds []float64, buckets []uint64, sumNs uint64) series {
+	return series{hist: &hist{bounds: bounds, buckets: buckets, sumNs: sumNs}}
+}
 
 // append writes the family: HELP, TYPE, then its samples.
 func (f *family) append(b []byte) []byte {
@@ -295,19 +314,19 @@ func (f *family) append(b []byte) []byte {
 		}
 		// The table keeps one count per bucket (the last is +Inf);
 		// Prometheus wants them cumulative.
-		c := s.hist
+		h := s.hist
 		var cum uint64
-		for i, le := range protocol.Buckets {
-			if i < len(c.Buckets) {
-				cum += c.Buckets[i]
+		for i, le := range h.bounds {
+			if i < len(h.buckets) {
+				cum += h.buckets[i]
 			}
 			b = appendSample(b, f.name+"_bucket", s.labels, "le", strconv.FormatFloat(le, 'g', -1, 64), float64(cum), true)
 		}
-		for i := len(protocol.Buckets); i < len(c.Buckets); i++ {
-			cum += c.Buckets[i]
+		for i := len(h.bounds); i < len(h.buckets); i++ {
+			cum += h.buckets[i]
 		}
 		b = appendSample(b, f.name+"_bucket", s.labels, "le", "+Inf", float64(cum), true)
-		b = appendSample(b, f.name+"_sum", s.labels, "", "", float64(c.DurationSum)/1e9, false)
+		b = appendSample(b, f.name+"_sum", s.labels, "", "", float64(h.sumNs)/1e9, false)
 		b = appendSample(b, f.name+"_count", s.labels, "", "", float64(cum), true)
 	}
 	return b

@@ -133,6 +133,9 @@ func TestWriteMetricsWholeServer(t *testing.T) {
 	record(w0, 200, 2*time.Millisecond)
 	record(w0, 503, 100*time.Microsecond) // a refusal is answered and counted too
 	w0.Add(protocol.CRefused, 1)
+	w0.Add(protocol.CRefusedInFlight, 1)
+	w0.Add(protocol.CQueueSum, uint64(3*time.Millisecond))
+	w0.Add(protocol.CQueueBucket0+protocol.Field(protocol.QueueBucketIndex(int64(3*time.Millisecond))), 1)
 	for range 4 {
 		record(w1, 200, 30*time.Millisecond) // le=0.05
 	}
@@ -170,13 +173,23 @@ func TestWriteMetricsWholeServer(t *testing.T) {
 		}
 	}
 	for name, want := range map[string]float64{
-		"http_requests_refused_total": 1, "http_request_timeouts_total": 1, "handler_panics_total": 1,
+		"http_request_timeouts_total": 1, "handler_panics_total": 1,
 		"http_requests_in_flight": 3, "open_connections": 12,
 		"worker_starts_total": 3, "stop_queued_connections_reset_total": 4, "workers": 2, "workers_target": 2, "uptime_seconds": 100,
 	} {
 		if got := sample(t, fams, name); !near(got, want) {
 			t.Errorf("%s = %v, want %v", name, got, want)
 		}
+	}
+
+	for reason, want := range map[string]float64{"in_flight": 1, "queue_delay": 0, "connections": 0} {
+		if got := sample(t, fams, "http_requests_refused_total", "reason", reason); got != want {
+			t.Errorf("http_requests_refused_total{reason=%q} = %v, want %v", reason, got, want)
+		}
+	}
+	if q := fams["mcpgateway_request_queue_seconds"]; q == nil || q.Metric[0].GetHistogram().GetSampleCount() != 1 ||
+		!near(q.Metric[0].GetHistogram().GetSampleSum(), 0.003) {
+		t.Errorf("request_queue_seconds: %v", q)
 	}
 
 	// The histogram is cumulative and counts every request served.

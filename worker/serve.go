@@ -2,6 +2,7 @@ package worker
 
 import (
 	"bytes"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"runtime/debug"
@@ -33,6 +34,25 @@ func (w *worker) serve() {
 		Logger:                       fasthttpLogger{w.log},
 		// No WriteTimeout: it is one deadline for a whole response. Writes
 		// are bounded by progress instead (trackedConn.Write, the sweeper).
+	}
+	w.shed = newShedder(w.opts.MaxQueueDelay, w.row)
+	if w.opts.BackpressureAuto {
+		ceiling := w.opts.Backpressure
+		if ceiling <= 0 {
+			ceiling = max(w.opts.WorkerConnections, 1)
+		}
+		w.limiter = newLimiter(ceiling, w.row)
+	} else {
+		w.row.Store(protocol.FLimit, uint64(max(w.opts.Backpressure, 0)))
+	}
+	for _, ln := range w.listeners {
+		// Every worker sets it on the shared socket: the option belongs to
+		// the socket, and sockets a systemd or an older master handed over
+		// never had it set by ours.
+		if err := enableStamps(ln); err != nil {
+			w.log.Warn("no receive timestamps: queueing delay is not measured on this socket",
+				zap.String("addr", ln.Addr().String()), zap.Error(err))
+		}
 	}
 	for _, ln := range w.listeners {
 		w.serving.Add(1)
@@ -178,14 +198,65 @@ func (w *worker) answerAtOnce(ctx *fasthttp.RequestCtx, start int64) bool {
 			return true
 		}
 	}
+	now := time.Now()
+	delay := queueDelay(ctx.Conn(), now)
+	w.row.Add(protocol.CQueueSum, uint64(delay))
+	w.row.Add(protocol.CQueueBucket0+protocol.Field(protocol.QueueBucketIndex(delay)), 1)
+	// Essential requests are picked out only when it matters: the hook
+	// reads headers or the body, which a worker that is not shedding
+	// need not pay for.
+	essential := false
+	if w.app.Essential != nil && (w.shed.shedding.Load() || w.nearLimit()) {
+		essential = w.app.Essential(ctx)
+	}
+	if !w.shed.admit(start, delay, essential) {
+		w.refuse(ctx, protocol.CRefusedQueueDelay)
+		w.account(ctx, start)
+		return true
+	}
 	n := w.row.Add(protocol.FInFlight, 1)
-	if limit := w.opts.Backpressure; limit > 0 && n > uint64(limit) {
+	if limit := w.limit(); limit > 0 && n > limit && (!essential || n > limit+essentialHeadroom(limit)) {
 		w.row.Sub(protocol.FInFlight, 1)
-		w.refuse(ctx, limit)
+		w.refuse(ctx, protocol.CRefusedInFlight)
 		w.account(ctx, start)
 		return true
 	}
 	return false
+}
+
+// limit is the in-flight limit in force (0: none): adaptive with
+// --backpressure auto, else the fixed --backpressure.
+func (w *worker) limit() uint64 {
+	if w.limiter != nil {
+		return uint64(w.limiter.current())
+	}
+	return uint64(max(w.opts.Backpressure, 0))
+}
+
+// nearLimit is true when the next request may meet the in-flight limit.
+func (w *worker) nearLimit() bool {
+	limit := w.limit()
+	return limit > 0 && w.row.Load(protocol.FInFlight) >= limit
+}
+
+// essentialHeadroom is how far past the in-flight limit essential requests
+// (initialize, ping, tools/list) are still admitted: a full worker keeps
+// answering the requests that let clients connect and discover, which are
+// cheap, before the tool calls that filled it.
+func essentialHeadroom(limit uint64) uint64 { return max(1, limit/4) }
+
+// queueDelay is how long the request whose head the connection's last read
+// completed waited, from its bytes reaching the host (the kernel's receive
+// timestamp) to now. 0 where there is no timestamp (HTTP/2 streams, unix
+// sockets).
+func queueDelay(c net.Conn, now time.Time) int64 {
+	if t, ok := c.(*tls.Conn); ok {
+		c = t.NetConn()
+	}
+	if tc, ok := c.(*trackedConn); ok {
+		return tc.stamps.delay(now)
+	}
+	return 0
 }
 
 // runAdmitted runs the application's handler for an admitted request. If
@@ -213,6 +284,10 @@ func (w *worker) finish(ctx *fasthttp.RequestCtx, req *inflightRequest, start in
 		// request counts as what it got. Its connection is closed.
 		ctx.Response.Reset()
 		w.timeoutResponse().CopyTo(&ctx.Response)
+	}
+	if w.limiter != nil {
+		now := protocol.Nanotime()
+		w.limiter.sample(now, now-start, int64(w.row.Load(protocol.FInFlight)))
 	}
 	w.row.Sub(protocol.FInFlight, 1)
 	w.account(ctx, start)
@@ -244,16 +319,30 @@ func (w *worker) account(ctx *fasthttp.RequestCtx, start int64) {
 	}
 }
 
-// refuse answers at once when the worker is at its in-flight limit: a fast
-// 503 the client can retry beats a queue that grows until timeouts.
-func (w *worker) refuse(ctx *fasthttp.RequestCtx, limit int) {
+// refuse answers at once with a 503 the client can retry, which beats a
+// queue that grows until timeouts; reason is the counter of why. A
+// keep-alive client keeps its connection: the refusal is one answer on it.
+// The first request of a new connection is answered and the connection
+// closed (cleanly, after the answer), so that under overload new
+// connections do not pile up behind the ones being served.
+func (w *worker) refuse(ctx *fasthttp.RequestCtx, reason protocol.Field) {
 	w.row.Add(protocol.CRefused, 1)
+	w.row.Add(reason, 1)
 	ctx.SetStatusCode(fasthttp.StatusServiceUnavailable)
 	ctx.Response.Header.Set("Retry-After", "1")
 	ctx.SetContentTypeBytes(jsonType)
-	ctx.SetBodyString(`{"detail":"server busy: ` + strconv.Itoa(limit) +
+	if reason == protocol.CRefusedQueueDelay {
+		ctx.SetBody(queueDelayBody)
+		if ctx.ConnRequestNum() == 1 {
+			ctx.SetConnectionClose()
+		}
+		return
+	}
+	ctx.SetBodyString(`{"detail":"server busy: ` + strconv.FormatUint(w.limit(), 10) +
 		` requests in flight in this worker; retry shortly","status":503}`)
 }
+
+var queueDelayBody = []byte(`{"detail":"server busy: requests wait too long in this worker's queue; retry shortly","status":503}`)
 
 // timeoutResponse is the watchdog's answer: 504 with a JSON-RPC error, and
 // the connection closed after it. A new one each time: fasthttp copies it,

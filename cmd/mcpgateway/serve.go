@@ -127,8 +127,9 @@ func serverOptions(res *config.Resolved, log *zap.Logger) (supervisor.Options, e
 		RespawnFailed: s.RespawnFailed, Pidfile: s.Pidfile, ControlSocket: controlSocket,
 		MaxWorkerLifetime: s.MaxWorkerLifetime, MaxWorkerRSS: int64(s.MaxWorkerRSS) << 20,
 		Worker: protocol.WorkerOptions{
-			Backpressure: s.Backpressure, WorkerConnections: s.WorkerConnections,
-			KeepAlive: s.KeepAlive, Threads: s.Threads, MaxHeaderSize: s.HTTP1BufferSize,
+			// With auto and no number, BackpressureLimit is the ceiling WorkerConnections.
+			Backpressure: s.BackpressureLimit(), BackpressureAuto: s.BackpressureAuto, MaxQueueDelay: s.MaxQueueDelay,
+			WorkerConnections: s.WorkerConnections, KeepAlive: s.KeepAlive, Threads: s.Threads, MaxHeaderSize: s.HTTP1BufferSize,
 			MaxRequestBodySize: s.MaxRequestBodySize, LogLevel: s.LogLevel, LogFile: s.ErrorLogFile, LogFormat: s.LogFormat,
 			AccessLog: !s.DisableAccessLog || s.AccessLogFile != "", AccessLogFile: s.AccessLogFile,
 			Version: version, HTTP: s.HTTP, TLS: tlsOpts,

@@ -1,0 +1,188 @@
+package worker
+
+import (
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mcpgateway/mcpgateway/supervisor/protocol"
+)
+
+// Admission control: what keeps an overloaded worker from queueing.
+//
+// A fast handler finishes before the next one starts, so an in-flight count
+// never sees the queue that builds under CPU saturation: it sits in socket
+// buffers, the accept queue and Go's run queue. What does see it is each
+// request's queueing delay, from the kernel's timestamp of its first bytes
+// (SO_TIMESTAMPNS, trackedConn.Read) to its handler starting; the shedder
+// acts on it as CoDel does. Slow handlers that wait on I/O are bounded by
+// the in-flight limit, fixed or adapted to measured latency (limiter).
+
+// shedInterval is CoDel's interval: shedding starts when the smallest
+// queueing delay of a whole interval is above the target (a standing
+// queue, not a burst), and stops at the end of the first interval whose
+// smallest delay is back under it.
+const shedInterval = 100 * time.Millisecond
+
+// shedder decides, per request, from its queueing delay. Lock-free: it
+// runs on every request.
+type shedder struct {
+	target    int64 // ns; 0: never shed
+	interval  int64 // ns
+	windowEnd atomic.Int64
+	windowMin atomic.Int64 // smallest delay seen in the current interval
+	shedding  atomic.Bool
+	row       *protocol.Row
+}
+
+func newShedder(target time.Duration, row *protocol.Row) *shedder {
+	s := &shedder{target: int64(target), interval: int64(max(shedInterval, target)), row: row}
+	s.windowMin.Store(math.MaxInt64)
+	return s
+}
+
+// admit records a request's queueing delay and says whether it may run.
+// While the worker sheds, a request that waited longer than the target is
+// refused, or longer than the interval for an essential one, which is
+// admitted first but still not from an unbounded queue.
+func (s *shedder) admit(now, delay int64, essential bool) bool {
+	for m := s.windowMin.Load(); delay < m && !s.windowMin.CompareAndSwap(m, delay); m = s.windowMin.Load() {
+	}
+	if end := s.windowEnd.Load(); now >= end && s.windowEnd.CompareAndSwap(end, now+s.interval) {
+		m := s.windowMin.Swap(math.MaxInt64)
+		if end == 0 { // the first request: no interval has passed yet
+			m = 0
+		}
+		shed := m > s.target
+		s.shedding.Store(shed)
+		s.row.Store(protocol.FQueueDelayMin, uint64(max(m, 0)))
+		s.row.Store(protocol.FShedding, b2u(shed))
+	}
+	if s.target == 0 || !s.shedding.Load() {
+		return true
+	}
+	if essential {
+		return delay <= s.interval
+	}
+	return delay <= s.target
+}
+
+func b2u(b bool) uint64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// limiter is the adaptive in-flight limit (--backpressure auto): TCP
+// Vegas, as Netflix's concurrency-limits applies it to servers. Each
+// window it compares the average handler latency with the smallest one
+// seen (the latency without queueing), estimates how many requests queue
+// inside the worker, in-flight × (1 − min/avg), and nudges the limit: up
+// while almost none queue and the limit is in use, down while more than a
+// few do. Vegas rather than a gradient (Netflix's Gradient2, Envoy's
+// filter): it needs no periodic drop of concurrency to re-measure the
+// minimum (Envoy's probe refuses requests on purpose), and its estimate
+// uses the in-flight count actually seen, so a limit far above what is
+// used never shrinks on noise.
+type limiter struct {
+	ceiling, floor int64
+	limit          atomic.Int64
+	row            *protocol.Row
+
+	// The current window, written on every admitted request.
+	windowEnd   atomic.Int64
+	sumRTT      atomic.Int64
+	samples     atomic.Int64
+	sumInFlight atomic.Int64
+	maxInFlight atomic.Int64
+
+	// The latency without queueing: the smallest single request of the
+	// last epoch or so. It is renewed each epoch, so that a handler that
+	// truly got slower (a slower database) is not taken for a queue.
+	minRTT     atomic.Int64
+	epochMin   atomic.Int64
+	epochEnd   int64 // under mu
+	mu         sync.Mutex
+	windowSize int64
+}
+
+const (
+	limitWindow     = 100 * time.Millisecond
+	limitEpoch      = 10 * time.Second
+	limitMinSamples = 10
+	limitFloor      = 4
+)
+
+func newLimiter(ceiling int, row *protocol.Row) *limiter {
+	l := &limiter{ceiling: int64(max(ceiling, 1)), row: row, windowSize: int64(limitWindow)}
+	l.floor = min(limitFloor, l.ceiling)
+	l.limit.Store(l.ceiling)
+	l.minRTT.Store(math.MaxInt64)
+	l.epochMin.Store(math.MaxInt64)
+	row.Store(protocol.FLimit, uint64(l.ceiling))
+	return l
+}
+
+// current is the limit in force.
+func (l *limiter) current() int64 { return l.limit.Load() }
+
+// sample records an admitted request that took rtt with inFlight requests
+// running (itself included) when it started.
+func (l *limiter) sample(now, rtt int64, inFlight int64) {
+	for m := l.minRTT.Load(); rtt < m && !l.minRTT.CompareAndSwap(m, rtt); m = l.minRTT.Load() {
+	}
+	for m := l.epochMin.Load(); rtt < m && !l.epochMin.CompareAndSwap(m, rtt); m = l.epochMin.Load() {
+	}
+	l.sumRTT.Add(rtt)
+	l.sumInFlight.Add(inFlight)
+	for m := l.maxInFlight.Load(); inFlight > m && !l.maxInFlight.CompareAndSwap(m, inFlight); m = l.maxInFlight.Load() {
+	}
+	n := l.samples.Add(1)
+	if end := l.windowEnd.Load(); now >= end && n >= limitMinSamples && l.windowEnd.CompareAndSwap(end, now+l.windowSize) {
+		l.update(now)
+	}
+}
+
+// update closes a window: one Vegas step.
+func (l *limiter) update(now int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := l.samples.Swap(0)
+	sum, inSum, peak := l.sumRTT.Swap(0), l.sumInFlight.Swap(0), l.maxInFlight.Swap(0)
+	if n == 0 {
+		return
+	}
+	if now >= l.epochEnd {
+		if l.epochEnd != 0 {
+			l.minRTT.Store(l.epochMin.Load())
+		}
+		l.epochMin.Store(math.MaxInt64)
+		l.epochEnd = now + int64(limitEpoch)
+	}
+	avg, minRTT := float64(sum)/float64(n), float64(l.minRTT.Load())
+	inFlight := float64(inSum) / float64(n)
+	queued := inFlight * (1 - minRTT/avg)
+	limit := l.limit.Load()
+	step := int64(max(1, math.Log10(float64(limit))))
+	alpha, beta := 3*float64(step), 6*float64(step)
+	next := limit
+	switch {
+	case queued > beta:
+		// Down from what is actually used: a limit far above the
+		// in-flight count would take many windows to start binding.
+		next = min(limit, int64(math.Ceil(inFlight))) - step
+	case 2*peak < limit:
+		// The limit is not what holds the worker back: leave it.
+	case queued <= 1:
+		next = limit + int64(beta)
+	case queued < alpha:
+		next = limit + step
+	}
+	next = min(max(next, l.floor), l.ceiling)
+	if next != limit {
+		l.limit.Store(next)
+		l.row.Store(protocol.FLimit, uint64(next))
+	}
+}
