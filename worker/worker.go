@@ -87,8 +87,8 @@ type worker struct {
 	httpMode    string      // HTTPAuto, HTTP1 or HTTP2
 	conns       connSet
 	inflight    tracker
-	shed        *shedder // by queueing delay (overload.go)
-	limiter     *limiter // the adaptive in-flight limit; nil: fixed (opts.Backpressure)
+	shed        *shedder       // by queueing delay (overload.go)
+	limiter     *limiter       // the adaptive in-flight limit; nil: fixed (opts.Backpressure)
 	timeoutBody string         // the JSON-RPC error of the watchdog's 504
 	serving     sync.WaitGroup // the serve goroutines, one per listener
 	timeoutRaw  []byte         // the whole 504, as the watchdog writes it on an HTTP/1.1 connection
