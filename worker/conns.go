@@ -1,9 +1,13 @@
 package worker
 
 import (
+	"bufio"
+	"bytes"
 	"crypto/tls"
 	"errors"
+	"io"
 	"net"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -232,13 +236,14 @@ func (l *gatedListener) Accept() (net.Conn, error) {
 			time.Sleep(time.Millisecond)
 		}
 	}
-	for l.w.conns.open() >= int64(max(l.w.opts.WorkerConnections, 1)) && !l.w.draining.Load() {
-		time.Sleep(time.Millisecond) // at the cap: the backlog holds the connection, memory stays bounded
-	}
 	var backoff time.Duration
 	for {
 		c, err := l.Listener.Accept()
 		if err == nil {
+			if l.w.shedConnection(l.Listener) {
+				l.w.refuseConn(c)
+				continue
+			}
 			tc := &trackedConn{Conn: c, writeTimeout: l.w.writeTimeout(), stamps: newStampedReader(c)}
 			l.w.conns.add(tc)
 			return tc, nil
@@ -252,6 +257,125 @@ func (l *gatedListener) Accept() (net.Conn, error) {
 		time.Sleep(backoff)
 	}
 }
+
+// shedConnection says whether a connection just accepted from ln is to be
+// refused (refuseConn) rather than served: the worker is at its
+// connection cap, or the accept queue behind it is deep. Left in the
+// kernel's queue instead, a connection waits until its client gives up,
+// and one the kernel drops (a full queue) costs the client a SYN
+// retransmission, 1 to 3 s.
+func (w *worker) shedConnection(ln net.Listener) bool {
+	if w.draining.Load() {
+		return false // a drain serves what it accepts
+	}
+	if w.conns.open() >= int64(max(w.opts.WorkerConnections, 1)) {
+		return true
+	}
+	return w.acceptQueueDeep(ln)
+}
+
+// acceptQueueDeep reads the listener's accept queue (TCP_INFO) at most
+// every acceptQueueEvery: deep is more than half the backlog waiting.
+func (w *worker) acceptQueueDeep(ln net.Listener) bool {
+	now := protocol.Nanotime()
+	if last := w.queueCheckedAt.Load(); now-last < int64(acceptQueueEvery) || !w.queueCheckedAt.CompareAndSwap(last, now) {
+		return w.queueDeep.Load()
+	}
+	deep := false
+	for _, q := range ListenQueues([]net.Listener{ln}) {
+		deep = q.Limit > 0 && q.Length > q.Limit/2
+	}
+	w.queueDeep.Store(deep)
+	return deep
+}
+
+const acceptQueueEvery = 10 * time.Millisecond
+
+// maxRefusers bounds the connections being refused at once. Past it the
+// accept loop waits for one to finish, and new connections wait in the
+// kernel's queue: memory stays bounded whatever arrives.
+const maxRefusers = 64
+
+// refuseConn answers a new connection with a 503 and closes it cleanly,
+// on its own goroutine: it reads the request head (bounded in size and
+// time), answers with Connection: close, shuts its side down and reads
+// what else the client sends until it closes too, so that the client gets
+// the answer, never a reset.
+//
+// Probes are the exception: /health, /ready and /metrics are never refused,
+// so a connection that carries one gets its answer, and is closed after it.
+func (w *worker) refuseConn(c net.Conn) {
+	w.refusers <- struct{}{}
+	go func() {
+		defer func() { <-w.refusers }()
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(refuseWithin))
+		buf := make([]byte, 4096)
+		n := 0
+		for n < len(buf) {
+			m, err := c.Read(buf[n:])
+			n += m
+			if err != nil || bytes.Contains(buf[:n], headEnd) {
+				break
+			}
+		}
+		if !w.answerProbeConn(c, buf[:n]) {
+			w.row.Add(protocol.CRefused, 1)
+			w.row.Add(protocol.CRefusedConnections, 1)
+			w.row.Add(protocol.C5xx, 1)
+			w.row.Add(protocol.CServed, 1)
+			if _, err := c.Write(refusedConnResponse); err != nil {
+				return
+			}
+		}
+		if tc, ok := c.(interface{ CloseWrite() error }); ok {
+			_ = tc.CloseWrite()
+		}
+		_, _ = io.CopyBuffer(io.Discard, io.LimitReader(c, 64<<10), buf)
+	}()
+}
+
+// answerProbeConn answers the request whose head is in head if it is a
+// probe (isProbe), and says whether it did.
+func (w *worker) answerProbeConn(c net.Conn, head []byte) bool {
+	var req fasthttp.Request
+	if err := req.Header.Read(bufio.NewReader(bytes.NewReader(head))); err != nil || !isProbe(&req) {
+		return false
+	}
+	ctx := new(fasthttp.RequestCtx)
+	ctx.Init(&req, c.RemoteAddr(), nil)
+	start := protocol.Nanotime()
+	func() {
+		defer func() {
+			if p := recover(); p != nil { // the application's /ready
+				w.row.Add(protocol.CPanics, 1)
+				ctx.Response.Reset()
+				ctx.SetStatusCode(fasthttp.StatusInternalServerError)
+			}
+		}()
+		if !w.answerProbe(ctx) {
+			w.app.Handler(ctx)
+		}
+	}()
+	w.account(ctx, start)
+	ctx.Response.SetConnectionClose()
+	ctx.Response.SkipBody = req.Header.IsHead()
+	bw := bufio.NewWriter(c)
+	if ctx.Response.Write(bw) == nil {
+		_ = bw.Flush()
+	}
+	return true
+}
+
+// refuseWithin bounds the whole refusal of a connection.
+const refuseWithin = time.Second
+
+var (
+	headEnd             = []byte("\r\n\r\n")
+	refusedConnBody     = `{"detail":"server busy: this worker takes no more connections now; retry shortly","status":503}`
+	refusedConnResponse = []byte("HTTP/1.1 503 Service Unavailable\r\nServer: mcpgateway\r\nContent-Type: application/json\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: " +
+		strconv.Itoa(len(refusedConnBody)) + "\r\n\r\n" + refusedConnBody)
+)
 
 // mayAccept is false while this worker holds clearly more connections than
 // the average ready worker.

@@ -79,7 +79,7 @@ func b2u(b bool) uint64 {
 // Vegas, as Netflix's concurrency-limits applies it to servers. Each
 // window it compares the average handler latency with the smallest one
 // seen (the latency without queueing), estimates how many requests queue
-// inside the worker, in-flight × (1 − min/avg), and nudges the limit: up
+// inside the worker, in-flight × (1 − 1.5·min/avg), and nudges the limit: up
 // while almost none queue and the limit is in use, down while more than a
 // few do. Vegas rather than a gradient (Netflix's Gradient2, Envoy's
 // filter): it needs no periodic drop of concurrency to re-measure the
@@ -109,6 +109,12 @@ type limiter struct {
 }
 
 const (
+	// limitTolerance is how much slower than the minimum the average may
+	// be and still count as no queue (Netflix's Gradient2 uses the same
+	// 1.5): timers and the scheduler of a busy machine add that much
+	// without a single request waiting on another.
+	limitTolerance = 1.5
+
 	limitWindow     = 100 * time.Millisecond
 	limitEpoch      = 10 * time.Second
 	limitMinSamples = 10
@@ -163,7 +169,7 @@ func (l *limiter) update(now int64) {
 	}
 	avg, minRTT := float64(sum)/float64(n), float64(l.minRTT.Load())
 	inFlight := float64(inSum) / float64(n)
-	queued := inFlight * (1 - minRTT/avg)
+	queued := max(0, inFlight*(1-limitTolerance*minRTT/avg))
 	limit := l.limit.Load()
 	step := int64(max(1, math.Log10(float64(limit))))
 	alpha, beta := 3*float64(step), 6*float64(step)

@@ -36,6 +36,7 @@ func (w *worker) serve() {
 		// are bounded by progress instead (trackedConn.Write, the sweeper).
 	}
 	w.shed = newShedder(w.opts.MaxQueueDelay, w.row)
+	w.refusers = make(chan struct{}, maxRefusers)
 	if w.opts.BackpressureAuto {
 		ceiling := w.opts.Backpressure
 		if ceiling <= 0 {
@@ -177,26 +178,9 @@ func (w *worker) handle(ctx *fasthttp.RequestCtx) {
 // when they matter) and the 503 of backpressure. It returns false for an
 // admitted request, counted in FInFlight: runAdmitted must follow.
 func (w *worker) answerAtOnce(ctx *fasthttp.RequestCtx, start int64) bool {
-	if ctx.IsGet() || ctx.IsHead() {
-		switch path := ctx.Path(); {
-		case bytes.Equal(path, healthPath):
-			ctx.SetContentTypeBytes(jsonType)
-			ctx.SetBody(healthBody)
-			w.account(ctx, start)
-			return true
-		case bytes.Equal(path, metricsPath):
-			w.metrics(ctx)
-			w.account(ctx, start)
-			return true
-		case bytes.Equal(path, readyPath) && w.table.Header().Load(protocol.HStopping) == 1:
-			// Readiness fails the instant a stop begins, in every worker,
-			// while the server goes on serving for the shutdown delay.
-			ctx.SetStatusCode(fasthttp.StatusServiceUnavailable)
-			ctx.SetContentTypeBytes(jsonType)
-			ctx.SetBody(stoppingBody)
-			w.account(ctx, start)
-			return true
-		}
+	if w.answerProbe(ctx) {
+		w.account(ctx, start)
+		return true
 	}
 	now := time.Now()
 	delay := queueDelay(ctx.Conn(), now)
@@ -257,6 +241,42 @@ func queueDelay(c net.Conn, now time.Time) int64 {
 		return tc.stamps.delay(now)
 	}
 	return 0
+}
+
+// answerProbe answers /health, /metrics, and /ready once a stop has
+// begun, and says whether it did. /ready otherwise goes to the
+// application, which knows its dependencies.
+func (w *worker) answerProbe(ctx *fasthttp.RequestCtx) bool {
+	if !ctx.IsGet() && !ctx.IsHead() {
+		return false
+	}
+	switch path := ctx.Path(); {
+	case bytes.Equal(path, healthPath):
+		ctx.SetContentTypeBytes(jsonType)
+		ctx.SetBody(healthBody)
+		return true
+	case bytes.Equal(path, metricsPath):
+		w.metrics(ctx)
+		return true
+	case bytes.Equal(path, readyPath) && w.table.Header().Load(protocol.HStopping) == 1:
+		// Readiness fails the instant a stop begins, in every worker,
+		// while the server goes on serving for the shutdown delay.
+		ctx.SetStatusCode(fasthttp.StatusServiceUnavailable)
+		ctx.SetContentTypeBytes(jsonType)
+		ctx.SetBody(stoppingBody)
+		return true
+	}
+	return false
+}
+
+// isProbe is true for the requests no overload refuses: /health, /ready
+// and /metrics.
+func isProbe(req *fasthttp.Request) bool {
+	if !req.Header.IsGet() && !req.Header.IsHead() {
+		return false
+	}
+	path := req.URI().Path()
+	return bytes.Equal(path, healthPath) || bytes.Equal(path, readyPath) || bytes.Equal(path, metricsPath)
 }
 
 // runAdmitted runs the application's handler for an admitted request. If

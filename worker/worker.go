@@ -81,17 +81,21 @@ type worker struct {
 	metrics fasthttp.RequestHandler // /metrics for the whole server
 	getppid func() int              // os.Getppid; tests stand in for a dead master
 
-	server      *fasthttp.Server
-	listeners   []net.Listener
-	tls         *tls.Config // nil: plain HTTP (tls.go)
-	httpMode    string      // HTTPAuto, HTTP1 or HTTP2
-	conns       connSet
-	inflight    tracker
-	shed        *shedder       // by queueing delay (overload.go)
-	limiter     *limiter       // the adaptive in-flight limit; nil: fixed (opts.Backpressure)
-	timeoutBody string         // the JSON-RPC error of the watchdog's 504
-	serving     sync.WaitGroup // the serve goroutines, one per listener
-	timeoutRaw  []byte         // the whole 504, as the watchdog writes it on an HTTP/1.1 connection
+	server    *fasthttp.Server
+	listeners []net.Listener
+	tls       *tls.Config // nil: plain HTTP (tls.go)
+	httpMode  string      // HTTPAuto, HTTP1 or HTTP2
+	conns     connSet
+	inflight  tracker
+	shed      *shedder      // by queueing delay (overload.go)
+	limiter   *limiter      // the adaptive in-flight limit; nil: fixed (opts.Backpressure)
+	refusers  chan struct{} // connections being refused (refuseConn), at most maxRefusers
+
+	queueCheckedAt atomic.Int64   // Nanotime of the last look at the accept queue
+	queueDeep      atomic.Bool    // what it showed
+	timeoutBody    string         // the JSON-RPC error of the watchdog's 504
+	serving        sync.WaitGroup // the serve goroutines, one per listener
+	timeoutRaw     []byte         // the whole 504, as the watchdog writes it on an HTTP/1.1 connection
 
 	maxRequests uint64
 	admitted    atomic.Uint64 // requests that reached the application: what max_requests counts

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -600,7 +601,8 @@ func gateTestWorker(t *testing.T, reusePort bool) (*gatedListener, string) {
 	tb.Header().Store(protocol.HMaxRow, 2)
 	tb.Row(1).Store(protocol.FState, protocol.StateReady)
 	tb.Row(2).Store(protocol.FState, protocol.StateReady)
-	w := &worker{opts: protocol.WorkerOptions{WorkerConnections: 1000, ReusePort: reusePort}, table: tb, row: tb.Row(1)}
+	w := &worker{opts: protocol.WorkerOptions{WorkerConnections: 1000, ReusePort: reusePort}, table: tb, row: tb.Row(1),
+		refusers: make(chan struct{}, maxRefusers)}
 	w.conns.row = w.row
 	for range 10 {
 		w.conns.add(&trackedConn{})
@@ -647,32 +649,56 @@ func TestReusePortSkipsTheBalancingWait(t *testing.T) {
 	}
 }
 
-// The connection cap holds with reuse-port too.
-func TestReusePortKeepsTheCap(t *testing.T) {
-	gl, addr := gateTestWorker(t, true)
-	gl.w.opts.WorkerConnections = 10 // already at it
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	accepted := make(chan struct{})
-	go func() {
-		if a, err := gl.Accept(); err == nil {
-			a.Close()
+// A worker at its connection cap answers a new connection at once, with a
+// 503 and a clean close (never a reset), in both layouts; once a
+// connection goes away it serves new ones again.
+func TestConnectionPastTheCapIsRefusedCleanly(t *testing.T) {
+	for _, reusePort := range []bool{false, true} {
+		gl, addr := gateTestWorker(t, reusePort)
+		gl.w.opts.WorkerConnections = 10 // already at it
+		accepted := make(chan net.Conn, 1)
+		go func() {
+			if a, err := gl.Accept(); err == nil {
+				accepted <- a
+			}
+		}()
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
 		}
-		close(accepted)
-	}()
-	select {
-	case <-accepted:
-		t.Fatal("accepted past the connection cap")
-	case <-time.After(time.Second):
-	}
-	gl.w.conns.state(firstConn(gl.w), fasthttp.StateClosed) // one goes away
-	select {
-	case <-accepted:
-	case <-time.After(5 * time.Second):
-		t.Fatal("no accept after a connection closed")
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.WriteString(c, "POST /rpc HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"); err != nil {
+			t.Fatal(err)
+		}
+		answer, err := io.ReadAll(c) // to the server's FIN: a reset would be an error here
+		c.Close()
+		if err != nil {
+			t.Fatalf("reuse-port %v: refused connection ended with %v after %q", reusePort, err, answer)
+		}
+		if !bytes.HasPrefix(answer, []byte("HTTP/1.1 503 ")) || !bytes.Contains(answer, []byte("Retry-After: 1")) ||
+			!bytes.Contains(answer, []byte("Connection: close")) {
+			t.Fatalf("reuse-port %v: past the cap, got %q", reusePort, answer)
+		}
+		if n := gl.w.row.Load(protocol.CRefusedConnections); n != 1 {
+			t.Errorf("reuse-port %v: %d refusals of reason connections, want 1", reusePort, n)
+		}
+		select {
+		case <-accepted:
+			t.Fatal("accepted past the connection cap")
+		default:
+		}
+		gl.w.conns.state(firstConn(gl.w), fasthttp.StateClosed) // one goes away
+		c2, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case a := <-accepted:
+			a.Close()
+		case <-time.After(5 * time.Second):
+			t.Fatal("no accept after a connection closed")
+		}
+		c2.Close()
 	}
 }
 

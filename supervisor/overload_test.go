@@ -1,0 +1,235 @@
+package supervisor_test
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// metric reads one sample of the server's /metrics (0 when absent).
+func (s *server) metric(t *testing.T, series string) float64 {
+	t.Helper()
+	resp, err := http.Get(s.url("/metrics"))
+	if err != nil {
+		t.Fatalf("scrape: %v", err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` (\S+)$`).FindSubmatch(b)
+	if m == nil {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(string(m[1]), 64)
+	return v
+}
+
+// probeHealth asks for /health on a fresh connection every 50 ms until
+// stop is closed, and reports the answers that were not a 200 within 2 s.
+func probeHealth(url string, stop <-chan struct{}) (done func() (probes int, bad []string)) {
+	var mu sync.Mutex
+	var n int
+	var bad []string
+	finished := make(chan struct{})
+	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	go func() {
+		defer close(finished)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+			resp, err := c.Get(url)
+			mu.Lock()
+			n++
+			if err != nil {
+				bad = append(bad, err.Error())
+			} else {
+				if resp.StatusCode != 200 {
+					bad = append(bad, resp.Status)
+				}
+				resp.Body.Close()
+			}
+			mu.Unlock()
+		}
+	}()
+	return func() (int, []string) {
+		<-finished
+		return n, bad
+	}
+}
+
+// CPU saturation that an in-flight count cannot see (one worker, a
+// 2 ms CPU-bound route, 60 keep-alive clients): requests wait past
+// --max-queue-delay, the worker sheds, every request is answered (200 or
+// an immediate 503 with Retry-After), and /health answers throughout.
+func TestQueueDelayShedding(t *testing.T) {
+	s := start(t, nil, "--workers", "1", "--max-queue-delay", "5ms")
+	stopProbe := make(chan struct{})
+	probed := probeHealth(s.url("/health"), stopProbe)
+	stop := keepLoading(s.url("/burn?us=2000"), 60)
+	time.Sleep(3 * time.Second)
+	r := stop()
+	close(stopProbe)
+	if len(r.errors) > 0 {
+		t.Fatalf("%d requests failed, first: %v", len(r.errors), r.errors[0])
+	}
+	if r.byStatus[200] == 0 || r.byStatus[503] == 0 || len(r.byStatus) != 2 {
+		t.Fatalf("want 200s and 503s, got %v", r.byStatus)
+	}
+	for body := range r.byBody {
+		if strings.Contains(body, "503") && !strings.Contains(body, "wait too long") {
+			t.Errorf("a 503 body: %s", body)
+		}
+	}
+	shed := s.metric(t, `mcpgateway_http_requests_refused_total{reason="queue_delay"}`)
+	if shed != float64(r.byStatus[503]) {
+		t.Errorf("refusals by queue_delay %v, the clients got %d 503s", shed, r.byStatus[503])
+	}
+	if n := s.metric(t, "mcpgateway_request_queue_seconds_count"); n < float64(r.byStatus[200]) {
+		t.Errorf("queue-delay histogram counts %v requests, want at least the %d served", n, r.byStatus[200])
+	}
+	probes, bad := probed()
+	if probes < 5 || len(bad) > 0 {
+		t.Fatalf("/health during the overload: %d probes, failures %v", probes, bad)
+	}
+	t.Logf("answers %v, health probes %d", r.byStatus, probes)
+}
+
+// --backpressure auto: the limit falls while latency grows with
+// concurrency (a resource that slows with load), and rises again when the
+// latency is back to its minimum.
+func TestAdaptiveLimitMovesDownAndBackUp(t *testing.T) {
+	s := start(t, nil, "--workers", "1", "--backpressure", "64", "--backpressure-auto")
+	limit := func() float64 { return s.metric(t, `mcpgateway_worker_inflight_limit{slot="0"}`) }
+	if l := limit(); l != 64 {
+		t.Fatalf("limit %v at start, want the ceiling 64", l)
+	}
+	load(s.url("/contend?ms=2"), 300, 1).clean(t) // the latency without load
+
+	stop := keepLoading(s.url("/contend?ms=2"), 40)
+	waitFor(t, "the limit to fall below 20", 20*time.Second, func() bool { return limit() < 20 })
+	low := limit()
+	r := stop()
+	if len(r.errors) > 0 || r.byStatus[503] == 0 {
+		t.Fatalf("contended load: %d errors (first %v), answers %v", len(r.errors), r.errors, r.byStatus)
+	}
+	if n := s.metric(t, `mcpgateway_http_requests_refused_total{reason="in_flight"}`); n == 0 {
+		t.Error("no refusal counted as in_flight")
+	}
+
+	stop = keepLoading(s.url("/contend?ms=2&flat=1"), 40)
+	waitFor(t, "the limit to rise to 40", 20*time.Second, func() bool { return limit() >= 40 })
+	r = stop()
+	if len(r.errors) > 0 {
+		t.Fatalf("flat load: %d errors, first %v", len(r.errors), r.errors[0])
+	}
+	t.Logf("limit 64 → %v → %v", low, limit())
+}
+
+// A worker at its connection cap answers a new connection at once with a
+// 503 and closes it cleanly, instead of leaving it in the kernel's queue.
+func TestConnectionsPastTheCapGetA503(t *testing.T) {
+	s := start(t, nil, "--workers", "1", "--worker-connections", "4")
+	var held []net.Conn
+	for range 4 {
+		c, err := net.Dial("tcp", s.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		held = append(held, c)
+		if _, err := io.WriteString(c, "GET /pid HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("held connection: %v %v", resp, err)
+		}
+		resp.Body.Close()
+	}
+	for i := range 3 {
+		c, err := net.Dial("tcp", s.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		begin := time.Now()
+		if _, err := io.WriteString(c, "GET /pid HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		answer, err := io.ReadAll(c)
+		c.Close()
+		if err != nil || !strings.HasPrefix(string(answer), "HTTP/1.1 503 ") || !strings.Contains(string(answer), "Connection: close") {
+			t.Fatalf("connection %d past the cap: %q, %v", i, answer, err)
+		}
+		if took := time.Since(begin); took > 2*time.Second {
+			t.Errorf("the refusal took %s", took)
+		}
+	}
+	if n := s.metric(t, `mcpgateway_http_requests_refused_total{reason="connections"}`); n != 3 {
+		t.Errorf("refusals by connections %v, want 3", n)
+	}
+	held[0].Close()
+	waitFor(t, "a new connection to be served", 5*time.Second, func() bool {
+		resp, err := http.Get(s.url("/pid"))
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+}
+
+// A full worker still admits the essential requests (for MCP: initialize,
+// ping, tools/list) before others; /health and /metrics are never refused.
+func TestEssentialRequestsAreAdmittedFirst(t *testing.T) {
+	s := start(t, nil, "--workers", "1", "--backpressure", "2")
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := http.Get(s.url("/slow?ms=3000"))
+			if err == nil {
+				resp.Body.Close()
+			}
+		}()
+	}
+	defer wg.Wait()
+	waitFor(t, "two requests in flight", 5*time.Second, func() bool {
+		return s.metric(t, "mcpgateway_http_requests_in_flight") == 2
+	})
+	get := func(essential bool) int {
+		req, _ := http.NewRequest("GET", s.url("/pid"), nil)
+		if essential {
+			req.Header.Set("X-Essential", "1")
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := get(false); code != 503 {
+		t.Errorf("an ordinary request to a full worker: %d, want 503", code)
+	}
+	if code := get(true); code != 200 {
+		t.Errorf("an essential request to a full worker: %d, want 200", code)
+	}
+	for _, path := range []string{"/health", "/metrics"} {
+		if resp, err := http.Get(s.url(path)); err != nil || resp.StatusCode != 200 {
+			t.Errorf("%s from a full worker: %v %v", path, resp, err)
+		} else {
+			resp.Body.Close()
+		}
+	}
+}

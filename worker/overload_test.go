@@ -1,0 +1,167 @@
+package worker
+
+import (
+	"net"
+	"testing"
+	"time"
+
+	"github.com/mcpgateway/mcpgateway/supervisor/protocol"
+)
+
+func testRow(t *testing.T) *protocol.Row {
+	t.Helper()
+	tb, err := protocol.CreateTable(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tb.Close() })
+	return tb.Row(1)
+}
+
+// CoDel: a burst passes; a standing queue (every delay of an interval
+// above the target) starts shedding at the next interval, which refuses
+// what waited past the target (past the interval for essential requests),
+// and one interval with a short delay stops it.
+func TestShedderActsOnAStandingQueueOnly(t *testing.T) {
+	const ms = int64(time.Millisecond)
+	s := newShedder(5*time.Millisecond, testRow(t))
+	now := int64(1e9)
+	step := func(delay int64, essential bool) bool { now += ms; return s.admit(now, delay, essential) }
+
+	// A burst: long delays, but some short ones in every interval.
+	for i := range 300 {
+		d := 50 * ms
+		if i%20 == 0 {
+			d = ms
+		}
+		if !step(d, false) {
+			t.Fatalf("request %d refused during a burst", i)
+		}
+	}
+	// A standing queue: shedding from the first interval that saw only it.
+	refused := 0
+	for range 250 {
+		if !step(20*ms, false) {
+			refused++
+		}
+	}
+	if refused < 100 || !s.shedding.Load() || s.row.Load(protocol.FShedding) != 1 {
+		t.Fatalf("standing queue: %d of 250 refused, shedding %v", refused, s.shedding.Load())
+	}
+	if !step(20*ms, true) || step(200*ms, true) || !step(4*ms, false) {
+		t.Fatal("while shedding: want essential admitted up to the interval, others up to the target")
+	}
+	// The queue is gone: shedding ends with the first short interval.
+	for range 120 {
+		if !step(ms, false) {
+			t.Fatal("a short delay refused")
+		}
+	}
+	if s.shedding.Load() || !step(20*ms, false) {
+		t.Fatal("still shedding after an interval of short delays")
+	}
+
+	off := newShedder(0, testRow(t))
+	for i := range 300 {
+		if !off.admit(now+int64(i)*ms, time.Second.Nanoseconds(), false) {
+			t.Fatal("--max-queue-delay 0 refused a request")
+		}
+	}
+}
+
+// Vegas: the limit falls while latency grows with concurrency (a queue
+// inside the worker), rises again once latency is back at its minimum and
+// the limit is in use, and never moves on a limit far above what is used.
+func TestLimiterFollowsLatency(t *testing.T) {
+	const ms = int64(time.Millisecond)
+	l := newLimiter(64, testRow(t))
+	now := int64(1e9)
+	run := func(windows int, inFlight int64, rtt func(inFlight int64) int64) {
+		for range windows {
+			for range 20 {
+				now += 5 * ms
+				n := min(inFlight, l.current())
+				l.sample(now, rtt(n), n)
+			}
+		}
+	}
+	run(10, 1, func(int64) int64 { return 2 * ms }) // the minimum, at low load
+	if l.current() != 64 {
+		t.Fatalf("limit %d after light load, want the ceiling 64 (nothing to adapt to)", l.current())
+	}
+	run(30, 40, func(n int64) int64 { return 2 * ms * n }) // a resource that slows with load
+	low := l.current()
+	if low > 16 {
+		t.Fatalf("limit %d while latency grows with concurrency, want it well below 40", low)
+	}
+	if got := l.row.Load(protocol.FLimit); got != uint64(low) {
+		t.Errorf("FLimit %d, want %d", got, low)
+	}
+	run(30, 40, func(int64) int64 { return 2 * ms }) // the resource recovered
+	if l.current() < 40 {
+		t.Fatalf("limit %d after latency came back to its minimum, want >= 40 (from %d)", l.current(), low)
+	}
+	for range 50 {
+		run(1, 40, func(int64) int64 { return 2*ms + (now/ms%7)*ms/10 }) // noise, 40 in flight
+	}
+	if l.current() < 40 {
+		t.Fatalf("limit %d fell on latency noise", l.current())
+	}
+}
+
+func TestQueueDelayOfPlainConnsIsZero(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	if d := queueDelay(a, time.Now()); d != 0 {
+		t.Fatalf("delay %d for a conn without timestamps", d)
+	}
+}
+
+// The kernel's receive timestamp counts the time bytes wait in the socket
+// before anyone reads them: what a read-time clock misses under CPU
+// saturation.
+func TestReceiveTimestampsCountTheWaitInTheSocket(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	if err := enableStamps(ln); err != nil {
+		t.Fatal(err)
+	}
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	sc, err := ln.Accept() // inherits SO_TIMESTAMPNS from the listener
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	tc := &trackedConn{Conn: sc, stamps: newStampedReader(sc)}
+	for _, wait := range []time.Duration{0, 200 * time.Millisecond} {
+		if _, err := c.Write([]byte("GET / HTTP/1.1\r\n\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(wait)
+		buf := make([]byte, 64)
+		_ = tc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if n, err := tc.Read(buf); err != nil || n != 18 {
+			t.Fatalf("read %d, %v", n, err)
+		}
+		d := time.Duration(queueDelay(tc, time.Now()))
+		if d < wait || d > wait+time.Second {
+			t.Errorf("bytes that waited %s in the socket: delay %s", wait, d)
+		}
+	}
+	c.Close()
+	if _, err := tc.Read(make([]byte, 8)); err == nil || err.Error() != "EOF" {
+		t.Errorf("read after the peer closed: %v, want EOF", err)
+	}
+	_ = tc.SetReadDeadline(time.Now().Add(-time.Second))
+	if _, err := tc.Read(make([]byte, 8)); err == nil {
+		t.Error("read past a deadline did not fail")
+	}
+}
