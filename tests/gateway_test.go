@@ -408,31 +408,45 @@ func postgresBackend(cache string) storeSetup {
 
 var heyStatusRE = regexp.MustCompile(`\[(\d+)\]\s+(\d+) responses`)
 
-// The tuning guide's command, verbatim but for the port, against a gateway
-// with the default settings: 10 000 requests, all 200. hey shows no bodies,
-// so the same load is sent again with a Go client that checks every one.
-func TestHeyGuideCommandAllSucceed(t *testing.T) {
+// runHey runs the guide's hey command against g with the given load flags
+// (-n, -c, -z), from the repository's root as the guide does, and returns
+// the answers by status and hey's report.
+func runHey(t *testing.T, g *gateway, jwt string, load ...string) (map[int]int, string) {
+	t.Helper()
 	hey, err := exec.LookPath("hey")
 	if err != nil {
 		t.Fatal("hey is not in PATH: install hey (make tools)")
 	}
-	g := serve(t, nil, "--workers", "2")
-	jwt := g.token()
-
-	start := time.Now()
-	cmd := exec.Command(hey, "-n", "10000", "-c", "200", "-m", "POST", "-T", "application/json",
+	args := append(load, "-m", "POST", "-T", "application/json",
 		"-H", "Authorization: Bearer "+jwt, "-D", "tests/hey/payload.json",
 		fmt.Sprintf("http://localhost:%d/rpc", g.port))
+	cmd := exec.Command(hey, args...)
 	cmd.Dir = ".." // the guide runs it from the repository's root
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("hey: %v\n%s", err, out)
 	}
-	statuses := heyStatusRE.FindAllStringSubmatch(string(out), -1)
-	if len(statuses) != 1 || statuses[0][1] != "200" || statuses[0][2] != "10000" || strings.Contains(string(out), "Error distribution") {
+	statuses := map[int]int{}
+	for _, m := range heyStatusRE.FindAllStringSubmatch(string(out), -1) {
+		code, _ := strconv.Atoi(m[1])
+		statuses[code], _ = strconv.Atoi(m[2])
+	}
+	return statuses, string(out)
+}
+
+// The tuning guide's command, verbatim but for the port, against a gateway
+// with the default settings: 10 000 requests, all 200. hey shows no bodies,
+// so the same load is sent again with a Go client that checks every one.
+func TestHeyGuideCommandAllSucceed(t *testing.T) {
+	g := serve(t, nil, "--workers", "2")
+	jwt := g.token()
+
+	start := time.Now()
+	statuses, out := runHey(t, g, jwt, "-n", "10000", "-c", "200")
+	if len(statuses) != 1 || statuses[200] != 10000 || strings.Contains(out, "Error distribution") {
 		t.Fatalf("want [200] 10000 responses and no errors:\n%s", out)
 	}
-	rps := regexp.MustCompile(`Requests/sec:\s+(\S+)`).FindStringSubmatch(string(out))
+	rps := regexp.MustCompile(`Requests/sec:\s+(\S+)`).FindStringSubmatch(out)
 	t.Logf("hey: 10000 × [200] in %v (%v requests/s)", time.Since(start).Round(time.Millisecond), rps[1:])
 
 	// The same load, every body checked: a 200 carrying a JSON-RPC error

@@ -19,27 +19,34 @@ import (
 // acts on it as CoDel does. Slow handlers that wait on I/O are bounded by
 // the in-flight limit, fixed or adapted to measured latency (limiter).
 
-// shedInterval is CoDel's interval: shedding starts when the smallest
-// queueing delay of a whole interval is above the target (a standing
-// queue, not a burst), and stops at the end of the first interval whose
-// smallest delay is back under it.
+// shedInterval is CoDel's interval: shedding starts when a quarter of the
+// requests of a whole interval waited longer than the target (a standing
+// queue, not a burst), and stops at the end of the first interval where
+// fewer did.
 const shedInterval = 100 * time.Millisecond
 
 // shedder decides, per request, from its queueing delay. Lock-free: it
 // runs on every request.
+//
+// CoDel proper looks at the smallest delay of an interval. A worker with
+// many connections always has a few requests whose bytes just arrived
+// while the rest wait: with hey at 1000 connections on one busy core, 40%
+// of the requests waited under 1 ms and a quarter over 10 ms (measured).
+// The smallest delay stays low and a real queue is never seen, and so
+// does the median; the test is on the 75th percentile instead: more than a
+// quarter of the interval's requests above the target.
 type shedder struct {
 	target    int64 // ns; 0: never shed
 	interval  int64 // ns
 	windowEnd atomic.Int64
-	windowMin atomic.Int64 // smallest delay seen in the current interval
+	seen      atomic.Int64 // requests in the current interval
+	late      atomic.Int64 // of them, those that waited past the target
 	shedding  atomic.Bool
 	row       *protocol.Row
 }
 
 func newShedder(target time.Duration, row *protocol.Row) *shedder {
-	s := &shedder{target: int64(target), interval: int64(max(shedInterval, target)), row: row}
-	s.windowMin.Store(math.MaxInt64)
-	return s
+	return &shedder{target: int64(target), interval: int64(max(shedInterval, target)), row: row}
 }
 
 // admit records a request's queueing delay and says whether it may run.
@@ -47,19 +54,21 @@ func newShedder(target time.Duration, row *protocol.Row) *shedder {
 // refused, or longer than the interval for an essential one, which is
 // admitted first but still not from an unbounded queue.
 func (s *shedder) admit(now, delay int64, essential bool) bool {
-	for m := s.windowMin.Load(); delay < m && !s.windowMin.CompareAndSwap(m, delay); m = s.windowMin.Load() {
+	if s.target == 0 {
+		return true
+	}
+	s.seen.Add(1)
+	if delay > s.target {
+		s.late.Add(1)
 	}
 	if end := s.windowEnd.Load(); now >= end && s.windowEnd.CompareAndSwap(end, now+s.interval) {
-		m := s.windowMin.Swap(math.MaxInt64)
-		if end == 0 { // the first request: no interval has passed yet
-			m = 0
-		}
-		shed := m > s.target
+		seen, late := s.seen.Swap(0), s.late.Swap(0)
+		shed := end != 0 && 4*late > seen // the first request opens the first interval
 		s.shedding.Store(shed)
-		s.row.Store(protocol.FQueueDelayMin, uint64(max(m, 0)))
+		s.row.Store(protocol.FQueueOverTarget, uint64(late*1000/max(seen, 1)))
 		s.row.Store(protocol.FShedding, b2u(shed))
 	}
-	if s.target == 0 || !s.shedding.Load() {
+	if !s.shedding.Load() {
 		return true
 	}
 	if essential {

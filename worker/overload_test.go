@@ -18,21 +18,21 @@ func testRow(t *testing.T) *protocol.Row {
 	return tb.Row(1)
 }
 
-// CoDel: a burst passes; a standing queue (every delay of an interval
+// A burst passes; a standing queue (a quarter of the delays of an interval
 // above the target) starts shedding at the next interval, which refuses
 // what waited past the target (past the interval for essential requests),
-// and one interval with a short delay stops it.
+// and one interval of mostly short delays stops it.
 func TestShedderActsOnAStandingQueueOnly(t *testing.T) {
 	const ms = int64(time.Millisecond)
 	s := newShedder(5*time.Millisecond, testRow(t))
 	now := int64(1e9)
 	step := func(delay int64, essential bool) bool { now += ms; return s.admit(now, delay, essential) }
 
-	// A burst: long delays, but some short ones in every interval.
+	// Bursts: long delays, but fewer than a quarter in every interval.
 	for i := range 300 {
-		d := 50 * ms
-		if i%20 == 0 {
-			d = ms
+		d := ms
+		if i%5 == 0 {
+			d = 50 * ms
 		}
 		if !step(d, false) {
 			t.Fatalf("request %d refused during a burst", i)
@@ -52,7 +52,7 @@ func TestShedderActsOnAStandingQueueOnly(t *testing.T) {
 		t.Fatal("while shedding: want essential admitted up to the interval, others up to the target")
 	}
 	// The queue is gone: shedding ends with the first short interval.
-	for range 120 {
+	for range 200 {
 		if !step(ms, false) {
 			t.Fatal("a short delay refused")
 		}

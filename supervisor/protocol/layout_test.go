@@ -17,8 +17,8 @@ func TestLayoutLeavesTheDocumentedRoom(t *testing.T) {
 	if HRowWords >= counterStart {
 		t.Errorf("header scalars reach word %d, into the totals at %d", HRowWords, counterStart)
 	}
-	if FQueueDelayMin >= counterStart {
-		t.Errorf("row gauges reach word %d, into the counters at %d", FQueueDelayMin, counterStart)
+	if FQueueOverTarget >= counterStart {
+		t.Errorf("row gauges reach word %d, into the counters at %d", FQueueOverTarget, counterStart)
 	}
 	if CRefusedConnections >= CQueueSum {
 		t.Errorf("refusal reasons reach word %d, into the queue-delay histogram at %d", CRefusedConnections, CQueueSum)

@@ -122,13 +122,14 @@ const (
 	FDBCheckAt
 	FDBCheck
 
-	// Admission (overload.go): the in-flight limit in force (the fixed
-	// backpressure, or the adaptive one; 0: none), 1 while the worker sheds
-	// by queueing delay, and the smallest queueing delay (ns) of the last
-	// interval, the figure shedding is decided on.
+	// Admission (worker/overload.go): the in-flight limit in force (the
+	// fixed backpressure, or the adaptive one; 0: none), 1 while the worker
+	// sheds by queueing delay, and the share of the last interval's
+	// requests that waited past the target, in thousandths: the figure
+	// shedding is decided on.
 	FLimit
 	FShedding
-	FQueueDelayMin
+	FQueueOverTarget
 )
 
 // FDBCheck values.
@@ -573,11 +574,11 @@ type WorkerStatus struct {
 	OldestStart                int64
 	Counters                   Counters
 
-	DBCheckAt     int64  // Nanotime of the last database check; 0: none
-	DBCheck       uint64 // DBCheckOK, DBCheckFailed or 0
-	Limit         uint64 // in-flight limit in force; 0: none
-	Shedding      bool   // shedding by queueing delay
-	QueueDelayMin int64  // ns, the smallest queueing delay of the last interval
+	DBCheckAt       int64  // Nanotime of the last database check; 0: none
+	DBCheck         uint64 // DBCheckOK, DBCheckFailed or 0
+	Limit           uint64 // in-flight limit in force; 0: none
+	Shedding        bool   // shedding by queueing delay
+	QueueOverTarget uint64 // thousandths of the last interval's requests that waited past the target
 }
 
 // Snapshot is a consistent view of the whole server.
@@ -654,7 +655,7 @@ func (t *Table) read() Snapshot {
 			InFlight: r.Load(FInFlight), Conns: r.Load(FConns), RSS: r.Load(FRSS),
 			OldestStart: int64(r.Load(FOldestStart)),
 			DBCheckAt:   int64(r.Load(FDBCheckAt)), DBCheck: r.Load(FDBCheck),
-			Limit: r.Load(FLimit), Shedding: r.Load(FShedding) == 1, QueueDelayMin: int64(r.Load(FQueueDelayMin)),
+			Limit: r.Load(FLimit), Shedding: r.Load(FShedding) == 1, QueueOverTarget: r.Load(FQueueOverTarget),
 		}
 		w.Counters.add(r)
 		s.Total.add(r)
