@@ -1,9 +1,11 @@
 package rpc
 
 import (
+	"context"
 	"fmt"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"go.uber.org/zap"
@@ -32,23 +34,84 @@ func TestHealth(t *testing.T) {
 	}
 }
 
+// Without Options.Readiness (one process) /ready runs the Backend's checks
+// and only the database decides: a degraded cache is reported, never a 503.
 func TestReady(t *testing.T) {
 	s, b := newTestServer(t, nil)
+	items := `"status_items":[{"name":"Database","ok":true,"detail":"sqlite"},{"name":"Cache","ok":true,"detail":"memory"}]`
 	r := call(s, "GET", "/ready", "")
-	want := `{"status":"ready","status_items":[{"name":"Database","ok":true,"detail":"sqlite"},{"name":"Cache","ok":true,"detail":"memory"}]}`
-	if r.status != 200 || string(r.body) != want {
+	want := `{"status":"ready","database":{"status":"ok","age_seconds":0.000},"reasons":[],"cache":{"status":"ok","detail":"memory"},` + items + `}`
+	if r.status != 200 || string(r.body) != want || r.header("Cache-Control") != "no-store" {
 		t.Fatalf("ready: %d %s", r.status, r.body)
 	}
 	b.set(func(f *fakeBackend) {
 		f.checks = []store.Check{{Name: "Database", OK: true, Detail: "sqlite"}, {Name: "Cache", OK: false, Detail: "redis: connection refused"}}
 	})
 	r = call(s, "GET", "/ready", "")
-	want = `{"status":"unready","status_items":[{"name":"Database","ok":true,"detail":"sqlite"},{"name":"Cache","ok":false,"detail":"redis: connection refused"}]}`
+	want = `{"status":"ready","database":{"status":"ok","age_seconds":0.000},"reasons":[],"cache":{"status":"degraded","detail":"redis: connection refused"},` +
+		`"status_items":[{"name":"Database","ok":true,"detail":"sqlite"},{"name":"Cache","ok":false,"detail":"redis: connection refused"}]}`
+	if r.status != 200 || string(r.body) != want {
+		t.Fatalf("degraded cache: %d %s", r.status, r.body)
+	}
+	b.set(func(f *fakeBackend) {
+		f.checks = []store.Check{{Name: "Database", OK: false, Detail: "sqlite: disk I/O error"}, {Name: "Cache", OK: true, Detail: "memory"}}
+	})
+	r = call(s, "GET", "/ready", "")
+	want = `{"status":"unready","database":{"status":"failed","age_seconds":0.000},"reasons":["the latest database check failed"],"cache":{"status":"ok","detail":"memory"},` +
+		`"status_items":[{"name":"Database","ok":false,"detail":"sqlite: disk I/O error"},{"name":"Cache","ok":true,"detail":"memory"}]}`
 	if r.status != 503 || string(r.body) != want {
-		t.Fatalf("unready: %d %s", r.status, r.body)
+		t.Fatalf("database down: %d %s", r.status, r.body)
 	}
 	if r := call(s, "PUT", "/ready", ""); r.status != 405 {
 		t.Errorf("PUT /ready: %d", r.status)
+	}
+}
+
+// With Options.Readiness the embedding server decides (the whole server's
+// view), /ready never touches the Backend, and the cache is the one the
+// last CheckBackend saw.
+func TestReadyFromTheEmbeddingServer(t *testing.T) {
+	var ready atomic.Bool
+	s, b := newTestServer(t, func(o *Options) {
+		o.Readiness = func(b []byte) ([]byte, bool) {
+			if ready.Load() {
+				return append(b, `"status":"ready","workers":{"ready":2,"target":2}`...), true
+			}
+			return append(b, `"status":"unready","reasons":["no worker is ready"]`...), false
+		}
+	})
+	b.set(func(f *fakeBackend) { f.panicIn = "Ready" })
+	r := call(s, "GET", "/ready", "")
+	if want := `{"status":"unready","reasons":["no worker is ready"],"cache":{"status":"unknown"},"status_items":[]}`; r.status != 503 || string(r.body) != want {
+		t.Fatalf("before a check: %d %s", r.status, r.body)
+	}
+	b.set(func(f *fakeBackend) {
+		f.panicIn = ""
+		f.checks = []store.Check{{Name: "Database", OK: false, Detail: "postgresql: connection refused"}, {Name: "Cache", OK: false, Detail: "redis: i/o timeout"}}
+	})
+	if ok, detail := s.CheckBackend(context.Background()); ok || detail != "postgresql: connection refused" {
+		t.Fatalf("CheckBackend: %v %q", ok, detail)
+	}
+	b.set(func(f *fakeBackend) { f.panicIn = "Ready" })
+	ready.Store(true)
+	r = call(s, "GET", "/ready", "")
+	want := `{"status":"ready","workers":{"ready":2,"target":2},"cache":{"status":"degraded","detail":"redis: i/o timeout"},` +
+		`"status_items":[{"name":"Database","ok":false,"detail":"postgresql: connection refused"},{"name":"Cache","ok":false,"detail":"redis: i/o timeout"}]}`
+	if r.status != 200 || string(r.body) != want {
+		t.Fatalf("the embedding server says ready: %d %s", r.status, r.body)
+	}
+	if s.Panics() != 0 {
+		t.Error("/ready called the Backend")
+	}
+	b.set(func(f *fakeBackend) {
+		f.panicIn = ""
+		f.checks = []store.Check{{Name: "Database", OK: true, Detail: "postgresql"}, {Name: "Cache", OK: true, Detail: "redis 127.0.0.1:6379"}}
+	})
+	if ok, _ := s.CheckBackend(context.Background()); !ok {
+		t.Fatal("CheckBackend: database reported failed")
+	}
+	if r := call(s, "GET", "/ready", ""); !strings.Contains(string(r.body), `"cache":{"status":"ok","detail":"redis 127.0.0.1:6379"}`) {
+		t.Fatalf("after a good check: %d %s", r.status, r.body)
 	}
 }
 

@@ -32,7 +32,8 @@ type Backend interface {
 	Tool(ctx context.Context, name string) (store.Tool, error)
 	// User returns one user by email, or store.ErrNotFound.
 	User(ctx context.Context, email string) (store.User, error)
-	// Ready reports whether the database and the cache are reachable.
+	// Ready reports whether the database and the cache are reachable
+	// (checks named "Database" and "Cache"). See Server.CheckBackend.
 	Ready(ctx context.Context) []store.Check
 	// Dialect names the database ("sqlite", "postgresql").
 	Dialect() string
@@ -77,6 +78,15 @@ type Options struct {
 	// the embedding server can count it where it counts everything else
 	// (the worker's status table, /metrics).
 	OnPanic func()
+
+	// Readiness, when set, decides GET /ready for the whole server, which
+	// this package knows nothing of (worker processes, the database checks
+	// they published: supervisor.ReadinessOf). It appends the members of
+	// the body's JSON object, without braces, to b and says whether the
+	// server is ready (200) or not (503); /ready adds the cache as
+	// CheckBackend last saw it. Without it, /ready runs the Backend's checks
+	// itself and only the database decides. See ready.go.
+	Readiness func(b []byte) (body []byte, ready bool)
 }
 
 const (
@@ -96,6 +106,7 @@ type Server struct {
 	sessions *sessions
 	zones    zoneCache
 	panics   atomic.Uint64
+	checks   atomic.Pointer[[]store.Check] // the Backend's latest readiness checks (CheckBackend)
 
 	versionBody []byte // /version never changes: encoded once
 }
@@ -255,36 +266,6 @@ func writeDetail(ctx *fasthttp.RequestCtx, status int, msg string) {
 func methodNotAllowed(ctx *fasthttp.RequestCtx, allow string) {
 	ctx.Response.Header.Set("Allow", allow)
 	writeDetail(ctx, fasthttp.StatusMethodNotAllowed, "Method Not Allowed")
-}
-
-func (s *Server) serveReady(ctx *fasthttp.RequestCtx) {
-	checks := s.backend.Ready(ctx)
-	ready := true
-	for _, c := range checks {
-		ready = ready && c.OK
-	}
-	b := make([]byte, 0, 160)
-	status := fasthttp.StatusOK
-	if ready {
-		b = append(b, `{"status":"ready","status_items":[`...)
-	} else {
-		status = fasthttp.StatusServiceUnavailable
-		b = append(b, `{"status":"unready","status_items":[`...)
-	}
-	for i, c := range checks {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = append(b, `{"name":`...)
-		b = appendString(b, c.Name)
-		b = append(b, `,"ok":`...)
-		b = appendBool(b, c.OK)
-		b = append(b, `,"detail":`...)
-		b = appendString(b, c.Detail)
-		b = append(b, '}')
-	}
-	b = append(b, "]}"...)
-	writeJSON(ctx, status, b)
 }
 
 func (s *Server) encodeVersion() []byte {

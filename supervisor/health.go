@@ -15,14 +15,13 @@ import (
 // readiness answered by the master, which is idle, so that a probe never
 // waits in a queue behind requests, and readiness fails the instant a stop
 // begins. The loop publishes what the answers need in atomics; the HTTP
-// goroutines read nothing else.
+// goroutines read nothing else, so an answer never waits for the loop (nor
+// the loop for an answer).
 type health struct {
-	loopBeat atomic.Int64 // Nanotime of the loop's last tick
-	workers  atomic.Int32 // live worker processes
-	fresh    atomic.Int32 // of them, those whose heartbeat is recent
-	ready    atomic.Int32 // ready workers, not being replaced
-	target   atomic.Int32
-	stopping atomic.Bool
+	loopBeat  atomic.Int64 // Nanotime of the loop's last tick
+	workers   atomic.Int32 // live worker processes
+	fresh     atomic.Int32 // of them, those whose heartbeat is recent
+	readiness atomic.Pointer[Readiness]
 
 	srv *http.Server
 	ln  net.Listener
@@ -47,6 +46,7 @@ func openHealth(addr string, log *zap.Logger) (*health, error) {
 	}
 	h := &health{ln: ln}
 	h.loopBeat.Store(protocol.Nanotime())
+	h.readiness.Store(&Readiness{})
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /health", h.serveHealth)
 	mux.HandleFunc("GET /ready", h.serveReady)
@@ -60,28 +60,29 @@ func openHealth(addr string, log *zap.Logger) (*health, error) {
 	return h, nil
 }
 
-// publish records, from the loop, what the health answers need.
+// publishHealth records, from the loop, what the health answers need. The
+// readiness is the table's (ReadinessOf), the same that every worker's
+// /ready reads, and is replaced only when it changes.
 func (m *master) publishHealth() {
 	h := m.health
 	if h == nil {
 		return
 	}
 	now := protocol.Nanotime()
-	var fresh, serving int32
+	var fresh int32
 	for _, p := range m.procs {
 		if protocol.HeartbeatAge(now, int64(m.table.Row(p.row).Load(protocol.FHeartbeat))) < liveFor {
 			fresh++
-		}
-		if p.phase == ready {
-			serving++
 		}
 	}
 	h.loopBeat.Store(now)
 	h.workers.Store(int32(len(m.procs)))
 	h.fresh.Store(fresh)
-	h.ready.Store(serving)
-	h.target.Store(int32(m.target))
-	h.stopping.Store(m.stopping || m.halt != nil)
+	r := ReadinessOf(m.table)
+	r.Stopping = r.Stopping || m.stopping || m.halt != nil
+	if *h.readiness.Load() != r {
+		h.readiness.Store(&r)
+	}
 }
 
 func (h *health) close() {
@@ -104,16 +105,18 @@ func (h *health) serveHealth(w http.ResponseWriter, _ *http.Request) {
 	}
 }
 
-// serveReady is readiness: not stopping, and at least one worker ready.
+// serveReady is readiness, as ReadinessOf defines it: 200 unless the server
+// is stopping, no worker is ready or the latest database check failed.
 func (h *health) serveReady(w http.ResponseWriter, _ *http.Request) {
-	switch ready, target := h.ready.Load(), h.target.Load(); {
-	case h.stopping.Load():
-		writeHealth(w, http.StatusServiceUnavailable, "stopping", "the server is stopping")
-	case ready == 0:
-		writeHealth(w, http.StatusServiceUnavailable, "unready", "no worker is ready")
-	default:
-		writeHealth(w, http.StatusOK, "ready", fmt.Sprintf("%d/%d workers ready", ready, target))
+	r := h.readiness.Load()
+	code := http.StatusOK
+	if !r.OK() {
+		code = http.StatusServiceUnavailable
 	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	w.Write(r.AppendJSON(make([]byte, 0, 192), protocol.Nanotime()))
 }
 
 func writeHealth(w http.ResponseWriter, code int, status, detail string) {

@@ -134,8 +134,11 @@ func TestAdaptiveLimitMovesDownAndBackUp(t *testing.T) {
 	t.Logf("limit 64 → %v → %v", low, limit())
 }
 
-// A worker at its connection cap answers a new connection at once with a
-// 503 and closes it cleanly, instead of leaving it in the kernel's queue.
+// The connection cap bounds a worker's connections even with backpressure
+// off. Past it, a new connection is answered at once with a 503 and closed
+// cleanly, instead of being left in the kernel's queue; /metrics is still
+// answered (it is read here past the cap); once a connection closes, new
+// ones are served.
 func TestConnectionsPastTheCapGetA503(t *testing.T) {
 	s := start(t, nil, "--workers", "1", "--worker-connections", "4")
 	var held []net.Conn
@@ -173,6 +176,9 @@ func TestConnectionsPastTheCapGetA503(t *testing.T) {
 		if took := time.Since(begin); took > 2*time.Second {
 			t.Errorf("the refusal took %s", took)
 		}
+	}
+	if got := s.table().Snapshot().Workers[0].Conns; got != 4 {
+		t.Errorf("worker holds %d connections, want the cap of 4", got)
 	}
 	if n := s.metric(t, `mcpgateway_http_requests_refused_total{reason="connections"}`); n != 3 {
 		t.Errorf("refusals by connections %v, want 3", n)

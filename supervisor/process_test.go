@@ -343,41 +343,6 @@ func TestPanicIsAnswered500AndWorkerSurvives(t *testing.T) {
 	}
 }
 
-// The connection cap bounds a worker's connections even with backpressure
-// off: past it, connections wait in the listen queue, and are served as
-// earlier ones close.
-func TestConnectionCapLeavesTheRestInTheQueue(t *testing.T) {
-	s := start(t, nil, "--workers", "1", "--worker-connections", "5")
-	var conns []net.Conn
-	for i := 0; i < 12; i++ {
-		c, err := net.Dial("tcp", s.addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		conns = append(conns, c)
-	}
-	time.Sleep(300 * time.Millisecond)
-	tb := s.table()
-	if got := tb.Snapshot().Workers[0].Conns; got != 5 {
-		t.Fatalf("worker holds %d connections, want the cap of 5", got)
-	}
-	// Every connection is served in the end: each one answered closes, and
-	// the worker takes the next one from the queue.
-	for i, c := range conns {
-		c.SetDeadline(time.Now().Add(10 * time.Second))
-		if _, err := c.Write([]byte("GET /pid HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")); err != nil {
-			t.Fatalf("conn %d: %v", i, err)
-		}
-		buf := make([]byte, 512)
-		n, err := c.Read(buf)
-		if err != nil || !strings.HasPrefix(string(buf[:n]), "HTTP/1.1 200") {
-			t.Fatalf("conn %d: %q %v", i, buf[:n], err)
-		}
-		c.Close()
-	}
-}
-
 // A keep-alive connection that sits quiet in a client's pool while its
 // worker is recycled is not closed under the client: its next request is
 // answered (with Connection: close) by the old worker, which closes quiet

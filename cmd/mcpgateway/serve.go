@@ -272,11 +272,7 @@ func setupWorker(ctx context.Context, info worker.Info) (worker.App, error) {
 	if err := json.Unmarshal(info.Payload, &s); err != nil {
 		return worker.App{}, fmt.Errorf("decode settings from the master: %w", err)
 	}
-	srv, st, err := gateway.Open(ctx, s, version, info.Logger, info.CountPanic)
-	if err != nil {
-		return worker.App{}, err
-	}
-	return worker.App{Handler: srv.Handler, Close: func() { st.Close() }}, nil
+	return gateway.Worker(ctx, s, version, info)
 }
 
 func printConfig(args []string) int {

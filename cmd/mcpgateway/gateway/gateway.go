@@ -17,12 +17,16 @@ import (
 // nil) counts the panics it recovers. The caller closes the store after the
 // last request.
 func Open(ctx context.Context, s config.Settings, version string, log *zap.Logger, onPanic func()) (*rpc.Server, *store.Store, error) {
+	return open(ctx, s, version, log, func(o *rpc.Options) { o.OnPanic = onPanic })
+}
+
+func open(ctx context.Context, s config.Settings, version string, log *zap.Logger, set func(*rpc.Options)) (*rpc.Server, *store.Store, error) {
 	st, err := store.Open(ctx, StoreOptions(s, log))
 	if err != nil {
 		return nil, nil, err
 	}
 	o := RPCOptions(s, version, log)
-	o.OnPanic = onPanic
+	set(&o)
 	srv, err := rpc.New(o, st)
 	if err != nil {
 		st.Close()

@@ -1,0 +1,112 @@
+package gateway
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/mcpgateway/mcpgateway/config"
+	"github.com/mcpgateway/mcpgateway/rpc"
+	"github.com/mcpgateway/mcpgateway/supervisor"
+	"github.com/mcpgateway/mcpgateway/supervisor/protocol"
+	"github.com/mcpgateway/mcpgateway/worker"
+	"go.uber.org/zap"
+)
+
+// The database check each worker runs in the background and publishes in
+// its row of the status table (worker.Info.ReportDatabase): the whole
+// server's readiness, on the master's health port too, fails while the
+// latest check failed. The first runs as the worker boots, so a worker is
+// never ready without one.
+const (
+	checkEvery   = 5 * time.Second
+	checkTimeout = 2 * time.Second
+)
+
+// Worker builds what a worker process of cmd/mcpgateway serves: the store,
+// the rpc server over it, the database check published in the status
+// table, /ready decided by supervisor.ReadinessOf over that table (the same
+// definition as the master's health port) with this worker's cache check
+// added, and MCP request priority (App.Essential). Close stops the checks
+// and closes the store.
+func Worker(ctx context.Context, s config.Settings, version string, info worker.Info) (worker.App, error) {
+	srv, st, err := open(ctx, s, version, info.Logger, func(o *rpc.Options) {
+		o.OnPanic = info.CountPanic
+		if info.Table != nil {
+			o.Readiness = func(b []byte) ([]byte, bool) {
+				r := supervisor.ReadinessOf(info.Table)
+				return r.AppendFields(b, protocol.Nanotime()), r.OK()
+			}
+		}
+	})
+	if err != nil {
+		return worker.App{}, err
+	}
+	c := startChecks(ctx, srv, info.ReportDatabase, info.Logger)
+	return worker.App{
+		Handler:   srv.Handler,
+		Essential: srv.Essential,
+		Close: func() {
+			c.stop()
+			st.Close()
+		},
+	}, nil
+}
+
+// checks runs rpc.Server.CheckBackend periodically and reports the
+// database's outcome.
+type checks struct {
+	srv    *rpc.Server
+	report func(ok bool) // may be nil
+	log    *zap.Logger
+	last   bool // the previous outcome, for logging changes only
+	quit   chan struct{}
+	done   chan struct{}
+	once   sync.Once
+}
+
+// startChecks runs the first check now, then one every checkEvery until
+// stop.
+func startChecks(ctx context.Context, srv *rpc.Server, report func(bool), log *zap.Logger) *checks {
+	c := &checks{srv: srv, report: report, log: log, last: true, quit: make(chan struct{}), done: make(chan struct{})}
+	c.check(ctx)
+	go c.loop()
+	return c
+}
+
+func (c *checks) loop() {
+	defer close(c.done)
+	tick := time.NewTicker(checkEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-c.quit:
+			return
+		case <-tick.C:
+			c.check(context.Background())
+		}
+	}
+}
+
+func (c *checks) check(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, checkTimeout)
+	defer cancel()
+	ok, detail := c.srv.CheckBackend(ctx)
+	if c.report != nil {
+		c.report(ok)
+	}
+	switch {
+	case !ok && c.last:
+		c.log.Warn("database check failed", zap.String("error", detail))
+	case ok && !c.last:
+		c.log.Info("database check passed again", zap.String("database", detail))
+	}
+	c.last = ok
+}
+
+// stop ends the loop and waits for a check under way (at most
+// checkTimeout).
+func (c *checks) stop() {
+	c.once.Do(func() { close(c.quit) })
+	<-c.done
+}
