@@ -200,7 +200,8 @@ func (m *master) run(ctx context.Context) error {
 
 	m.log.Info("master starting", zap.Strings("listening", m.addrs()), zap.Int("workers", m.target),
 		zap.Duration("timeout", m.o.Timeout), zap.Int("max_requests", m.o.MaxRequests),
-		zap.Int("backpressure", m.o.Worker.Backpressure))
+		zap.Int("backpressure", m.o.Worker.Backpressure), zap.Bool("backpressure_auto", m.o.Worker.BackpressureAuto),
+		zap.Duration("max_queue_delay", m.o.Worker.MaxQueueDelay))
 	// Prepare (migrations) may take minutes: it runs beside the loop, which
 	// goes on answering signals and pinging systemd's watchdog meanwhile.
 	if prep := m.o.Prepare; prep != nil {
