@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/mcpgateway/mcpgateway/internal/proctest"
 )
 
 // metric reads one sample of the server's /metrics (0 when absent).
@@ -30,54 +32,17 @@ func (s *server) metric(t *testing.T, series string) float64 {
 	return v
 }
 
-// probeHealth asks for /health on a fresh connection every 50 ms until
-// stop is closed, and reports the answers that were not a 200 within 2 s.
-func probeHealth(url string, stop <-chan struct{}) (done func() (probes int, bad []string)) {
-	var mu sync.Mutex
-	var n int
-	var bad []string
-	finished := make(chan struct{})
-	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	go func() {
-		defer close(finished)
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(50 * time.Millisecond):
-			}
-			resp, err := c.Get(url)
-			mu.Lock()
-			n++
-			if err != nil {
-				bad = append(bad, err.Error())
-			} else {
-				if resp.StatusCode != 200 {
-					bad = append(bad, resp.Status)
-				}
-				resp.Body.Close()
-			}
-			mu.Unlock()
-		}
-	}()
-	return func() (int, []string) {
-		<-finished
-		return n, bad
-	}
-}
-
 // CPU saturation that an in-flight count cannot see (one worker, a
 // 2 ms CPU-bound route, 60 keep-alive clients): requests wait past
 // --max-queue-delay, the worker sheds, every request is answered (200 or
 // an immediate 503 with Retry-After), and /health answers throughout.
 func TestQueueDelayShedding(t *testing.T) {
 	s := start(t, nil, "--workers", "1", "--max-queue-delay", "5ms")
-	stopProbe := make(chan struct{})
-	probed := probeHealth(s.url("/health"), stopProbe)
+	prober := proctest.StartProbing(s.url("/health"), 50*time.Millisecond, 2*time.Second)
 	stop := keepLoading(s.url("/burn?us=2000"), 60)
 	time.Sleep(3 * time.Second)
 	r := stop()
-	close(stopProbe)
+	probes, bad := prober.Stop()
 	if len(r.errors) > 0 {
 		t.Fatalf("%d requests failed, first: %v", len(r.errors), r.errors[0])
 	}
@@ -96,7 +61,6 @@ func TestQueueDelayShedding(t *testing.T) {
 	if n := s.metric(t, "mcpgateway_request_queue_seconds_count"); n < float64(r.byStatus[200]) {
 		t.Errorf("queue-delay histogram counts %v requests, want at least the %d served", n, r.byStatus[200])
 	}
-	probes, bad := probed()
 	if probes < 5 || len(bad) > 0 {
 		t.Fatalf("/health during the overload: %d probes, failures %v", probes, bad)
 	}

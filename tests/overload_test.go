@@ -1,15 +1,14 @@
 package tests
 
 import (
-	"net/http"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/mcpgateway/mcpgateway/internal/proctest"
 	"golang.org/x/sys/unix"
 )
 
@@ -37,35 +36,9 @@ func TestHeyAtAThousandConnectionsIsShed(t *testing.T) {
 	pinToCPU0(t, g.Cmd.Process.Pid)
 	jwt := g.token()
 
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	var probes int
-	var bad []string
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(100 * time.Millisecond):
-			}
-			probes++
-			resp, err := c.Get(g.url("/health"))
-			if err != nil {
-				bad = append(bad, err.Error())
-				continue
-			}
-			if resp.StatusCode != 200 {
-				bad = append(bad, resp.Status)
-			}
-			resp.Body.Close()
-		}
-	}()
+	prober := proctest.StartProbing(g.url("/health"), 100*time.Millisecond, 5*time.Second)
 	statuses, out := runHey(t, g, jwt, "-n", "20000", "-c", "1000", "-t", "30")
-	close(stop)
-	wg.Wait()
+	probes, bad := prober.Stop()
 
 	if statuses[503] == 0 || statuses[200] == 0 || len(statuses) != 2 || strings.Contains(out, "Error distribution") {
 		t.Fatalf("want 200s and 503s and nothing else:\n%s", out)

@@ -664,39 +664,33 @@ func (t *Table) read() Snapshot {
 	return s
 }
 
-var bucketNanos = func() []int64 {
-	ns := make([]int64, len(Buckets))
-	for i, b := range Buckets {
+var (
+	bucketNanos      = toNanos(Buckets)
+	queueBucketNanos = toNanos(QueueBuckets)
+)
+
+func toNanos(seconds []float64) []int64 {
+	ns := make([]int64, len(seconds))
+	for i, b := range seconds {
 		ns[i] = int64(b * 1e9)
 	}
 	return ns
-}()
+}
 
-// BucketIndex is the histogram bucket of a duration in nanoseconds.
-func BucketIndex(ns int64) int {
-	for i, b := range bucketNanos {
+// bucketOf is the index of the first bound ns is within; past them all,
+// the +Inf bucket after the last.
+func bucketOf(ns int64, bounds []int64) int {
+	for i, b := range bounds {
 		if ns <= b {
 			return i
 		}
 	}
-	return len(bucketNanos)
+	return len(bounds)
 }
 
-var queueBucketNanos = func() []int64 {
-	ns := make([]int64, len(QueueBuckets))
-	for i, b := range QueueBuckets {
-		ns[i] = int64(b * 1e9)
-	}
-	return ns
-}()
+// BucketIndex is the duration histogram bucket of a duration in nanoseconds.
+func BucketIndex(ns int64) int { return bucketOf(ns, bucketNanos) }
 
 // QueueBucketIndex is the queue-delay histogram bucket of a delay in
 // nanoseconds.
-func QueueBucketIndex(ns int64) int {
-	for i, b := range queueBucketNanos {
-		if ns <= b {
-			return i
-		}
-	}
-	return len(queueBucketNanos)
-}
+func QueueBucketIndex(ns int64) int { return bucketOf(ns, queueBucketNanos) }
