@@ -12,7 +12,13 @@
 //   - the ceiling: tests/bench/plain, the same rpc handler and store in one
 //     default fasthttp.Server process (GOMAXPROCS = every core).
 //
-// The load generators are wrk and hey (make tools installs them).
+// The load generators are wrk and hey (make tools installs them); the
+// overload scenario (overload.go) offers an open-loop constant arrival rate
+// with vegeta, used as a library by this program re-executed as a child
+// process pinned to its own core (loadgen.go), and compares the gateway and
+// supervisor/internal/testserver with a plain counterpart of each.
+//
+//	go run ./tests/bench -only overload -quick -write=false -v
 //
 //	go run ./tests/bench            # the full run, 4 to 6 minutes on 2 cores
 //	go run ./tests/bench -quick     # a one-minute smoke of the harness; writes nothing unless -write
@@ -33,20 +39,21 @@ import (
 
 // config is what the flags select.
 type config struct {
-	quick      bool
-	write      bool
-	bin        string // prebuilt mcpgateway; empty: build it
-	mdPath     string
-	jsonPath   string
-	pgURL      string // server URL without a database name
-	redisAddr  string
-	redisDB    int
-	only       string // comma-separated scenario names; empty: all
-	verbose    bool
-	keepTmp    bool
-	pprofPlain string
-	niceLoad   int
-	gwArgs     []string // appended to every `mcpgateway serve`
+	quick        bool
+	write        bool
+	bin          string // prebuilt mcpgateway; empty: build it
+	mdPath       string
+	jsonPath     string
+	overloadPath string // docs/overload.md: its figures section
+	pgURL        string // server URL without a database name
+	redisAddr    string
+	redisDB      int
+	only         string // comma-separated scenario names; empty: all
+	verbose      bool
+	keepTmp      bool
+	pprofPlain   string
+	niceLoad     int
+	gwArgs       []string // appended to every `mcpgateway serve`
 
 	// Durations and counts, set from quick.
 	wrkDur      time.Duration
@@ -57,14 +64,23 @@ type config struct {
 	recycleDur  time.Duration
 	kills       int
 	overloadDur time.Duration
+	capacityDur time.Duration // the closed-loop run that measures a route's capacity
+	queueDelay  time.Duration // --max-queue-delay of the overload's servers
+	pinServer   string        // taskset -c of the overload's servers
+	pinLoad     string        // taskset -c of the overload's load generator
+	ovRoutes    string        // the overload's routes, comma-separated; empty: all
 }
 
 func main() {
+	if handled, code := helperMain(); handled { // the overload's generator and prober
+		os.Exit(code)
+	}
 	var c config
 	flag.BoolVar(&c.quick, "quick", false, "a ~1 minute smoke of the harness (short runs, one round); writes docs only with -write")
 	flag.BoolVar(&c.write, "write", true, "write docs/performance.md and docs/bench.json (default true, false with -quick)")
 	flag.StringVar(&c.bin, "bin", "", "use this mcpgateway binary instead of building one (same flags as make build)")
 	flag.StringVar(&c.mdPath, "md", "docs/performance.md", "the report to update (relative to the module root)")
+	flag.StringVar(&c.overloadPath, "overload-md", "docs/overload.md", "the overload figures to update, between its markers (relative to the module root)")
 	flag.StringVar(&c.jsonPath, "json", "docs/bench.json", "the machine-readable results (relative to the module root)")
 	flag.StringVar(&c.pgURL, "pg", "postgresql://postgres@127.0.0.1:5432", "PostgreSQL server (a fresh database is created and dropped); empty: skip")
 	flag.StringVar(&c.redisAddr, "redis", "127.0.0.1:6379", "Redis server; empty: skip the Redis scenario")
@@ -74,6 +90,11 @@ func main() {
 	flag.BoolVar(&c.keepTmp, "keep", false, "keep the temporary directory (server logs, SQLite, wrk script)")
 	flag.StringVar(&c.pprofPlain, "pprof-plain", "", "serve net/http/pprof from the plain server on this address (for profiling a run)")
 	flag.IntVar(&c.niceLoad, "nice-load", 0, "run the load generators at this nice level (0: as the servers)")
+	flag.DurationVar(&c.queueDelay, "max-queue-delay", 50*time.Millisecond, "--max-queue-delay of the overload scenario's servers (gateway and testserver)")
+	flag.DurationVar(&c.overloadDur, "overload-dur", 0, "length of each overload run (default 8s, -quick 3s)")
+	flag.StringVar(&c.pinServer, "pin-server", "0", "CPUs (taskset -c) of the overload scenario's servers")
+	flag.StringVar(&c.pinLoad, "pin-load", "1", "CPUs (taskset -c) of the overload scenario's load generator")
+	flag.StringVar(&c.ovRoutes, "overload-routes", "", "run only these routes of the overload scenario, comma-separated: burn,slow,rpc (default all)")
 	gwArgs := flag.String("gateway-args", "", "extra flags for every `mcpgateway serve`, space-separated (to try a setting)")
 	flag.Parse()
 	c.gwArgs = strings.Fields(*gwArgs)
@@ -86,14 +107,18 @@ func main() {
 	if c.quick && !writeSet {
 		c.write = false
 	}
+	ovDur := c.overloadDur
 	if c.quick {
 		c.wrkDur, c.rounds, c.roundsOther = 2*time.Second, 1, 1
 		c.heyN, c.heyRounds = 10000, 1
-		c.recycleDur, c.kills, c.overloadDur = 3*time.Second, 3, 3*time.Second
+		c.recycleDur, c.kills, c.overloadDur, c.capacityDur = 3*time.Second, 3, 3*time.Second, 1500*time.Millisecond
 	} else {
 		c.wrkDur, c.rounds, c.roundsOther = 4*time.Second, 7, 5
 		c.heyN, c.heyRounds = 50000, 3
-		c.recycleDur, c.kills, c.overloadDur = 10*time.Second, 20, 8*time.Second
+		c.recycleDur, c.kills, c.overloadDur, c.capacityDur = 10*time.Second, 20, 8*time.Second, 3*time.Second
+	}
+	if ovDur > 0 {
+		c.overloadDur = ovDur
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -112,9 +137,16 @@ func run(ctx context.Context, c *config) (err error) {
 	if err != nil {
 		return err
 	}
-	for _, tool := range []string{"wrk", "hey"} {
+	tools := []string{"wrk", "hey"}
+	if !c.selected("throughput") && !c.selected("postgres") && !c.selected("recycle") {
+		tools = nil // the other scenarios use neither
+	}
+	if c.selected("overload") {
+		tools = append(tools, "taskset")
+	}
+	for _, tool := range tools {
 		if _, err := lookPath(tool); err != nil {
-			return fmt.Errorf("%s is not installed (make tools installs hey and wrk)", tool)
+			return fmt.Errorf("%s is not installed (make tools installs hey and wrk; taskset is in util-linux)", tool)
 		}
 	}
 	h, err := newHarness(ctx, c, root)
@@ -180,6 +212,12 @@ func run(ctx context.Context, c *config) (err error) {
 			return err
 		}
 		h.logf("bench: wrote %s and %s", c.mdPath, c.jsonPath)
+		if len(h.overloadRuns) > 0 {
+			if err := rep.writeOverloadDoc(h, filepath.Join(root, c.overloadPath)); err != nil {
+				return err
+			}
+			h.logf("bench: wrote %s", c.overloadPath)
+		}
 	}
 	if len(h.errors) > 0 {
 		return errors.New("some scenarios failed: " + strings.Join(h.errors, "; "))

@@ -27,6 +27,7 @@ type harness struct {
 	tmp  string
 
 	gwBin, plainBin string
+	testBin         string // supervisor/internal/testserver, for the overload
 	payload         []byte
 	payloadPath     string
 	machine         machine
@@ -40,10 +41,11 @@ type harness struct {
 
 	quietBudget time.Duration // time left for waiting for a quiet machine
 
-	rows    []row
-	runs    []runRecord
-	errors  []string
-	elapsed time.Duration
+	rows         []row
+	runs         []runRecord
+	overloadRuns []ovRun
+	errors       []string
+	elapsed      time.Duration
 }
 
 type machine struct {
@@ -91,6 +93,10 @@ func (h *harness) failed(scenario string, err error) {
 func (h *harness) build() error {
 	h.plainBin = filepath.Join(h.tmp, "plain")
 	targets := [][2]string{{h.plainBin, "./tests/bench/plain"}}
+	if h.c.selected("overload") {
+		h.testBin = filepath.Join(h.tmp, "testserver")
+		targets = append(targets, [2]string{h.testBin, "./supervisor/internal/testserver"})
+	}
 	if h.c.bin != "" {
 		abs, err := filepath.Abs(h.c.bin)
 		if err != nil {
@@ -163,7 +169,10 @@ type server struct {
 	dir     string
 	env     []string
 	logPath string
-	proc    *proctest.Proc // leader of the server's process group
+	proc    *sessProc // leader of the server's session and process group
+	pin     string    // taskset -c CPUS for the server's processes; "": any core
+	bare    bool      // not an rpc server (testserver): no token, no payload check
+	health  string    // the master's health port (--health-bind), if any
 	jwt     string
 	script  string // wrk script posting the payload with this server's token
 	expect  expected
@@ -239,12 +248,18 @@ func (s *server) start(bin string, args ...string) error {
 	}
 	defer logf.Close() // the server has its own copy
 	cmd := exec.Command(bin, args...)
+	if s.pin != "" {
+		cmd = exec.Command("taskset", append([]string{"-c", s.pin, bin}, args...)...) // taskset execs bin: same pid
+	}
 	cmd.Dir, cmd.Env = s.dir, s.env
 	cmd.Stdout, cmd.Stderr = logf, logf
-	// Its own process group (proctest), so that stop reaches the workers
-	// too; killed with this program even if it dies without cleaning up.
+	// Its own session (so its own CFS autogroup: with autogrouping on, the
+	// CPU is shared between sessions first, and a server in this program's
+	// session would share one group's slice with it) and so its own process
+	// group, so that stop reaches the workers too; killed with this program
+	// even if it dies without cleaning up.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	p, err := proctest.Start(cmd)
+	p, err := startSession(cmd)
 	if err != nil {
 		return err
 	}
@@ -257,6 +272,48 @@ func (s *server) start(bin string, args ...string) error {
 }
 
 func (s *server) pid() int { return s.proc.Pid }
+
+// sessProc is a process started in a session of its own (setsid), so also
+// the leader of a new process group: what proctest.Start does with a
+// process group only (a session leader cannot also ask for setpgid).
+type sessProc struct {
+	Pid  int
+	cmd  *exec.Cmd
+	done chan struct{} // closed when the process has exited and been reaped
+}
+
+func startSession(cmd *exec.Cmd) (*sessProc, error) {
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Setsid = true
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	p := &sessProc{Pid: cmd.Process.Pid, cmd: cmd, done: make(chan struct{})}
+	go func() {
+		cmd.Wait()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+func (p *sessProc) Done() <-chan struct{} { return p.done }
+
+// Stop sends sig to the process, waits at most grace for it to exit, then
+// kills whatever is left of its process group (by its id).
+func (p *sessProc) Stop(sig syscall.Signal, grace time.Duration) {
+	syscall.Kill(p.Pid, sig)
+	select {
+	case <-p.done:
+	case <-time.After(grace):
+	}
+	syscall.Kill(-p.Pid, syscall.SIGKILL)
+	select {
+	case <-p.done:
+	case <-time.After(5 * time.Second):
+	}
+}
 
 func (s *server) exited() bool {
 	select {
@@ -293,6 +350,9 @@ func (s *server) ready(workers int) error {
 			return fmt.Errorf("%s not ready after 30s:\n%s", s.name, tail(s.logPath, 20))
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+	if s.bare {
+		return nil
 	}
 	cmd := exec.CommandContext(s.h.ctx, s.h.gwBin, "token", "-u", "admin@example.com", "-e", "60")
 	cmd.Dir, cmd.Env = s.dir, s.env

@@ -29,6 +29,7 @@ type report struct {
 	Method   []string    `json:"method"`
 	Rows     []row       `json:"rows"`
 	Runs     []runRecord `json:"runs"`
+	Overload []ovRun     `json:"overload,omitempty"`
 	Errors   []string    `json:"errors,omitempty"`
 	Passed   int         `json:"passed"`
 	Missed   int         `json:"missed"`
@@ -38,7 +39,7 @@ type report struct {
 func (h *harness) report() *report {
 	r := &report{
 		Date: time.Now().UTC().Format("2006-01-02 15:04 MST"), Mode: mode(h.c), Seconds: h.elapsed.Seconds(),
-		Machine: h.machine, Rows: h.rows, Runs: h.runs, Errors: h.errors, Complete: len(h.errors) == 0 && h.c.only == "",
+		Machine: h.machine, Rows: h.rows, Runs: h.runs, Overload: h.overloadRuns, Errors: h.errors, Complete: len(h.errors) == 0 && h.c.only == "",
 		Method: []string{
 			"Servers started by the bench on 127.0.0.1: `mcpgateway serve --workers 2` (gunicorn profile, JWT_SECRET_KEY set, DISABLE_ACCESS_LOG=true) and tests/bench/plain (the same rpc handler and store in one default fasthttp.Server, GOMAXPROCS = all cores), on the same database.",
 			"Load: tests/hey/payload.json (convert_time) with a JWT from `mcpgateway token -u admin@example.com -e 60`; wrk keep-alive (2 threads, Lua script) and hey in the guide's command shape; the load generators run on the same 2 cores.",
@@ -47,7 +48,7 @@ func (h *harness) report() *report {
 			"Answers: every answer must be a 200 whose size is that of a correct convert_time result (wrk byte totals, hey Size/request); one body every 100 ms is parsed on a fresh connection; the recycling run checks every body in wrk's response().",
 			"RSS from /proc/PID/status VmRSS (workers: the master's children), sampled every 250 ms. Balance: per-slot increase of mcpgateway_worker_requests_total between scrapes.",
 			"Respawn: kill -9 of a ready worker, then back-to-back /metrics scrapes on fresh connections until the slot's new pid has answered one; 3 kills per master (it backs off after 3 crashes in 10 s by design), then a fresh master.",
-			"Overload: --backpressure 64, wrk -c1280 (10× 2 workers × 64); probes on their own connections time 503 answers and /health (fresh connection each, and keep-alive, every 20 ms).",
+			h.overloadMethod(),
 			fmt.Sprintf("Reference (DESIGN.md, no Python here): Gunicorn 20.1 + Uvicorn, 2 workers, about %s RPS on this kind of machine; 3× is %s RPS.", thousands(gunicornRPS), thousands(3*gunicornRPS)),
 		},
 	}

@@ -13,6 +13,11 @@
 // makes a worker fail to boot while the file F exists. TESTSERVER_UPGRADE_FAIL=1
 // makes a new master (USR2) exit at once; TESTSERVER_UPGRADE_BOOT_FAIL=1
 // makes a new master's workers fail to boot.
+//
+// With -plain ADDR it serves the same handler (setup's App.Handler) in ONE
+// default fasthttp.Server process instead: no supervisor, no worker, no
+// backpressure or shedding, GOMAXPROCS left at its default (every core the
+// process may run on). make bench compares the supervised server with it.
 package main
 
 import (
@@ -21,12 +26,15 @@ import (
 	"flag"
 	"fmt"
 	"math"
+	"net"
 	"os"
 	"os/exec"
+	"os/signal"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/mcpgateway/mcpgateway/supervisor"
@@ -74,7 +82,11 @@ func main() {
 	maxRSS := fs.Int64("max-worker-rss", 0, "MiB")
 	reloadFile := fs.String("reload-file", "", "HUP reads workers=N and boot_fail=1 from this file; a line 'bad' fails the reload")
 	prepareDelay := fs.Duration("reload-prepare-delay", 0, "a HUP's Prepare (migrations) takes this long")
+	plain := fs.String("plain", "", "serve the handler on this address in one default fasthttp.Server process (no supervisor, no shedding); the other flags are ignored")
 	fs.Parse(os.Args[1:])
+	if *plain != "" {
+		os.Exit(servePlain(*plain))
+	}
 	o.MaxWorkerRSS = *maxRSS << 20
 	if *reloadFile != "" {
 		o.Reload = func(ctx context.Context) (supervisor.Options, error) {
@@ -123,6 +135,41 @@ func main() {
 		fmt.Fprintln(os.Stderr, "testserver:", err)
 		os.Exit(1)
 	}
+}
+
+// servePlain serves setup's handler on addr in one default fasthttp.Server
+// until INT or TERM: the baseline the supervised server is compared with.
+func servePlain(addr string) int {
+	log, err := logging.New("info", "", logging.FormatJSON)
+	if err != nil {
+		logging.Exit(1, "%v", err)
+	}
+	app, err := setup(context.Background(), worker.Info{Logger: log, CountPanic: func() {}, ReportDatabase: func(bool) {}})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "testserver:", err)
+		return 1
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "testserver:", err)
+		return 1
+	}
+	srv := &fasthttp.Server{Handler: app.Handler}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		<-sig
+		srv.Shutdown()
+	}()
+	log.Info("serving plain", zap.String("addr", ln.Addr().String()), zap.Int("pid", os.Getpid()))
+	if err := srv.Serve(ln); err != nil {
+		fmt.Fprintln(os.Stderr, "testserver:", err)
+		return 1
+	}
+	if app.Close != nil {
+		app.Close()
+	}
+	return 0
 }
 
 var grown [][]byte
