@@ -32,6 +32,7 @@ var bootstrapOnly = map[string]string{
 // their own, in any source (they have no environment name and no flag).
 var derivedOnly = map[string]string{
 	"BackpressureAuto": `it follows Backpressure: write Backpressure = "auto" or "auto:N"`,
+	"JWTPublicKeyPEM":  "the master reads it from JWTPublicKeyPath (and JWTPublicKeyPathPrevious): set those",
 }
 
 // confNoEffect are Gunicorn conf names accepted with a warning.

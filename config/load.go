@@ -98,6 +98,11 @@ func Load(in Input) (*Resolved, error) {
 	}
 	// The client commands (status, reload, scale, stop: Command set) only
 	// find the server; they can stop one whatever its key.
+	if in.Command == nil {
+		if err := b.loadJWTKeys(dir); err != nil {
+			return nil, err
+		}
+	}
 	if in.Command == nil && !in.NoSecretCheck {
 		if err := b.checkSecret(); err != nil {
 			return nil, err

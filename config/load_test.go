@@ -216,7 +216,7 @@ func TestBadValues(t *testing.T) {
 		checkError(t, mustFail(t, in(t, nil, "GUNICORN_WORKERS=0")), "Workers", "env GUNICORN_WORKERS", "0")
 		checkError(t, mustFail(t, in(t, nil, "GRANIAN_HTTP=3")), "HTTP", "env GRANIAN_HTTP", "3")
 		checkError(t, mustFail(t, in(t, nil, "CACHE_TYPE=disk")), "CacheType", "env CACHE_TYPE", "disk")
-		checkError(t, mustFail(t, in(t, nil, "JWT_ALGORITHM=RS256")), "JWTAlgorithm", "env JWT_ALGORITHM", "RS256")
+		checkError(t, mustFail(t, in(t, nil, "JWT_ALGORITHM=PS256")), "JWTAlgorithm", "env JWT_ALGORITHM", "PS256")
 		checkError(t, mustFail(t, in(t, nil, "PLATFORM_ADMIN_EMAIL=admin")), "PlatformAdminEmail", "env PLATFORM_ADMIN_EMAIL", "admin")
 		checkError(t, mustFail(t, in(t, nil, "GUNICORN_TIMEOUT=-1")), "Timeout", "env GUNICORN_TIMEOUT", "-1")
 		checkError(t, mustFail(t, in(t, nil, "LOG_FORMAT=xml")), "LogFormat", "env LOG_FORMAT", "xml")

@@ -7,6 +7,8 @@ import (
 	"reflect"
 	"strings"
 	"time"
+
+	"github.com/mcpgateway/mcpgateway/internal/jwtkey"
 )
 
 var settingsType = reflect.TypeFor[Settings]()
@@ -60,6 +62,16 @@ var rules = map[string]rule{
 	"HTTP":            {`"auto", "1" or "2"`, "HTTP version", oneOf("auto", "1", "2")},
 	"ReusePort":       {boolSyntax, "one SO_REUSEPORT socket per worker slot (held by the master)", nil},
 	"Pidfile":         {"a file path, or empty for none", "write the master's pid here", nil},
+	"LimitRequestLine": {"a whole number of bytes from 0 (unlimited) to 8190",
+		"longest request line (method, target and protocol); longer gets 414", intIn(0, MaxLimitRequestLine)},
+	"LimitRequestFields": {"a whole number from 0 to 32768 (0 = 32768)",
+		"most header fields in a request; more gets 431", intIn(0, MaxLimitRequestFields)},
+	"LimitRequestFieldSize": {"a whole number of bytes, 0 (unlimited) or more",
+		"longest header field (name, colon and value); longer gets 431", intIn(0, maxInt)},
+	"MetricsToken": {"empty, or at least 16 visible ASCII characters (no spaces): make one with mcpgateway secret",
+		"bearer token required on /metrics (main and health port) when set", validMetricsToken},
+	"MetricsPublic": {boolSyntax,
+		"serve /metrics on the main port to any client (default: local clients only) when MetricsToken is empty", nil},
 	"ControlSocket": {fmt.Sprintf(`a unix socket path of at most %d bytes, "off" for none, or empty for the default`, maxSocketPath),
 		"the master's control socket, for mcpgateway status, reload, scale and stop", nil},
 	"ConfigFile": {"a gunicorn.conf.go file path", "configuration file to read", nil},
@@ -80,7 +92,20 @@ var rules = map[string]rule{
 	"AuthRequired": {boolSyntax, "require a Bearer JWT", nil},
 	"JWTSecretKey": {"at least 32 random bytes, not a known default, unless every Bind is loopback (empty: a random key is generated)",
 		"HMAC key of the JWTs (make one: mcpgateway secret)", nil},
-	"JWTAlgorithm":           {`"HS256", "HS384" or "HS512"`, "JWT signing algorithm", oneOf("HS256", "HS384", "HS512")},
+	"JWTAlgorithm": {`"HS256", "HS384", "HS512" (JWT_SECRET_KEY), "RS256", "RS384", "RS512", "ES256", "ES384" or "ES512" (JWT_PUBLIC_KEY_PATH)`,
+		"JWT signing algorithm", oneOf(jwtkey.Algorithms...)},
+	"JWTLeeway": {"a duration from 0 to 5m: " + durSyntax, "clock skew allowed on a token's exp, nbf and iat",
+		func(v reflect.Value) bool { d := time.Duration(v.Int()); return d >= 0 && d <= MaxJWTLeeway }},
+	"JWTSecretKeyPrevious": {"empty, or a key as JWT_SECRET_KEY accepts (the one being replaced)",
+		"the previous HMAC key: tokens and MCP session ids signed with it still verify until it is removed; nothing is signed with it", nil},
+	"JWTPublicKeyPath": {"a PEM file: an RSA public key of 2048 bits or more for RS*, an ECDSA P-256/P-384/P-521 public key for ES256/ES384/ES512 (PUBLIC KEY, RSA PUBLIC KEY or CERTIFICATE)",
+		"public key that verifies tokens when JWTAlgorithm is RS* or ES* (read by the master at start and on HUP)", nil},
+	"JWTPublicKeyPathPrevious": {"empty, or a PEM public key file as JWTPublicKeyPath accepts",
+		"the previous public key: tokens it verifies are accepted until it is removed (RS*, ES*)", nil},
+	"JWTPrivateKeyPath": {"empty, or an unencrypted PEM private key file (PRIVATE KEY, RSA PRIVATE KEY, EC PRIVATE KEY) matching JWTPublicKeyPath",
+		"private key `mcpgateway token` signs with when JWTAlgorithm is RS* or ES* (the server itself never signs)", nil},
+	"JWTPublicKeyPEM": {"nothing of its own: it is read from JWTPublicKeyPath and JWTPublicKeyPathPrevious",
+		"the PEM public keys the master hands the workers (derived)", nil},
 	"JWTAudience":            {"any text", "required aud claim", nil},
 	"JWTIssuer":              {"any text", "required iss claim", nil},
 	"RequireTokenExpiration": {boolSyntax, "refuse JWTs without exp", nil},
@@ -93,10 +118,14 @@ var rules = map[string]rule{
 	"DBMaxOverflow": {"a whole number of 0 or more", "extra connections allowed above DBPoolSize", intIn(0, maxInt)},
 	"DBPoolTimeout": {"a duration above 0: " + durSyntax, "wait for a free connection", durAbove(0)},
 	"DBPoolRecycle": {"a duration above 0: " + durSyntax, "close connections older than this", durAbove(0)},
+	"DBConnectTimeout": {"a duration above 0: " + durSyntax,
+		"the longest a request waits to reach the database (connect, free connection, lookup) before a 503", durAbove(0)},
 	"CacheType": {`"database", "memory", "redis" or "none"`,
 		"cache backend", oneOf("database", "memory", "redis", "none")},
 	"CachePrefix": {"any text", "key prefix in shared caches", nil},
 	"CacheTTL":    {"a duration above 0: " + durSyntax, "cache entry lifetime", durAbove(0)},
+	"CacheStaleIfError": {"a duration of 0 or more (0 = off): " + durSyntax,
+		"while the database is unreachable, serve cached users and tools this long past their expiry", durAbove(-1)},
 	"RedisURL": {"redis://... or rediss://...", "Redis server",
 		func(v reflect.Value) bool { return hasScheme(v.String(), "redis", "rediss") }},
 	"RedisMaxConnections":       {"a whole number of 1 or more", "Redis pool size per worker", intIn(1, maxInt)},
@@ -229,13 +258,21 @@ func maskURL(raw string) string {
 // maskValue hides secrets in a value about to be shown in an error or by Print.
 func maskValue(field, value string) string {
 	switch field {
-	case "JWTSecretKey", "KeyFilePassword":
+	case "JWTSecretKey", "JWTSecretKeyPrevious", "KeyFilePassword":
 		if value == "" {
 			return ""
 		}
 		return "********"
+	case "MetricsToken":
+		if value != "" {
+			return "********"
+		}
 	case "DatabaseURL", "RedisURL":
 		return maskURL(value)
+	case "JWTPublicKeyPEM":
+		if value != "" {
+			return fmt.Sprintf("(%d PEM key(s), %d bytes)", strings.Count(value, "-----BEGIN "), len(value))
+		}
 	}
 	return value
 }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net"
 	"strings"
+
+	"github.com/mcpgateway/mcpgateway/internal/jwtkey"
 )
 
 // ErrWeakSecret is carried in Error.Err when JWT_SECRET_KEY is refused.
@@ -86,16 +88,29 @@ func IsLoopbackHost(host string) bool {
 
 // checkSecret refuses a weak JWT_SECRET_KEY on a server that other hosts can
 // reach. A weak key on loopback binds is allowed (development, tests).
+// The rule is for HS* algorithms only: with RS* and ES* tokens are verified
+// with a public key, and the secret only keys MCP session ids, which are
+// bound to a verified token's subject and grant nothing by themselves. The
+// previous key of a rotation (JWTSecretKeyPrevious) verifies tokens as the
+// current one does, so it must be as good.
 func (b *builder) checkSecret() error {
 	s := &b.s
-	why := WeakSecret(s.JWTSecretKey)
-	if why == "" || LoopbackOnly(s.Bind) {
+	if !jwtkey.IsHMAC(s.JWTAlgorithm) || LoopbackOnly(s.Bind) {
+		return nil
+	}
+	field, key := "JWTSecretKey", s.JWTSecretKey
+	why := WeakSecret(key)
+	if why == "" && s.JWTSecretKeyPrevious != "" {
+		field, key = "JWTSecretKeyPrevious", s.JWTSecretKeyPrevious
+		why = WeakSecret(key)
+	}
+	if why == "" {
 		return nil
 	}
 	return &Error{
-		Setting: "JWTSecretKey",
-		Source:  b.sources["JWTSecretKey"].String(),
-		Value:   maskValue("JWTSecretKey", s.JWTSecretKey),
+		Setting: field,
+		Source:  b.sources[field].String(),
+		Value:   maskValue(field, key),
 		Err: fmt.Errorf("%w (%s) on %s, which other hosts can reach: anyone who knows the key can mint tokens",
 			ErrWeakSecret, why, strings.Join(s.Bind, ", ")),
 		Accepted: fmt.Sprintf("JWT_SECRET_KEY of at least %d random bytes, not a known default "+

@@ -80,12 +80,31 @@ type Settings struct {
 	KeyFile           string        `env:"KEY_FILE" flag:"keyfile"`
 	KeyFilePassword   string        `env:"KEY_FILE_PASSWORD"`
 
+	// Request-head limits, Gunicorn's names (read in both profiles); 0 is
+	// unlimited (LimitRequestFields: the maximum, 32768), HTTP1BufferSize
+	// capping the whole head in any case.
+	LimitRequestLine      int `gunicorn:"GUNICORN_LIMIT_REQUEST_LINE" flag:"limit-request-line"`
+	LimitRequestFields    int `gunicorn:"GUNICORN_LIMIT_REQUEST_FIELDS" flag:"limit-request-fields"`
+	LimitRequestFieldSize int `gunicorn:"GUNICORN_LIMIT_REQUEST_FIELD_SIZE" flag:"limit-request-field-size"`
+
+	// /metrics on the main port: with MetricsToken, the bearer token only;
+	// else with MetricsPublic, anyone; else local clients only. The health
+	// port (HealthBind) always serves it, with the token when one is set.
+	MetricsToken  string `env:"METRICS_TOKEN"`
+	MetricsPublic bool   `env:"METRICS_PUBLIC" flag:"metrics-public"`
+
 	// Gateway.
 	AuthRequired              bool          `env:"AUTH_REQUIRED"`
 	JWTSecretKey              string        `env:"JWT_SECRET_KEY"`
 	JWTAlgorithm              string        `env:"JWT_ALGORITHM"`
 	JWTAudience               string        `env:"JWT_AUDIENCE"`
 	JWTIssuer                 string        `env:"JWT_ISSUER"`
+	JWTLeeway                 time.Duration `env:"JWT_LEEWAY"`              // clock skew allowed on exp, nbf, iat
+	JWTSecretKeyPrevious      string        `env:"JWT_SECRET_KEY_PREVIOUS"` // still verifies (never signs) during a rotation
+	JWTPublicKeyPath          string        `env:"JWT_PUBLIC_KEY_PATH"`     // RS*/ES*: PEM public key that verifies tokens
+	JWTPublicKeyPathPrevious  string        `env:"JWT_PUBLIC_KEY_PATH_PREVIOUS"`
+	JWTPrivateKeyPath         string        `env:"JWT_PRIVATE_KEY_PATH"` // RS*/ES*: PEM private key `mcpgateway token` signs with
+	JWTPublicKeyPEM           string        // derived: the PEM keys of the two paths above, read by the master (workers read no files)
 	RequireTokenExpiration    bool          `env:"REQUIRE_TOKEN_EXPIRATION"`
 	RequireJTI                bool          `env:"REQUIRE_JTI"`
 	RequireUserInDB           bool          `env:"REQUIRE_USER_IN_DB"`
@@ -95,9 +114,11 @@ type Settings struct {
 	DBMaxOverflow             int           `env:"DB_MAX_OVERFLOW"`
 	DBPoolTimeout             time.Duration `env:"DB_POOL_TIMEOUT"`
 	DBPoolRecycle             time.Duration `env:"DB_POOL_RECYCLE"`
+	DBConnectTimeout          time.Duration `env:"DB_CONNECT_TIMEOUT"` // the longest a request waits to reach the database (then 503)
 	CacheType                 string        `env:"CACHE_TYPE"`
 	CachePrefix               string        `env:"CACHE_PREFIX"`
 	CacheTTL                  time.Duration `env:"CACHE_TTL"`
+	CacheStaleIfError         time.Duration `env:"CACHE_STALE_IF_ERROR"` // serve cached users and tools this long into a database outage (0: off)
 	RedisURL                  string        `env:"REDIS_URL"`
 	RedisMaxConnections       int           `env:"REDIS_MAX_CONNECTIONS"`
 	RedisSocketTimeout        time.Duration `env:"REDIS_SOCKET_TIMEOUT"`
@@ -206,10 +227,16 @@ func Defaults(profile string) (Settings, error) {
 		CertFile:          "certs/cert.pem",
 		KeyFile:           "certs/key.pem",
 
+		// Gunicorn's request-head limits (granian's below).
+		LimitRequestLine:      4094,
+		LimitRequestFields:    100,
+		LimitRequestFieldSize: 8190,
+
 		AuthRequired:              true,
 		JWTAlgorithm:              "HS256",
 		JWTAudience:               "mcpgateway-api",
 		JWTIssuer:                 "mcpgateway",
+		JWTLeeway:                 DefaultJWTLeeway,
 		RequireTokenExpiration:    true,
 		RequireJTI:                true,
 		RequireUserInDB:           true,
@@ -219,9 +246,11 @@ func Defaults(profile string) (Settings, error) {
 		DBMaxOverflow:             5,
 		DBPoolTimeout:             30 * time.Second,
 		DBPoolRecycle:             3600 * time.Second,
+		DBConnectTimeout:          2 * time.Second,
 		CacheType:                 "database",
 		CachePrefix:               "mcpgw:",
 		CacheTTL:                  60 * time.Second,
+		CacheStaleIfError:         5 * time.Minute,
 		RedisURL:                  "redis://localhost:6379/0",
 		RedisMaxConnections:       50,
 		RedisSocketTimeout:        2 * time.Second,
@@ -241,6 +270,10 @@ func Defaults(profile string) (Settings, error) {
 		s.MaxRequestsJitter = 0
 		s.Backpressure = 512
 		s.HTTP1BufferSize = 512 << 10
+		// Granian (hyper) has no request-line or field-size limit of its
+		// own, only its buffer, and takes at most 100 header fields.
+		s.LimitRequestLine = 0
+		s.LimitRequestFieldSize = 0
 	default:
 		return Settings{}, &Error{Setting: "HTTPServer", Source: "profile", Value: profile,
 			Accepted: rules["HTTPServer"].accepted, Err: ErrInvalidValue}

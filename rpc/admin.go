@@ -22,6 +22,8 @@ import (
 //	GET /admin/users/{email}   PUT /admin/users/{email}   {"active":bool,"admin":bool}
 //	GET /admin/tools           GET /admin/tools/{name}
 //	PUT /admin/tools/{name}    {"description":string,"inputSchema":{...},"enabled":bool}
+//	POST /admin/tokens/revoke  {"jti":string,"exp":int,"reason":string} or {"token":string,"reason":string}
+//	GET /admin/tokens/revoked/{jti}                                               (revoke.go)
 
 const adminPrefix = "/admin/"
 
@@ -81,6 +83,8 @@ func (s *Server) serveAdmin(ctx *fasthttp.RequestCtx) {
 		} else {
 			s.adminPutTool(ctx, admin, param)
 		}
+	case kind == "tokens" && hasParam:
+		s.serveTokens(ctx, param)
 	default:
 		writeDetail(ctx, fasthttp.StatusNotFound, "Not Found")
 	}
@@ -308,7 +312,7 @@ func isToolName(s string) bool {
 
 // --- Helpers --------------------------------------------------------------------
 
-// readAdminBody decodes a PUT body into v, or answers 413, 415 or 400. The
+// readAdminBody decodes a PUT or POST body into v, or answers 413, 415 or 400. The
 // body must be one JSON object (valid UTF-8, as on /rpc) with no unknown
 // members: a misspelt "enable" must not pass as a no-op.
 func (s *Server) readAdminBody(ctx *fasthttp.RequestCtx, v any) bool {

@@ -14,18 +14,11 @@ import (
 	"github.com/mcpgateway/mcpgateway/store"
 )
 
-// hmacMethods are the signing algorithms a gateway may be configured with.
-// Exactly one of them is accepted at a time (Options.JWTAlgorithm).
-var hmacMethods = map[string]*jwt.SigningMethodHMAC{
-	"HS256": jwt.SigningMethodHS256,
-	"HS384": jwt.SigningMethodHS384,
-	"HS512": jwt.SigningMethodHS512,
-}
-
 // principal is who a verified token speaks for.
 type principal struct {
 	email string
-	exp   time.Time // zero: the token does not expire
+	jti   string    // "" when the token has none (it cannot be revoked)
+	exp   time.Time // exp plus the leeway; zero: the token does not expire
 }
 
 const (
@@ -36,25 +29,30 @@ const (
 
 // authenticator checks bearer tokens.
 //
-// Verifying a JWT (base64, JSON, HMAC) costs several microseconds, more than
-// the rest of a request, and a client sends the same token again and again.
-// So a token that verified is kept, keyed by its exact text: the same bytes
-// with the same key always verify the same way, so only the checks that
-// depend on time and on the store are made again on each use, the expiry and
-// the user's state. Invalid tokens are never kept.
+// Verifying a JWT (base64, JSON, HMAC or RSA/ECDSA) costs several
+// microseconds, more than the rest of a request, and a client sends the same
+// token again and again. So a token that verified is kept, keyed by its exact
+// text: the same bytes with the same keys always verify the same way, so only
+// the checks that depend on time and on the store are made again on each use:
+// the expiry, the revocation of its jti and the user's state. Invalid tokens
+// are never kept.
 type authenticator struct {
 	opt     *Options
 	backend Backend
+	revoked revocationBackend // nil: the Backend keeps no revocations
 	log     *zap.Logger
 	parser  *jwt.Parser
-	key     []byte
+	keys    verifier
 
 	mu    sync.RWMutex
 	cache map[string]principal
 }
 
-func newAuthenticator(o *Options, b Backend) *authenticator {
-	opts := []jwt.ParserOption{jwt.WithValidMethods([]string{o.JWTAlgorithm})}
+func newAuthenticator(o *Options, b Backend, keys verifier) *authenticator {
+	opts := []jwt.ParserOption{jwt.WithValidMethods([]string{o.JWTAlgorithm}),
+		// The leeway applies to exp, nbf and iat alike; iat in the future
+		// (past the leeway) is refused, as PyJWT does.
+		jwt.WithLeeway(o.JWTLeeway), jwt.WithIssuedAt()}
 	if o.JWTAudience != "" {
 		opts = append(opts, jwt.WithAudience(o.JWTAudience))
 	}
@@ -64,14 +62,16 @@ func newAuthenticator(o *Options, b Backend) *authenticator {
 	if o.RequireTokenExpiration {
 		opts = append(opts, jwt.WithExpirationRequired())
 	}
-	return &authenticator{
+	a := &authenticator{
 		opt:     o,
 		backend: b,
 		log:     o.Logger,
 		parser:  jwt.NewParser(opts...),
-		key:     []byte(o.JWTSecretKey),
+		keys:    keys,
 		cache:   make(map[string]principal),
 	}
+	a.revoked, _ = b.(revocationBackend)
+	return a
 }
 
 // authError is a refused request: its HTTP status and {"detail"} text.
@@ -84,11 +84,15 @@ func unauthorized(detail string) *authError {
 	return &authError{fasthttp.StatusUnauthorized, detail}
 }
 
+// The answers to refused tokens are fixed texts: what the JWT library found
+// wrong (audience, issuer, signature...) is logged at debug level, never
+// sent, so an unauthenticated caller learns nothing of what is checked.
 var (
 	errNotAuthenticated = unauthorized("Not authenticated")
 	errBadScheme        = unauthorized("Invalid authorization header: expected a Bearer token")
+	errInvalidToken     = unauthorized("Invalid token")
 	errExpired          = unauthorized("Token has expired")
-	errTokenTooLong     = unauthorized("Invalid token: too long")
+	errRevoked          = unauthorized("Token has been revoked")
 	errUserNotFound     = unauthorized("User not found")
 	errUserInactive     = unauthorized("User account is inactive")
 	errCookieCSRF       = &authError{fasthttp.StatusUnsupportedMediaType,
@@ -135,7 +139,8 @@ func (a *authenticator) authenticate(ctx *fasthttp.RequestCtx, now time.Time) (p
 		return principal{}, errNotAuthenticated
 	}
 	if len(tok) > maxTokenLen {
-		return principal{}, errTokenTooLong
+		a.log.Debug("token refused", zap.String("reason", "longer than 8 KiB"))
+		return principal{}, errInvalidToken
 	}
 
 	a.mu.RLock()
@@ -155,38 +160,42 @@ func (a *authenticator) authenticate(ctx *fasthttp.RequestCtx, now time.Time) (p
 		}
 		a.remember(string(tok), p)
 	}
+	if aerr := a.checkRevoked(ctx, p); aerr != nil {
+		return principal{}, aerr
+	}
 	return p, a.checkUser(ctx, p)
 }
 
 // verify checks a token's signature, algorithm and claims.
 func (a *authenticator) verify(tok string) (principal, *authError) {
 	var c jwt.RegisteredClaims // other claims (is_admin, teams...) are not used here
-	if _, err := a.parser.ParseWithClaims(tok, &c, a.keyFunc); err != nil {
-		if errors.Is(err, jwt.ErrTokenExpired) {
+	if _, err := a.parser.ParseWithClaims(tok, &c, a.keys.keyFunc); err != nil {
+		if errors.Is(err, jwt.ErrTokenExpired) && !errors.Is(err, jwt.ErrTokenSignatureInvalid) {
 			return principal{}, errExpired
 		}
-		return principal{}, unauthorized("Invalid token: " + err.Error())
+		return principal{}, a.invalid(zap.Error(err))
 	}
 	if !isEmail(c.Subject) {
-		return principal{}, unauthorized("Invalid token: sub must be an email address")
+		return principal{}, a.invalid(zap.String("reason", "sub must be an email address"))
 	}
 	if a.opt.RequireJTI && c.ID == "" {
-		return principal{}, unauthorized("Invalid token: jti is required")
+		return principal{}, a.invalid(zap.String("reason", "jti is required"))
 	}
-	p := principal{email: c.Subject}
+	if len(c.ID) > store.MaxRevocationIDLen {
+		return principal{}, a.invalid(zap.String("reason", "jti is too long to be revoked"))
+	}
+	p := principal{email: c.Subject, jti: c.ID}
 	if c.ExpiresAt != nil {
-		p.exp = c.ExpiresAt.Time
+		p.exp = c.ExpiresAt.Time.Add(a.opt.JWTLeeway)
 	}
 	return p, nil
 }
 
-func (a *authenticator) keyFunc(t *jwt.Token) (any, error) {
-	// WithValidMethods has checked the "alg" header already; checking the
-	// method's type as well costs nothing and guards against a mistake there.
-	if _, ok := t.Method.(*jwt.SigningMethodHMAC); !ok || t.Method.Alg() != a.opt.JWTAlgorithm {
-		return nil, errors.New("unexpected signing method")
-	}
-	return a.key, nil
+// invalid logs why a token was refused, at debug level, and answers the
+// fixed "Invalid token".
+func (a *authenticator) invalid(reason zap.Field) *authError {
+	a.log.Debug("token refused", reason)
+	return errInvalidToken
 }
 
 // remember keeps a verified token. When the cache is full an arbitrary entry
@@ -205,6 +214,25 @@ func (a *authenticator) remember(tok string, p principal) {
 	}
 	a.cache[tok] = p
 	a.mu.Unlock()
+}
+
+// checkRevoked refuses a token whose jti was revoked (POST
+// /admin/tokens/revoke), on every request, cached token or not. The store
+// answers from its near cache: a map lookup.
+func (a *authenticator) checkRevoked(ctx *fasthttp.RequestCtx, p principal) *authError {
+	if p.jti == "" || a.revoked == nil {
+		return nil
+	}
+	revoked, err := a.revoked.IsRevoked(ctx, store.RevokedJTI, p.jti)
+	switch {
+	case err != nil:
+		a.log.Error("looking up token revocation", zap.String("email", p.email), zap.Error(err))
+		return errAuthBackend
+	case revoked:
+		a.log.Debug("token refused", zap.String("reason", "revoked"), zap.String("email", p.email))
+		return errRevoked
+	}
+	return nil
 }
 
 // checkUser applies the user's state on every request, cached token or not:

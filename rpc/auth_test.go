@@ -14,7 +14,8 @@ import (
 
 const ping = `{"jsonrpc":"2.0","id":1,"method":"ping"}`
 
-// expect401 checks a refusal: status, JSON {"detail"}, WWW-Authenticate.
+// expect401 checks a refusal: status, JSON {"detail"} (exactly: the texts are
+// fixed, nothing of the JWT library's error is sent), WWW-Authenticate.
 func expect401(t *testing.T, r result, detail string) {
 	t.Helper()
 	if r.status != 401 {
@@ -23,8 +24,8 @@ func expect401(t *testing.T, r result, detail string) {
 	if r.header("WWW-Authenticate") != "Bearer" || r.header("Content-Type") != "application/json" {
 		t.Errorf("headers: WWW-Authenticate %q, Content-Type %q", r.header("WWW-Authenticate"), r.header("Content-Type"))
 	}
-	if got := r.obj(t)["detail"]; !strings.HasPrefix(fmt.Sprint(got), detail) {
-		t.Errorf("detail %q, want prefix %q", got, detail)
+	if got := r.obj(t)["detail"]; fmt.Sprint(got) != detail {
+		t.Errorf("detail %q, want %q", got, detail)
 	}
 }
 
@@ -51,24 +52,26 @@ func TestAuthFailures(t *testing.T) {
 	}{
 		{"missing", nil, "Not authenticated"},
 		{"empty bearer", []string{"Authorization", "Bearer "}, "Not authenticated"},
-		{"not bearer", []string{"Authorization", "Basic YWRtaW46cGFzcw=="}, "Invalid authorization header"},
-		{"malformed", bearer("not.a.jwt"), "Invalid token: token is malformed"},
-		{"garbage", bearer("abc"), "Invalid token: token is malformed"},
+		{"not bearer", []string{"Authorization", "Basic YWRtaW46cGFzcw=="}, "Invalid authorization header: expected a Bearer token"},
+		{"malformed", bearer("not.a.jwt"), "Invalid token"},
+		{"garbage", bearer("abc"), "Invalid token"},
 		{"expired", bearer(spoil("exp", time.Now().Add(-time.Minute).Unix())), "Token has expired"},
-		{"wrong key", bearer(wrongKey), "Invalid token: token signature is invalid"},
+		{"wrong key", bearer(wrongKey), "Invalid token"},
 		{"alg none", bearer(none), "Invalid token"},
-		{"HS512 when HS256 configured", bearer(hs512), "Invalid token: token signature is invalid: signing method HS512 is invalid"},
-		{"wrong audience", bearer(spoil("aud", "someone-else")), "Invalid token: token has invalid claims: token has invalid audience"},
-		{"no audience", bearer(spoil("aud", nil)), "Invalid token: token has invalid claims: token is missing required claim: aud"},
-		{"wrong issuer", bearer(spoil("iss", "evil")), "Invalid token: token has invalid claims: token has invalid issuer"},
-		{"missing jti", bearer(spoil("jti", nil)), "Invalid token: jti is required"},
-		{"missing exp", bearer(spoil("exp", nil)), "Invalid token: token has invalid claims: token is missing required claim: exp"},
-		{"not yet valid", bearer(spoil("nbf", time.Now().Add(time.Hour).Unix())), "Invalid token: token has invalid claims: token is not valid yet"},
-		{"sub not an email", bearer(spoil("sub", "admin")), "Invalid token: sub must be an email address"},
-		{"no sub", bearer(spoil("sub", nil)), "Invalid token: sub must be an email address"},
+		{"HS512 when HS256 configured", bearer(hs512), "Invalid token"},
+		{"wrong audience", bearer(spoil("aud", "someone-else")), "Invalid token"},
+		{"no audience", bearer(spoil("aud", nil)), "Invalid token"},
+		{"wrong issuer", bearer(spoil("iss", "evil")), "Invalid token"},
+		{"missing jti", bearer(spoil("jti", nil)), "Invalid token"},
+		{"missing exp", bearer(spoil("exp", nil)), "Invalid token"},
+		{"not yet valid", bearer(spoil("nbf", time.Now().Add(time.Hour).Unix())), "Invalid token"},
+		{"sub not an email", bearer(spoil("sub", "admin")), "Invalid token"},
+		{"no sub", bearer(spoil("sub", nil)), "Invalid token"},
 		{"inactive user", bearer(spoil("sub", "inactive@example.com")), "User account is inactive"},
 		{"unknown user", bearer(spoil("sub", "nobody@example.com")), "User not found"},
 		{"bad cookie", []string{"Cookie", "jwt_token=xyz"}, "Invalid token"},
+		{"issued in the future", bearer(spoil("iat", time.Now().Add(time.Hour).Unix())), "Invalid token"},
+		{"jti too long", bearer(spoil("jti", strings.Repeat("j", store.MaxRevocationIDLen+1))), "Invalid token"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			expect401(t, call(s, "POST", "/rpc", ping, tc.headers...), tc.detail)
@@ -208,7 +211,7 @@ func TestAuthCacheBounded(t *testing.T) {
 	if n := s.auth.cacheLen(); n != tokenCacheSize {
 		t.Errorf("a long token was kept")
 	}
-	expect401(t, call(s, "POST", "/rpc", ping, bearer(strings.Repeat("a", maxTokenLen+1))...), "Invalid token: too long")
+	expect401(t, call(s, "POST", "/rpc", ping, bearer(strings.Repeat("a", maxTokenLen+1))...), "Invalid token")
 }
 
 func TestAuthOff(t *testing.T) {
@@ -246,8 +249,11 @@ func TestNewOptions(t *testing.T) {
 	if _, err := New(Options{AuthRequired: true}, b); err == nil {
 		t.Error("auth without a secret accepted")
 	}
-	if _, err := New(Options{JWTSecretKey: "x", JWTAlgorithm: "RS256"}, b); err == nil {
-		t.Error("RS256 accepted")
+	if _, err := New(Options{AuthRequired: true, JWTSecretKey: "x", JWTAlgorithm: "RS256"}, b); err == nil {
+		t.Error("RS256 without a public key accepted")
+	}
+	if _, err := New(Options{AuthRequired: true, JWTSecretKey: "x", JWTAlgorithm: "HS256", JWTLeeway: -time.Second}, b); err == nil {
+		t.Error("negative leeway accepted")
 	}
 	if _, err := New(Options{JWTSecretKey: "x", JWTAlgorithm: "none"}, b); err == nil {
 		t.Error("none accepted")
@@ -269,7 +275,7 @@ func TestMintAndDecodeToken(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	claims, err := DecodeToken(tok, testSecret, "HS384")
+	claims, err := DecodeToken(tok, TokenKeys{Secret: testSecret, Algorithm: "HS384"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -285,13 +291,13 @@ func TestMintAndDecodeToken(t *testing.T) {
 		t.Errorf("iat %v exp %v", iat, exp)
 	}
 	// Two tokens never share a jti.
-	other, _ := DecodeToken(mint(t, nil), testSecret, "")
+	other, _ := DecodeToken(mint(t, nil), TokenKeys{Secret: testSecret})
 	if other["jti"] == jti {
 		t.Error("jti repeated")
 	}
 	// No exp, no is_admin; custom aud/iss.
 	tok, _ = MintToken(TokenRequest{Email: testEmail, Secret: testSecret, Audience: "a", Issuer: "i"})
-	claims, _ = DecodeToken(tok, testSecret, "HS256")
+	claims, _ = DecodeToken(tok, TokenKeys{Secret: testSecret, Algorithm: "HS256"})
 	if _, ok := claims["exp"]; ok {
 		t.Error("exp without Expires")
 	}
@@ -300,11 +306,11 @@ func TestMintAndDecodeToken(t *testing.T) {
 	}
 	// Decoding shows an expired token; it refuses a wrong key or algorithm.
 	expired := signClaims(t, jwt.SigningMethodHS256, []byte(testSecret), jwt.MapClaims{"sub": testEmail, "exp": 1})
-	if _, err := DecodeToken(expired, testSecret, "HS256"); err != nil {
+	if _, err := DecodeToken(expired, TokenKeys{Secret: testSecret, Algorithm: "HS256"}); err != nil {
 		t.Errorf("expired token not decoded: %v", err)
 	}
 	for _, tc := range []struct{ secret, alg string }{{"wrong", "HS256"}, {testSecret, "HS512"}, {testSecret, "RS256"}, {"", "HS256"}} {
-		if _, err := DecodeToken(expired, tc.secret, tc.alg); err == nil {
+		if _, err := DecodeToken(expired, TokenKeys{Secret: tc.secret, Algorithm: tc.alg}); err == nil {
 			t.Errorf("decoded with %q %s", tc.secret, tc.alg)
 		}
 	}

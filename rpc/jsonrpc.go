@@ -91,7 +91,7 @@ func (s *Server) processValue(ctx *fasthttp.RequestCtx, v []byte, buf *buffers, 
 	if v[0] != '[' {
 		m, perr := parseMessage(v)
 		buf.out = s.reply(ctx, &m, perr, buf, buf.out[:0], t, false)
-		return fasthttp.StatusOK, len(buf.out) > 0
+		return unavailableStatus(ctx), len(buf.out) > 0
 	}
 
 	// A batch: count first, so that an oversized batch runs nothing.

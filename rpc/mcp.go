@@ -133,6 +133,9 @@ func mcpError(ctx *fasthttp.RequestCtx, status, code int, msg string) {
 //	mac = HMAC-SHA256(key, random | issued | subject)[:16]
 //	key = HMAC-SHA256(JWT secret, "mcpgateway/mcp-session/v1")
 //
+// During a key rotation (JWT_SECRET_KEY_PREVIOUS set) ids are issued under
+// the current key and verified under either, so sessions survive it.
+//
 // Any worker holding the secret can check an id without shared state. The
 // mac binds the id to the token's subject, so one user cannot use another's
 // session id. Ids expire sessionLifetime after issue; clients then get 404
@@ -145,6 +148,7 @@ func mcpError(ctx *fasthttp.RequestCtx, status, code int, msg string) {
 type sessions struct {
 	key  []byte
 	macs sync.Pool // hash.Hash: HMAC-SHA256 with key (hmac.New allocates a lot)
+	prev *sessions // the previous key's, during a rotation; nil otherwise
 
 	mu    sync.Mutex
 	ended map[[16]byte]int64 // random part → Unix time at which the id expires anyway
@@ -162,9 +166,21 @@ var (
 	sessionIDLen    = sessionEncoding.EncodedLen(sessionRawLen)
 )
 
-// newSessions derives the session key from the JWT secret. Without a secret
-// the key is random, and ids are then valid only in this process.
-func newSessions(secret string) (*sessions, error) {
+// newSessions derives the session key from the JWT secret, and from the
+// previous one when set. Without a secret the key is random, and ids are
+// then valid only in this process.
+func newSessions(secret, previous string) (*sessions, error) {
+	ss, err := newSessionKey(secret)
+	if err != nil || previous == "" || previous == secret {
+		return ss, err
+	}
+	if ss.prev, err = newSessionKey(previous); err != nil {
+		return nil, err
+	}
+	return ss, nil
+}
+
+func newSessionKey(secret string) (*sessions, error) {
 	key := make([]byte, sha256.Size)
 	if secret == "" {
 		if _, err := rand.Read(key); err != nil {
@@ -210,7 +226,13 @@ func (ss *sessions) decode(id []byte, subject string, now time.Time) (raw [sessi
 	var sum [sha256.Size]byte
 	ss.mac(&sum, raw[:24], subject)
 	if !hmac.Equal(sum[:16], raw[24:]) {
-		return raw, false
+		if ss.prev == nil {
+			return raw, false
+		}
+		ss.prev.mac(&sum, raw[:24], subject)
+		if !hmac.Equal(sum[:16], raw[24:]) {
+			return raw, false
+		}
 	}
 	issued := time.Unix(int64(binary.BigEndian.Uint64(raw[16:24])), 0)
 	if now.Sub(issued) > sessionLifetime || issued.Sub(now) > sessionClockSkew {

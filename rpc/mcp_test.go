@@ -181,7 +181,7 @@ func TestMCPSessionsAcrossProcesses(t *testing.T) {
 }
 
 func TestMCPSessionExpiry(t *testing.T) {
-	ss, _ := newSessions(testSecret)
+	ss, _ := newSessions(testSecret, "")
 	now := time.Now()
 	id := []byte(ss.issue(testEmail, now))
 	if !ss.valid(id, testEmail, now.Add(sessionLifetime-time.Second)) {
@@ -203,14 +203,14 @@ func TestMCPSessionExpiry(t *testing.T) {
 		t.Error("alias of a session id accepted")
 	}
 	// Without a secret ids still work in the process that issued them.
-	anon, _ := newSessions("")
+	anon, _ := newSessions("", "")
 	if !anon.valid([]byte(anon.issue("", now)), "", now) {
 		t.Error("per-process key")
 	}
 }
 
 func TestMCPEndedSessionsBounded(t *testing.T) {
-	ss, _ := newSessions(testSecret)
+	ss, _ := newSessions(testSecret, "")
 	now := time.Now()
 	for i := 0; i < maxEndedSessions+10; i++ {
 		ss.end([]byte(ss.issue(testEmail, now)), now)

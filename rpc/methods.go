@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
-	"go.uber.org/zap"
 
 	"github.com/mcpgateway/mcpgateway/store"
 )
@@ -83,8 +82,7 @@ const fallbackSchema = `{"type":"object"}`
 func (s *Server) toolsList(ctx *fasthttp.RequestCtx, out []byte) ([]byte, *rpcError) {
 	tools, err := s.backend.Tools(ctx)
 	if err != nil {
-		s.log.Error("listing tools", zap.Error(err))
-		return out, &rpcError{codeInternalError, "Internal error"}
+		return out, s.storeError(ctx, "listing tools", err)
 	}
 	out = append(out, `{"tools":[`...)
 	n := 0
@@ -182,8 +180,7 @@ func (s *Server) findTool(ctx *fasthttp.RequestCtx, name []byte) (string, bool, 
 	case errors.Is(err, store.ErrNotFound):
 		return n, false, nil
 	default:
-		s.log.Error("looking up tool", zap.String("tool", n), zap.Error(err))
-		return n, false, &rpcError{codeInternalError, "Internal error"}
+		return n, false, s.storeError(ctx, "looking up tool "+n, err)
 	}
 }
 

@@ -21,6 +21,7 @@ import (
 	"github.com/valyala/fasthttp"
 	"go.uber.org/zap"
 
+	"github.com/mcpgateway/mcpgateway/internal/jwtkey"
 	"github.com/mcpgateway/mcpgateway/store"
 )
 
@@ -49,9 +50,17 @@ type Backend interface {
 type Options struct {
 	AuthRequired bool
 	JWTSecretKey string
-	JWTAlgorithm string // HS256 (default), HS384 or HS512
+	JWTAlgorithm string // HS256 (default), HS384, HS512, RS256/384/512 or ES256/384/512
 	JWTAudience  string // checked when not empty, e.g. "mcpgateway-api"
 	JWTIssuer    string // checked when not empty, e.g. "mcpgateway"
+	// JWTLeeway is the clock skew allowed on exp, nbf and iat (0: none).
+	JWTLeeway time.Duration
+	// JWTSecretKeyPrevious, during a key rotation, still verifies HS*
+	// tokens and MCP session ids; nothing is signed with it.
+	JWTSecretKeyPrevious string
+	// JWTPublicKeyPEM verifies RS* and ES* tokens: PEM public keys, the
+	// current one first, then the previous one of a rotation.
+	JWTPublicKeyPEM string
 
 	RequireTokenExpiration bool // tokens without exp are refused
 	RequireJTI             bool // tokens without jti are refused
@@ -107,6 +116,9 @@ type Server struct {
 	zones    zoneCache
 	panics   atomic.Uint64
 	checks   atomic.Pointer[[]store.Check] // the Backend's latest readiness checks (CheckBackend)
+	checked  readyCache                    // when checks were made, for /ready without Options.Readiness (ready.go)
+
+	unavailableLogged atomic.Int64 // unix ns of the latest "database unavailable" log line (storeError)
 
 	versionBody []byte // /version never changes: encoded once
 }
@@ -119,11 +131,22 @@ func New(o Options, b Backend) (*Server, error) {
 	if o.JWTAlgorithm == "" {
 		o.JWTAlgorithm = "HS256"
 	}
-	if _, ok := hmacMethods[o.JWTAlgorithm]; !ok {
-		return nil, fmt.Errorf("rpc: unsupported JWT algorithm %q (use HS256, HS384 or HS512)", o.JWTAlgorithm)
+	if _, err := jwtkey.Method(o.JWTAlgorithm); err != nil {
+		return nil, fmt.Errorf("rpc: %w", err)
 	}
-	if o.AuthRequired && o.JWTSecretKey == "" {
+	if o.AuthRequired && o.JWTSecretKey == "" && jwtkey.IsHMAC(o.JWTAlgorithm) {
 		return nil, errors.New("rpc: JWT secret key is required when authentication is required")
+	}
+	if o.JWTLeeway < 0 {
+		return nil, errors.New("rpc: negative JWT leeway")
+	}
+	var keys verifier
+	if o.AuthRequired {
+		var err error
+		tk := TokenKeys{Algorithm: o.JWTAlgorithm, Secret: o.JWTSecretKey, SecretPrevious: o.JWTSecretKeyPrevious, PublicKeyPEM: o.JWTPublicKeyPEM}
+		if keys, err = tk.verifier(); err != nil {
+			return nil, fmt.Errorf("rpc: JWT keys: %w", err)
+		}
 	}
 	if o.MaxRequestBodySize <= 0 {
 		o.MaxRequestBodySize = defaultMaxBodySize
@@ -138,9 +161,9 @@ func New(o Options, b Backend) (*Server, error) {
 		o.Logger = zap.NewNop()
 	}
 	s := &Server{opt: o, backend: b, log: o.Logger}
-	s.auth = newAuthenticator(&s.opt, b)
+	s.auth = newAuthenticator(&s.opt, b, keys)
 	s.origin = newOriginPolicy(&s.opt)
-	sess, err := newSessions(o.JWTSecretKey)
+	sess, err := newSessions(o.JWTSecretKey, o.JWTSecretKeyPrevious)
 	if err != nil {
 		return nil, err
 	}
@@ -329,4 +352,47 @@ func putBuffers(b *buffers) {
 	}
 	b.out, b.text = b.out[:0], b.text[:0]
 	bufferPool.Put(b)
+}
+
+// --- Store errors -----------------------------------------------------------------
+
+// A request that needs the store while the database cannot be reached
+// (store.ErrUnavailable: refused, reset, not within DB_CONNECT_TIMEOUT) gets
+// a generic answer: no driver text, address or credentials. A single
+// JSON-RPC message answers HTTP 503 with Retry-After and this JSON-RPC
+// error; in a batch only the messages that needed the store carry it.
+// Other store errors stay "Internal error" (-32603).
+const (
+	codeUnavailable = -32000 // JSON-RPC "server error" range
+	msgUnavailable  = "Service unavailable: the database cannot be reached, retry later"
+	retryAfter      = "1" // seconds; lookups fail within DB_CONNECT_TIMEOUT
+)
+
+// unavailableKey marks a request one of whose messages got codeUnavailable.
+type unavailableKey struct{}
+
+// storeError maps the error of a store lookup made for a JSON-RPC message,
+// and logs it (an outage is logged at most once a second per worker, not
+// once per request).
+func (s *Server) storeError(ctx *fasthttp.RequestCtx, what string, err error) *rpcError {
+	if errors.Is(err, store.ErrUnavailable) {
+		ctx.SetUserValue(unavailableKey{}, true)
+		if now := time.Now().UnixNano(); now-s.unavailableLogged.Load() >= int64(time.Second) {
+			s.unavailableLogged.Store(now)
+			s.log.Warn(what+": database unavailable", zap.Error(err))
+		}
+		return &rpcError{codeUnavailable, msgUnavailable}
+	}
+	s.log.Error(what, zap.Error(err))
+	return &rpcError{codeInternalError, "Internal error"}
+}
+
+// unavailableStatus is the HTTP status of a single JSON-RPC message's
+// answer: 503 (with Retry-After) when the store was unreachable for it.
+func unavailableStatus(ctx *fasthttp.RequestCtx) int {
+	if ctx.UserValue(unavailableKey{}) == nil {
+		return fasthttp.StatusOK
+	}
+	ctx.Response.Header.Set("Retry-After", retryAfter)
+	return fasthttp.StatusServiceUnavailable
 }

@@ -88,7 +88,7 @@ func (s *Store) pollOnce(parent context.Context) {
 	sent := s.now()
 	ctx, cancel := context.WithTimeout(parent, checkTimeout)
 	defer cancel()
-	err := s.pollEpoch(ctx)
+	err := s.noteDB(s.pollEpoch(ctx))
 	if err != nil {
 		s.checkFailed(err)
 		return
@@ -122,27 +122,11 @@ func (s *Store) pollEpoch(ctx context.Context) error {
 // longer holds all of them (pruned while this worker was not polling), it
 // drops everything.
 func (s *Store) dropChanged(ctx context.Context, last, epoch int64) error {
-	r, err := s.db.query(ctx, "SELECT epoch, cache_key FROM cache_changes WHERE epoch > $1 AND epoch <= $2",
-		last, epoch)
+	keys, complete, err := s.changedKeys(ctx, last, epoch)
 	if err != nil {
-		return fmt.Errorf("read cache changes: %w", err)
+		return err
 	}
-	defer r.Close()
-	epochs := map[int64]bool{}
-	var keys []string
-	for r.Next() {
-		var e int64
-		var k string
-		if err := r.Scan(&e, &k); err != nil {
-			return fmt.Errorf("read cache changes: %w", err)
-		}
-		epochs[e] = true
-		keys = append(keys, k)
-	}
-	if err := r.Err(); err != nil {
-		return fmt.Errorf("read cache changes: %w", err)
-	}
-	if int64(len(epochs)) != epoch-last {
+	if !complete {
 		s.near.invalidateAll()
 		return nil
 	}
@@ -150,6 +134,31 @@ func (s *Store) dropChanged(ctx context.Context, last, epoch int64) error {
 		s.near.invalidateKey(k)
 	}
 	return nil
+}
+
+// changedKeys reads the keys changed by epochs (last, epoch]; complete is
+// false when the log no longer holds every one of those epochs.
+func (s *Store) changedKeys(ctx context.Context, last, epoch int64) (keys []string, complete bool, err error) {
+	r, err := s.db.query(ctx, "SELECT epoch, cache_key FROM cache_changes WHERE epoch > $1 AND epoch <= $2",
+		last, epoch)
+	if err != nil {
+		return nil, false, fmt.Errorf("read cache changes: %w", err)
+	}
+	defer r.Close()
+	epochs := map[int64]bool{}
+	for r.Next() {
+		var e int64
+		var k string
+		if err := r.Scan(&e, &k); err != nil {
+			return nil, false, fmt.Errorf("read cache changes: %w", err)
+		}
+		epochs[e] = true
+		keys = append(keys, k)
+	}
+	if err := r.Err(); err != nil {
+		return nil, false, fmt.Errorf("read cache changes: %w", err)
+	}
+	return keys, int64(len(epochs)) == epoch-last, nil
 }
 
 // checkOK renews the lease after a successful coherence check sent at sent.

@@ -5,6 +5,12 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"strings"
+	"syscall"
+
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // The store speaks to two drivers: database/sql + modernc.org/sqlite, and
@@ -101,4 +107,56 @@ func wrapDB(dialect, op string, err error) error {
 		return nil
 	}
 	return fmt.Errorf("%s %s: %w", dialect, op, err)
+}
+
+// ErrUnavailable is wrapped by the errors of operations that failed because
+// the database could not be reached, or not in time: refused or reset
+// connections, a server shutting down or refusing new sessions, timeouts
+// (DB_CONNECT_TIMEOUT, DB_POOL_TIMEOUT). Other errors (a constraint, a
+// missing table) mean the database answered. The gateway answers the first
+// kind with 503 and a generic message.
+var ErrUnavailable = errors.New("database unavailable")
+
+// unavailableError marks err as ErrUnavailable, keeping its text for logs.
+type unavailableError struct{ err error }
+
+func (e *unavailableError) Error() string        { return e.err.Error() }
+func (e *unavailableError) Unwrap() error        { return e.err }
+func (e *unavailableError) Is(target error) bool { return target == ErrUnavailable }
+
+// markUnavailable returns err wrapped so that errors.Is(err, ErrUnavailable)
+// holds when it says that the database cannot be reached; other errors come
+// back as they are.
+func markUnavailable(err error) error {
+	if err == nil || errors.Is(err, ErrUnavailable) || !isUnavailable(err) {
+		return err
+	}
+	return &unavailableError{err}
+}
+
+// isUnavailable tells errors of reaching the database from its answers.
+func isUnavailable(err error) bool {
+	if err == nil || errors.Is(err, errNoRows) || errors.Is(err, ErrNotFound) {
+		return false
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		// The server answered. Classes 08 (connection exception), 53
+		// (insufficient resources: too many connections, out of memory or
+		// disk), 57P (shutting down, starting up) and a statement timeout
+		// (57014) mean it cannot serve now; anything else is an answer.
+		c := pgErr.Code
+		return strings.HasPrefix(c, "08") || strings.HasPrefix(c, "53") || strings.HasPrefix(c, "57P") || c == "57014"
+	}
+	if errors.Is(err, context.DeadlineExceeded) || pgconn.Timeout(err) || pgconn.SafeToRetry(err) ||
+		errors.Is(err, pgconn.ErrConnClosed) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
+		return true
+	}
+	var connectErr *pgconn.ConnectError
+	var netErr net.Error
+	if errors.As(err, &connectErr) || errors.As(err, &netErr) {
+		return true
+	}
+	return sqliteUnavailable(err)
 }

@@ -36,10 +36,12 @@ func pgPoolConfig(dsn string, o Options) (*pgxpool.Config, error) {
 	cfg.MaxConnLifetime = o.PoolRecycle
 	// Spread recycling so a whole pool does not reconnect in the same second.
 	cfg.MaxConnLifetimeJitter = o.PoolRecycle / 10
-	// Bound dialling too: an unreachable server must not hold a request for
-	// the kernel's TCP timeout.
-	if cfg.ConnConfig.ConnectTimeout <= 0 || cfg.ConnConfig.ConnectTimeout > o.PoolTimeout {
-		cfg.ConnConfig.ConnectTimeout = min(o.PoolTimeout, 10*time.Second)
+	// Bound dialling (TCP, TLS, startup, authentication) by
+	// DB_CONNECT_TIMEOUT: an unreachable server must not hold a request for
+	// the kernel's TCP timeout. A smaller connect_timeout in DATABASE_URL
+	// is kept.
+	if cfg.ConnConfig.ConnectTimeout <= 0 || cfg.ConnConfig.ConnectTimeout > o.ConnectTimeout {
+		cfg.ConnConfig.ConnectTimeout = o.ConnectTimeout
 	}
 	return cfg, nil
 }

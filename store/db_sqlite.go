@@ -3,11 +3,13 @@ package store
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
 
-	_ "modernc.org/sqlite" // pure-Go SQLite driver, registered as "sqlite"
+	"modernc.org/sqlite" // pure-Go SQLite driver, registered as "sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
 )
 
 // sqliteDB is a database/sql pool over one SQLite file, which several worker
@@ -152,4 +154,20 @@ func (x sqliteTx) exec(ctx context.Context, q string, args ...any) (int64, error
 	}
 	n, _ := res.RowsAffected()
 	return n, nil
+}
+
+// sqliteUnavailable reports the SQLite errors that mean the file cannot be
+// used now (locked past busy_timeout, unreadable, unwritable), as opposed to
+// an answer (a constraint, a missing table).
+func sqliteUnavailable(err error) bool {
+	var e *sqlite.Error
+	if !errors.As(err, &e) {
+		return false
+	}
+	switch e.Code() & 0xff { // the primary code; extended codes add high bits
+	case sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_IOERR,
+		sqlite3.SQLITE_FULL, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_NOMEM:
+		return true
+	}
+	return false
 }

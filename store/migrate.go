@@ -21,6 +21,24 @@ type migration struct {
 var migrations = []migration{
 	{version: 1, name: "tools, users and cache coherence tables", stmts: schemaV1},
 	{version: 2, name: "seed convert_time and get_system_time", stmts: seedToolsV2},
+	{version: 3, name: "revocations (token jti, MCP sessions)", stmts: revocationsV3},
+}
+
+// revocationsV3 is the table of revocation.go: times are Unix seconds, so
+// both dialects compare them the same way.
+func revocationsV3(string) []string {
+	return []string{
+		`CREATE TABLE revocations (
+			kind       TEXT NOT NULL,
+			id         TEXT NOT NULL,
+			expires_at BIGINT NOT NULL,
+			revoked_at BIGINT NOT NULL,
+			revoked_by TEXT NOT NULL DEFAULT '',
+			reason     TEXT NOT NULL DEFAULT '',
+			PRIMARY KEY (kind, id)
+		)`,
+		`CREATE INDEX revocations_expires_at ON revocations (expires_at)`,
+	}
 }
 
 func schemaV1(dialect string) []string {
@@ -171,6 +189,10 @@ func migrateLocked(ctx context.Context, q querier, dialect, adminEmail string) (
 		ON CONFLICT (email) DO NOTHING`, adminEmail)
 	if err != nil {
 		return nil, fmt.Errorf("create platform admin %s: %w", adminEmail, err)
+	}
+
+	if err := purgeRevocations(ctx, q, time.Now().Unix()); err != nil {
+		return nil, err
 	}
 
 	// Instances already running (a rolling deploy) must see new rows too.

@@ -20,6 +20,7 @@ type nearCache struct {
 	gen   atomic.Uint64
 	tools atomic.Pointer[toolSnapshot]
 	users atomic.Pointer[userMap]
+	revs  [len(revocationKinds)]atomic.Pointer[userMap] // per kind: id -> *revEntry (revocation.go)
 
 	ttl, negTTL int64 // nanoseconds on the store's monotonic clock
 	maxUsers    int64
@@ -41,7 +42,8 @@ type userEntry struct {
 }
 
 // userMap is replaced whole to drop every user at once (cheaper and simpler
-// than ranging over a sync.Map to delete).
+// than ranging over a sync.Map to delete). Revocation entries use the same
+// map type, one per kind.
 type userMap struct {
 	m sync.Map // email -> *userEntry
 	n atomic.Int64
@@ -50,6 +52,9 @@ type userMap struct {
 func newNearCache(ttl, negTTL int64, maxUsers int) *nearCache {
 	c := &nearCache{ttl: ttl, negTTL: negTTL, maxUsers: int64(maxUsers)}
 	c.users.Store(&userMap{})
+	for i := range c.revs {
+		c.revs[i].Store(&userMap{})
+	}
 	return c
 }
 
@@ -111,6 +116,9 @@ func (c *nearCache) invalidateAll() {
 	c.gen.Add(1)
 	c.tools.Store(nil)
 	c.users.Store(&userMap{})
+	for i := range c.revs {
+		c.revs[i].Store(&userMap{})
+	}
 }
 
 // invalidateKey drops one cache key ("tools" or "user:<email>"); an unknown
@@ -123,6 +131,10 @@ func (c *nearCache) invalidateKey(key string) {
 	}
 	if email, ok := cutUserKey(key); ok {
 		c.users.Load().m.Delete(email)
+		return
+	}
+	if kind, id, ok := cutRevokedKey(key); ok {
+		c.revs[kind].Load().m.Delete(id)
 		return
 	}
 	c.invalidateAll()

@@ -16,8 +16,9 @@ const (
 )
 
 // Options configures the store. A zero field takes the default named in its
-// comment, except MaxOverflow, where 0 is a real setting (no overflow): the
-// configuration layer supplies its default of 5.
+// comment, except MaxOverflow and StaleIfError, where 0 is a real setting (no
+// overflow, no stale answers): the configuration layer supplies their
+// defaults (5, and 5 minutes).
 type Options struct {
 	// DatabaseURL is DATABASE_URL: sqlite:///./mcp.db (relative), sqlite:////abs/x.db,
 	// postgresql://..., postgres://..., postgresql+psycopg://...
@@ -26,13 +27,29 @@ type Options struct {
 	// PoolSize and MaxOverflow are DB_POOL_SIZE (5) and DB_MAX_OVERFLOW (5), per
 	// worker process. A worker opens at most PoolSize+MaxOverflow connections.
 	PoolSize, MaxOverflow int
-	// PoolTimeout is DB_POOL_TIMEOUT (30s): how long a lookup waits for a free
-	// connection. PoolRecycle is DB_POOL_RECYCLE (1h): a connection's maximum life.
+	// PoolTimeout is DB_POOL_TIMEOUT (30s): how long a write or a background
+	// task waits for a free connection. PoolRecycle is DB_POOL_RECYCLE (1h):
+	// a connection's maximum life.
 	PoolTimeout, PoolRecycle time.Duration
+	// ConnectTimeout is DB_CONNECT_TIMEOUT (2s): the longest a request waits
+	// to reach the database. It bounds dialling a new connection (TCP, TLS,
+	// startup and authentication) and the whole database step of a lookup
+	// made for a request (a free connection, dialling, the query): past it
+	// the lookup fails with ErrUnavailable, which the gateway answers with
+	// 503, instead of waiting for the kernel's TCP timeout. See outage.go.
+	ConnectTimeout time.Duration
 
 	CacheType   string        // CACHE_TYPE: "database" (default) | "memory" | "redis" | "none"
 	CachePrefix string        // CACHE_PREFIX: "mcpgw:"
 	CacheTTL    time.Duration // CACHE_TTL: 60s
+
+	// StaleIfError is CACHE_STALE_IF_ERROR: while the database cannot be
+	// reached, near-cache entries (users, the tool catalogue) are still
+	// served for up to this long after they expired or lost their coherence
+	// lease, so requests whose lookups were cached keep working through an
+	// outage. 0 (the zero value) turns it off; the configuration layer
+	// supplies its default of 5 minutes. See outage.go.
+	StaleIfError time.Duration
 
 	RedisURL            string // REDIS_URL: redis://localhost:6379/0
 	RedisMaxConnections int    // REDIS_MAX_CONNECTIONS: 50
@@ -74,6 +91,12 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.PoolRecycle <= 0 {
 		o.PoolRecycle = time.Hour
+	}
+	if o.ConnectTimeout <= 0 {
+		o.ConnectTimeout = 2 * time.Second
+	}
+	if o.StaleIfError < 0 {
+		o.StaleIfError = 0
 	}
 	if o.CacheType == "" {
 		o.CacheType = CacheDatabase

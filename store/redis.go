@@ -63,6 +63,11 @@ type redisCache struct {
 
 	mu      sync.Mutex
 	pending map[string]bool // keys whose tombstone could not be written yet
+
+	// The database epoch poll of CACHE_TYPE=redis (coherence_redis.go).
+	epochLease    atomic.Int64          // the near cache may be read while now() < epochLease (and < Store.lease)
+	epochErr      atomic.Pointer[error] // current epoch poll failure, nil when fine
+	distrustUntil atomic.Int64          // Redis values are not read before this (now() clock)
 }
 
 // redisClientOption maps the REDIS_* settings onto rueidis (docs/store.md).

@@ -36,6 +36,7 @@ type Store struct {
 	// lease: the near cache may be read while now() < lease (coherence.go).
 	lease     atomic.Int64
 	checkErr  atomic.Pointer[error] // current coherence failure, nil when fine
+	dbDown    atomic.Int64          // when the database became unreachable (odd, now()|1); 0: reachable (outage.go)
 	lastEpoch int64                 // owned by the poll goroutine
 
 	flight flight
@@ -92,6 +93,11 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		}
 		s.wg.Add(1)
 		go s.every(redisPingInterval, s.heartbeat) // renews the coherence lease: redis
+		// The database epoch as well, for writes whose tombstone never
+		// reached Redis (coherence_redis.go).
+		s.pollRedisEpoch(ctx)
+		s.wg.Add(1)
+		go s.every(checkInterval, s.pollRedisEpoch)
 	}
 	s.log.Info("store opened", zap.String("dialect", db.dialect()), zap.String("cache_type", o.CacheType),
 		zap.Int("pool_max_conns", o.maxConns()))
@@ -102,7 +108,12 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 func (s *Store) now() int64 { return int64(time.Since(s.base)) }
 
 // trusted reports whether the near cache may be read at now.
-func (s *Store) trusted(now int64) bool { return s.near != nil && now < s.lease.Load() }
+// With Redis both checks must hold: the PING (pushes delivered) and the
+// database epoch poll (writes whose tombstone never reached Redis;
+// coherence_redis.go).
+func (s *Store) trusted(now int64) bool {
+	return s.near != nil && now < s.lease.Load() && (s.redis == nil || now < s.redis.epochLease.Load())
+}
 
 // Dialect is "sqlite" or "postgresql".
 func (s *Store) Dialect() string { return s.db.dialect() }
@@ -138,7 +149,10 @@ func (s *Store) Tool(ctx context.Context, name string) (Tool, error) {
 	}
 	if s.near == nil {
 		// No cache: one indexed query rather than the whole catalogue.
-		return s.dbTool(ctx, name)
+		lctx, cancel := s.lookupContext(ctx)
+		defer cancel()
+		t, err := s.dbTool(lctx, name)
+		return t, s.noteDB(err)
 	}
 	snap, err := s.loadTools(ctx)
 	if err != nil {
@@ -176,9 +190,10 @@ func (s *Store) User(ctx context.Context, email string) (User, error) {
 }
 
 // detached gives a shared (single-flight) load a context that one caller
-// giving up cannot cancel for the others, bounded so it cannot hang forever.
+// giving up cannot cancel for the others, bounded by DB_CONNECT_TIMEOUT
+// (outage.go).
 func (s *Store) detached(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.WithoutCancel(ctx), s.o.PoolTimeout+10*time.Second)
+	return s.lookupContext(ctx)
 }
 
 // loadTools is the miss path: Redis (CACHE_TYPE=redis) or the database, then
@@ -186,7 +201,12 @@ func (s *Store) detached(ctx context.Context) (context.Context, context.CancelFu
 func (s *Store) loadTools(ctx context.Context) (*toolSnapshot, error) {
 	if s.near == nil {
 		// CACHE_TYPE=none: literally one query per lookup, no collapsing.
-		return s.fetchTools(ctx)
+		lctx, cancel := s.lookupContext(ctx)
+		defer cancel()
+		return s.fetchTools(lctx)
+	}
+	if snap := s.toolsWhileDown(); snap != nil {
+		return snap, nil
 	}
 	v, err := s.flight.do(ctx, toolsKey, func() (any, error) {
 		fctx, cancel := s.detached(ctx)
@@ -194,6 +214,9 @@ func (s *Store) loadTools(ctx context.Context) (*toolSnapshot, error) {
 		return s.fetchTools(fctx)
 	})
 	if err != nil {
+		if snap := s.staleTools(); snap != nil && errors.Is(err, ErrUnavailable) {
+			return snap, nil
+		}
 		return nil, err
 	}
 	return v.(*toolSnapshot), nil
@@ -208,7 +231,7 @@ func (s *Store) fetchTools(ctx context.Context) (*toolSnapshot, error) {
 	}
 	var tools []Tool
 	state := redisSkipped
-	if s.redis != nil && cacheable {
+	if s.redis != nil && cacheable && s.redis.usable(now) {
 		var val string
 		val, state = s.redis.get(ctx, toolsKey)
 		if state == redisHit {
@@ -220,7 +243,8 @@ func (s *Store) fetchTools(ctx context.Context) (*toolSnapshot, error) {
 	}
 	if state != redisHit {
 		var err error
-		if tools, err = s.dbTools(ctx); err != nil {
+		tools, err = s.dbTools(ctx)
+		if err = s.noteDB(err); err != nil {
 			return nil, err
 		}
 		if state == redisAbsent {
@@ -248,7 +272,12 @@ func newToolSnapshot(tools []Tool) *toolSnapshot {
 func (s *Store) loadUser(ctx context.Context, email string) (*userEntry, error) {
 	key := userKey(email)
 	if s.near == nil {
-		return s.fetchUser(ctx, email, key)
+		lctx, cancel := s.lookupContext(ctx)
+		defer cancel()
+		return s.fetchUser(lctx, email, key)
+	}
+	if e := s.userWhileDown(email); e != nil {
+		return e, nil
 	}
 	v, err := s.flight.do(ctx, key, func() (any, error) {
 		fctx, cancel := s.detached(ctx)
@@ -256,6 +285,9 @@ func (s *Store) loadUser(ctx context.Context, email string) (*userEntry, error) 
 		return s.fetchUser(fctx, email, key)
 	})
 	if err != nil {
+		if e := s.staleUser(email); e != nil && errors.Is(err, ErrUnavailable) {
+			return e, nil
+		}
 		return nil, err
 	}
 	return v.(*userEntry), nil
@@ -273,7 +305,7 @@ func (s *Store) fetchUser(ctx context.Context, email, key string) (*userEntry, e
 	}
 	e := &userEntry{}
 	state := redisSkipped
-	if s.redis != nil && cacheable {
+	if s.redis != nil && cacheable && s.redis.usable(now) {
 		var val string
 		val, state = s.redis.get(ctx, key)
 		if state == redisHit {
@@ -289,6 +321,7 @@ func (s *Store) fetchUser(ctx context.Context, email, key string) (*userEntry, e
 	}
 	if state != redisHit {
 		u, err := s.dbUser(ctx, email)
+		err = s.noteDB(err)
 		switch {
 		case err == nil:
 			e.user, e.found = u, true
@@ -316,7 +349,10 @@ func (s *Store) fetchUser(ctx context.Context, email, key string) (*userEntry, e
 // AllTools lists every tool, disabled ones too, sorted by name, straight
 // from the database: it serves the admin API, not the hot path.
 func (s *Store) AllTools(ctx context.Context) ([]Tool, error) {
-	return s.queryTools(ctx, "SELECT name, description, input_schema, enabled FROM tools ORDER BY name")
+	lctx, cancel := s.lookupContext(ctx)
+	defer cancel()
+	tools, err := s.queryTools(lctx, "SELECT name, description, input_schema, enabled FROM tools ORDER BY name")
+	return tools, s.noteDB(err)
 }
 
 func (s *Store) dbTools(ctx context.Context) ([]Tool, error) {
@@ -383,6 +419,8 @@ func (s *Store) PutUser(ctx context.Context, u User) error {
 		return errors.New("put user: email is empty")
 	}
 	key := userKey(u.Email)
+	ctx, cancel := s.writeContext(ctx)
+	defer cancel()
 	err := s.db.tx(ctx, func(q querier) error {
 		if _, err := q.exec(ctx, `INSERT INTO users (email, active, is_admin) VALUES ($1, $2, $3)
 			ON CONFLICT (email) DO UPDATE SET active = excluded.active, is_admin = excluded.is_admin,
@@ -392,7 +430,7 @@ func (s *Store) PutUser(ctx context.Context, u User) error {
 		_, err := bumpEpoch(ctx, q, key)
 		return err
 	})
-	if err != nil {
+	if err = s.noteDB(err); err != nil {
 		return fmt.Errorf("put user %s: %w", u.Email, err)
 	}
 	s.afterWrite(ctx, key)
@@ -413,6 +451,8 @@ func (s *Store) PutTool(ctx context.Context, t Tool) error {
 	if !json.Valid(schema) {
 		return fmt.Errorf("put tool %q: inputSchema is not valid JSON", t.Name)
 	}
+	ctx, cancel := s.writeContext(ctx)
+	defer cancel()
 	err := s.db.tx(ctx, func(q querier) error {
 		if _, err := q.exec(ctx, `INSERT INTO tools (name, description, input_schema, enabled) VALUES ($1, $2, $3, $4)
 			ON CONFLICT (name) DO UPDATE SET description = excluded.description,
@@ -423,7 +463,7 @@ func (s *Store) PutTool(ctx context.Context, t Tool) error {
 		_, err := bumpEpoch(ctx, q, toolsKey)
 		return err
 	})
-	if err != nil {
+	if err = s.noteDB(err); err != nil {
 		return fmt.Errorf("put tool %q: %w", t.Name, err)
 	}
 	s.afterWrite(ctx, toolsKey)
@@ -447,7 +487,7 @@ func (s *Store) Ready(ctx context.Context) []Check {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	db := Check{Name: "Database", OK: true, Detail: s.db.dialect()}
-	if err := s.db.ping(ctx); err != nil {
+	if err := s.noteDB(s.db.ping(ctx)); err != nil {
 		db.OK, db.Detail = false, err.Error()
 	}
 	return []Check{db, s.cacheCheck(ctx)}

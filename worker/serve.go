@@ -31,6 +31,7 @@ func (w *worker) serve() {
 		NoDefaultContentType:         true,
 		DisablePreParseMultipartForm: true,
 		ConnState:                    w.conns.state,
+		ErrorHandler:                 parseError, // limits.go: JSON 400, 408, 413, 431 for what fasthttp cannot parse
 		Logger:                       fasthttpLogger{w.log},
 		// No WriteTimeout: it is one deadline for a whole response. Writes
 		// are bounded by progress instead (trackedConn.Write, the sweeper).
@@ -178,7 +179,7 @@ func (w *worker) handle(ctx *fasthttp.RequestCtx) {
 // when they matter) and the 503 of backpressure. It returns false for an
 // admitted request, counted in FInFlight: runAdmitted must follow.
 func (w *worker) answerAtOnce(ctx *fasthttp.RequestCtx, start int64) bool {
-	if w.answerProbe(ctx) {
+	if w.overLimits(ctx) || w.answerProbe(ctx) { // limits.go: request line and header limits first
 		w.account(ctx, start)
 		return true
 	}
@@ -256,7 +257,9 @@ func (w *worker) answerProbe(ctx *fasthttp.RequestCtx) bool {
 		ctx.SetBody(healthBody)
 		return true
 	case bytes.Equal(path, metricsPath):
-		w.metrics(ctx)
+		if w.metricsAllowed(ctx) { // limits.go: token, public or local clients only
+			w.metrics(ctx)
+		}
 		return true
 	case bytes.Equal(path, readyPath) && w.table.Header().Load(protocol.HStopping) == 1:
 		// Readiness fails the instant a stop begins, in every worker,

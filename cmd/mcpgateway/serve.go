@@ -133,6 +133,8 @@ func serverOptions(res *config.Resolved, log *zap.Logger) (supervisor.Options, e
 			MaxRequestBodySize: s.MaxRequestBodySize, LogLevel: s.LogLevel, LogFile: s.ErrorLogFile, LogFormat: s.LogFormat,
 			AccessLog: !s.DisableAccessLog || s.AccessLogFile != "", AccessLogFile: s.AccessLogFile,
 			Version: version, HTTP: s.HTTP, TLS: tlsOpts,
+			LimitRequestLine: s.LimitRequestLine, LimitRequestFields: s.RequestFieldsLimit(), LimitRequestFieldSize: s.LimitRequestFieldSize,
+			MetricsToken: s.MetricsToken, MetricsPublic: s.MetricsPublic,
 		},
 		Payload: payload,
 		Args:    []string{"worker"},

@@ -89,6 +89,23 @@ type WorkerOptions struct {
 	// and http/1.1 through ALPN; without TLS, 2 means h2c.
 	HTTP string `json:"http"`
 	TLS  *TLS   `json:"tls,omitempty"` // nil: plain HTTP
+
+	// Limits on the request head (Gunicorn's limit_request_line,
+	// limit_request_fields and limit_request_field_size), checked by the
+	// worker before the application runs: past them 414 or 431 and the
+	// connection closed (worker/limits.go). 0: no such limit; MaxHeaderSize
+	// caps the whole head in any case.
+	LimitRequestLine      int `json:"limit_request_line,omitempty"`
+	LimitRequestFields    int `json:"limit_request_fields,omitempty"`
+	LimitRequestFieldSize int `json:"limit_request_field_size,omitempty"`
+
+	// Who gets /metrics on the main port (worker/limits.go): with
+	// MetricsToken, a request with "Authorization: Bearer <MetricsToken>";
+	// else, with MetricsPublic, anyone; else local clients only (loopback
+	// or unix socket, not forwarded by a proxy). The master's health port
+	// serves it to anyone, with the token when there is one.
+	MetricsToken  string `json:"metrics_token,omitempty"`
+	MetricsPublic bool   `json:"metrics_public,omitempty"`
 }
 
 // TLS is the certificate a worker serves. The master reads the files (at

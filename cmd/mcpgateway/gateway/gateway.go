@@ -39,8 +39,8 @@ func open(ctx context.Context, s config.Settings, version string, log *zap.Logge
 func StoreOptions(s config.Settings, log *zap.Logger) store.Options {
 	return store.Options{
 		DatabaseURL: s.DatabaseURL, PoolSize: s.DBPoolSize, MaxOverflow: s.DBMaxOverflow,
-		PoolTimeout: s.DBPoolTimeout, PoolRecycle: s.DBPoolRecycle,
-		CacheType: s.CacheType, CachePrefix: s.CachePrefix, CacheTTL: s.CacheTTL,
+		PoolTimeout: s.DBPoolTimeout, PoolRecycle: s.DBPoolRecycle, ConnectTimeout: s.DBConnectTimeout,
+		CacheType: s.CacheType, CachePrefix: s.CachePrefix, CacheTTL: s.CacheTTL, StaleIfError: s.CacheStaleIfError,
 		RedisURL: s.RedisURL, RedisMaxConnections: s.RedisMaxConnections,
 		RedisSocketTimeout: s.RedisSocketTimeout, RedisSocketConnectTimeout: s.RedisSocketConnectTimeout,
 		RedisHealthCheckInterval: s.RedisHealthCheckInterval,
@@ -52,7 +52,8 @@ func StoreOptions(s config.Settings, log *zap.Logger) store.Options {
 func RPCOptions(s config.Settings, version string, log *zap.Logger) rpc.Options {
 	return rpc.Options{
 		AuthRequired: s.AuthRequired, JWTSecretKey: s.JWTSecretKey, JWTAlgorithm: s.JWTAlgorithm,
-		JWTAudience: s.JWTAudience, JWTIssuer: s.JWTIssuer,
+		JWTAudience: s.JWTAudience, JWTIssuer: s.JWTIssuer, JWTLeeway: s.JWTLeeway,
+		JWTSecretKeyPrevious: s.JWTSecretKeyPrevious, JWTPublicKeyPEM: s.JWTPublicKeyPEM,
 		RequireTokenExpiration: s.RequireTokenExpiration, RequireJTI: s.RequireJTI,
 		RequireUserInDB: s.RequireUserInDB, MaxRequestBodySize: s.MaxRequestBodySize,
 		MaxBatchSize: s.MaxBatchSize, Version: version, Logger: log,
