@@ -291,10 +291,13 @@ func (w *worker) acceptQueueDeep(ln net.Listener) bool {
 
 const acceptQueueEvery = 10 * time.Millisecond
 
-// maxRefusers bounds the connections being refused at once. Past it the
-// accept loop waits for one to finish, and new connections wait in the
-// kernel's queue: memory stays bounded whatever arrives.
-const maxRefusers = 64
+// maxRefusers bounds the connections being refused at once (a goroutine
+// and a 4 KiB buffer each). Past it the accept loop waits for one to
+// finish, and new connections wait in the kernel's queue: memory stays
+// bounded whatever arrives. A refusal lasts about a round trip, and at most
+// refuseWithin + refuseLinger: 256 of them refuse a few thousand
+// connections a second even from slow clients.
+const maxRefusers = 256
 
 // refuseConn answers a new connection with a 503 and closes it cleanly,
 // on its own goroutine: it reads the request head (bounded in size and
@@ -331,6 +334,11 @@ func (w *worker) refuseConn(c net.Conn) {
 		if tc, ok := c.(interface{ CloseWrite() error }); ok {
 			_ = tc.CloseWrite()
 		}
+		// What the client still sends (a body) is read and dropped until
+		// it closes, so that the close is not a reset that could destroy
+		// the answer before the client reads it; briefly, since a client
+		// that keeps its end open would otherwise hold the refuser.
+		_ = c.SetReadDeadline(time.Now().Add(refuseLinger))
 		_, _ = io.CopyBuffer(io.Discard, io.LimitReader(c, 64<<10), buf)
 	}()
 }
@@ -367,8 +375,12 @@ func (w *worker) answerProbeConn(c net.Conn, head []byte) bool {
 	return true
 }
 
-// refuseWithin bounds the whole refusal of a connection.
-const refuseWithin = time.Second
+// refuseWithin bounds reading the head and writing the answer of a
+// refused connection; refuseLinger, waiting for the client's close after it.
+const (
+	refuseWithin = time.Second
+	refuseLinger = 100 * time.Millisecond
+)
 
 var (
 	headEnd             = []byte("\r\n\r\n")

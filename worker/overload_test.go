@@ -48,8 +48,8 @@ func TestShedderActsOnAStandingQueueOnly(t *testing.T) {
 	if refused < 100 || !s.shedding.Load() || s.row.Load(protocol.FShedding) != 1 {
 		t.Fatalf("standing queue: %d of 250 refused, shedding %v", refused, s.shedding.Load())
 	}
-	if !step(20*ms, true) || step(200*ms, true) || !step(4*ms, false) {
-		t.Fatal("while shedding: want essential admitted up to the interval, others up to the target")
+	if !step(20*ms, true) || step(200*ms, true) || !step(2*ms, false) || step(3*ms, false) {
+		t.Fatal("while shedding: want essential admitted up to the interval, others up to half the target")
 	}
 	// The queue is gone: shedding ends with the first short interval.
 	for range 200 {

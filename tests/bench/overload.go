@@ -167,7 +167,14 @@ func (h *harness) ovServers(rt ovRoute) (gw, pl *server, err error) {
 		}
 		pl, err = h.ovStart("plain", h.plainBin, be, false, false, func(s *server) []string { return []string{"-addr", s.addr} })
 	default:
-		gw, err = h.ovStart("gateway", h.testBin, backend{}, true, true, func(s *server) []string {
+		// Both servers burn the same work per request: the loop's speed is
+		// measured once, on the servers' core, and handed to both.
+		out, cerr := exec.Command("taskset", "-c", h.c.pinServer, h.testBin, "-calibrate").Output()
+		if cerr != nil {
+			return nil, nil, fmt.Errorf("testserver -calibrate: %w", cerr)
+		}
+		be := backend{Env: []string{"TESTSERVER_BURN_ROUNDS_PER_US=" + strings.TrimSpace(string(out))}}
+		gw, err = h.ovStart("gateway", h.testBin, be, true, true, func(s *server) []string {
 			a := []string{"--bind", s.addr, "--workers", strconv.Itoa(ovWorkers), "--health-bind", s.health, "--max-queue-delay", qd}
 			if rt.key == "slow" {
 				a = append(a, "--backpressure", strconv.Itoa(ioBackpressure))
@@ -177,7 +184,7 @@ func (h *harness) ovServers(rt ovRoute) (gw, pl *server, err error) {
 		if err != nil {
 			return nil, nil, err
 		}
-		pl, err = h.ovStart("plain", h.testBin, backend{}, false, true, func(s *server) []string { return []string{"--plain", s.addr} })
+		pl, err = h.ovStart("plain", h.testBin, be, false, true, func(s *server) []string { return []string{"--plain", s.addr} })
 	}
 	return gw, pl, err
 }

@@ -82,8 +82,13 @@ func main() {
 	maxRSS := fs.Int64("max-worker-rss", 0, "MiB")
 	reloadFile := fs.String("reload-file", "", "HUP reads workers=N and boot_fail=1 from this file; a line 'bad' fails the reload")
 	prepareDelay := fs.Duration("reload-prepare-delay", 0, "a HUP's Prepare (migrations) takes this long")
+	calibrate := fs.Bool("calibrate", false, "print how many rounds of /burn's loop take a microsecond here, and exit")
 	plain := fs.String("plain", "", "serve the handler on this address in one default fasthttp.Server process (no supervisor, no shedding); the other flags are ignored")
 	fs.Parse(os.Args[1:])
+	if *calibrate {
+		fmt.Println(burnRounds())
+		os.Exit(0)
+	}
 	if *plain != "" {
 		os.Exit(servePlain(*plain))
 	}
@@ -249,15 +254,23 @@ func setup(ctx context.Context, info worker.Info) (worker.App, error) {
 // burnRounds is how many rounds of burn's loop take a microsecond of CPU
 // here, measured once per process.
 var burnRounds = sync.OnceValue(func() float64 {
+	// A program that compares servers gives them all the same figure, so
+	// that each burns the same work (TESTSERVER_BURN_ROUNDS_PER_US, what
+	// testserver -calibrate prints).
+	if v, err := strconv.ParseFloat(os.Getenv("TESTSERVER_BURN_ROUNDS_PER_US"), 64); err == nil && v > 0 {
+		return v
+	}
 	best := time.Duration(math.MaxInt64)
-	const rounds = 200000
+	const rounds = 5_000_000 // a few milliseconds: long enough for the clock, and for the CPU to reach its speed
 	for range 5 { // the best of five: the fastest is the least disturbed
 		start := time.Now()
-		spin(rounds)
+		spinSink ^= spin(rounds) // used, as a request's body uses it: no loop the compiler may drop
 		best = min(best, time.Since(start))
 	}
-	return rounds / float64(max(best.Microseconds(), 1))
+	return rounds / (float64(max(best, 1)) / 1e3)
 })
+
+var spinSink uint64
 
 // burn spends about us microseconds of CPU: a fixed amount of work, so that
 // under contention it takes longer, as real work does.
