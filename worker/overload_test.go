@@ -18,54 +18,62 @@ func testRow(t *testing.T) *protocol.Row {
 	return tb.Row(1)
 }
 
-// A burst passes; a standing queue (a quarter of the delays of an interval
-// above the target) starts shedding at the next interval, which refuses
-// what waited past the target (past the interval for essential requests),
-// and one interval of mostly short delays stops it.
+// A burst passes; a standing queue (a quarter of the delays of two
+// intervals in a row above the target) starts shedding, which refuses what
+// waited past half the target (past the interval for essential requests),
+// and lasts until an interval where a quarter or fewer waited past half
+// the target.
 func TestShedderActsOnAStandingQueueOnly(t *testing.T) {
 	const ms = int64(time.Millisecond)
-	s := newShedder(5*time.Millisecond, testRow(t))
-	now := int64(1e9)
-	step := func(delay int64, essential bool) bool { now += ms; return s.admit(now, delay, essential) }
-
-	// Bursts: long delays, but fewer than a quarter in every interval.
-	for i := range 300 {
-		d := ms
-		if i%5 == 0 {
-			d = 50 * ms
+	row := testRow(t)
+	s := newShedder(50*time.Millisecond, row)
+	interval := func(n int, delay func(i int) int64) {
+		for i := range n {
+			recordQueueDelay(row, delay(i))
 		}
-		if !step(d, false) {
-			t.Fatalf("request %d refused during a burst", i)
-		}
+		s.tick()
 	}
-	// A standing queue: shedding from the first interval that saw only it.
-	refused := 0
-	for range 250 {
-		if !step(20*ms, false) {
-			refused++
-		}
+	// Bursts: fewer than a quarter late in every interval; then a single
+	// interval of a standing queue, a hiccup.
+	for range 5 {
+		interval(100, func(i int) int64 { return map[bool]int64{true: 80 * ms, false: ms}[i%5 == 0] })
 	}
-	if refused < 100 || !s.shedding.Load() || s.row.Load(protocol.FShedding) != 1 {
-		t.Fatalf("standing queue: %d of 250 refused, shedding %v", refused, s.shedding.Load())
+	interval(100, func(int) int64 { return 80 * ms })
+	interval(100, func(int) int64 { return ms })
+	if s.shedding.Load() || !s.admit(80*ms, false) {
+		t.Fatal("shedding after bursts and a hiccup")
 	}
-	if !step(20*ms, true) || step(200*ms, true) || !step(2*ms, false) || step(3*ms, false) {
-		t.Fatal("while shedding: want essential admitted up to the interval, others up to half the target")
+	// A standing queue: shedding from the second interval.
+	interval(100, func(int) int64 { return 60 * ms })
+	if s.shedding.Load() {
+		t.Fatal("shedding after one interval")
 	}
-	// The queue is gone: shedding ends with the first short interval.
-	for range 200 {
-		if !step(ms, false) {
-			t.Fatal("a short delay refused")
-		}
+	interval(100, func(int) int64 { return 60 * ms })
+	if !s.shedding.Load() || row.Load(protocol.FShedding) != 1 || row.Load(protocol.FQueueOverTarget) != 1000 {
+		t.Fatalf("standing queue: shedding %v, FQueueOverTarget %d", s.shedding.Load(), row.Load(protocol.FQueueOverTarget))
 	}
-	if s.shedding.Load() || !step(20*ms, false) {
-		t.Fatal("still shedding after an interval of short delays")
+	if !s.admit(20*ms, false) || s.admit(30*ms, false) || !s.admit(90*ms, true) || s.admit(200*ms, true) {
+		t.Fatal("while shedding: want others admitted up to half the target, essential up to the interval")
+	}
+	// Drained to under the target but not to half of it: still shedding.
+	interval(100, func(int) int64 { return 40 * ms })
+	if !s.shedding.Load() {
+		t.Fatal("stopped shedding with the queue above half the target")
+	}
+	interval(100, func(int) int64 { return 10 * ms })
+	if s.shedding.Load() || !s.admit(200*ms, false) {
+		t.Fatal("still shedding after an interval under half the target")
 	}
 
 	off := newShedder(0, testRow(t))
-	for i := range 300 {
-		if !off.admit(now+int64(i)*ms, time.Second.Nanoseconds(), false) {
-			t.Fatal("--max-queue-delay 0 refused a request")
+	for range 5 {
+		for range 100 {
+			recordQueueDelay(off.row, int64(time.Second))
 		}
+		off.tick()
+	}
+	if !off.admit(int64(time.Second), false) {
+		t.Fatal("--max-queue-delay 0 refused a request")
 	}
 }
 
@@ -113,7 +121,7 @@ func TestQueueDelayOfPlainConnsIsZero(t *testing.T) {
 	a, b := net.Pipe()
 	defer a.Close()
 	defer b.Close()
-	if d := queueDelay(a, time.Now()); d != 0 {
+	if d := queueDelay(a); d != 0 {
 		t.Fatalf("delay %d for a conn without timestamps", d)
 	}
 }
@@ -151,7 +159,7 @@ func TestReceiveTimestampsCountTheWaitInTheSocket(t *testing.T) {
 		if n, err := tc.Read(buf); err != nil || n != 18 {
 			t.Fatalf("read %d, %v", n, err)
 		}
-		d := time.Duration(queueDelay(tc, time.Now()))
+		d := time.Duration(queueDelay(tc))
 		if d < wait || d > wait+time.Second {
 			t.Errorf("bytes that waited %s in the socket: delay %s", wait, d)
 		}

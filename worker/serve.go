@@ -37,6 +37,9 @@ func (w *worker) serve() {
 		// are bounded by progress instead (trackedConn.Write, the sweeper).
 	}
 	w.shed = newShedder(w.opts.MaxQueueDelay, w.row)
+	if w.opts.MaxQueueDelay > 0 {
+		go w.every(shedInterval, w.shed.tick)
+	}
 	w.refusers = make(chan struct{}, maxRefusers)
 	if w.opts.BackpressureAuto {
 		ceiling := w.opts.Backpressure
@@ -183,10 +186,8 @@ func (w *worker) answerAtOnce(ctx *fasthttp.RequestCtx, start int64) bool {
 		w.account(ctx, start)
 		return true
 	}
-	now := time.Now()
-	delay := queueDelay(ctx.Conn(), now)
-	w.row.Add(protocol.CQueueSum, uint64(delay))
-	w.row.Add(protocol.CQueueBucket0+protocol.Field(protocol.QueueBucketIndex(delay)), 1)
+	delay := queueDelay(ctx.Conn())
+	recordQueueDelay(w.row, delay)
 	// Essential requests are picked out only when it matters: the hook
 	// reads headers or the body, which a worker that is not shedding
 	// need not pay for.
@@ -194,7 +195,7 @@ func (w *worker) answerAtOnce(ctx *fasthttp.RequestCtx, start int64) bool {
 	if w.app.Essential != nil && (w.shed.shedding.Load() || w.nearLimit()) {
 		essential = w.app.Essential(ctx)
 	}
-	if !w.shed.admit(start, delay, essential) {
+	if !w.shed.admit(delay, essential) {
 		w.refuse(ctx, protocol.CRefusedQueueDelay)
 		w.account(ctx, start)
 		return true
@@ -234,12 +235,12 @@ func essentialHeadroom(limit uint64) uint64 { return max(1, limit/4) }
 // completed waited, from its bytes reaching the host (the kernel's receive
 // timestamp) to now. 0 where there is no timestamp (HTTP/2 streams, unix
 // sockets).
-func queueDelay(c net.Conn, now time.Time) int64 {
+func queueDelay(c net.Conn) int64 {
 	if t, ok := c.(*tls.Conn); ok {
 		c = t.NetConn()
 	}
-	if tc, ok := c.(*trackedConn); ok {
-		return tc.stamps.delay(now)
+	if tc, ok := c.(*trackedConn); ok && tc.stamps != nil {
+		return tc.stamps.delay(time.Now())
 	}
 	return 0
 }
