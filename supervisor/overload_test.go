@@ -99,43 +99,83 @@ func TestAdaptiveLimitMovesDownAndBackUp(t *testing.T) {
 }
 
 // The connection cap bounds a worker's connections even with backpressure
-// off. Past it, a new connection is answered at once with a 503 and closed
-// cleanly, instead of being left in the kernel's queue; /metrics is still
-// answered (it is read here past the cap); once a connection closes, new
-// ones are served.
+// off. At the cap, idle keep-alive connections make room for new ones, as
+// in nginx; when every connection is busy, a new one is answered at once
+// with a 503 and closed cleanly, instead of being left in the kernel's
+// queue. /metrics is still answered (it is read here past the cap).
 func TestConnectionsPastTheCapGetA503(t *testing.T) {
 	s := start(t, nil, "--workers", "1", "--worker-connections", "4")
-	var held []net.Conn
-	for range 4 {
-		c, err := net.Dial("tcp", s.addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		held = append(held, c)
-		if _, err := io.WriteString(c, "GET /pid HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
-			t.Fatal(err)
+	ask := func(c net.Conn, path string) (int, error) {
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+			return 0, err
 		}
 		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-		if err != nil || resp.StatusCode != 200 {
-			t.Fatalf("held connection: %v %v", resp, err)
+		if err != nil {
+			return 0, err
 		}
 		resp.Body.Close()
+		return resp.StatusCode, nil
 	}
-	for i := range 3 {
+	dial := func() net.Conn {
 		c, err := net.Dial("tcp", s.addr)
 		if err != nil {
 			t.Fatal(err)
 		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+
+	// Four idle keep-alive connections, then a fifth: served, the idle
+	// one closed to make room.
+	var idle []net.Conn
+	for range 4 {
+		c := dial()
+		if code, err := ask(c, "/pid"); err != nil || code != 200 {
+			t.Fatalf("idle connection: %d %v", code, err)
+		}
+		idle = append(idle, c)
+	}
+	fifth := dial()
+	if code, err := ask(fifth, "/pid"); err != nil || code != 200 {
+		t.Fatalf("a new connection at a cap of idle ones: %d %v, want 200", code, err)
+	}
+	closed := 0
+	for _, c := range idle {
+		_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); err != nil {
+			closed++
+		}
+	}
+	if closed == 0 {
+		t.Error("no idle connection was closed to make room")
+	}
+	for _, c := range append(idle, fifth) {
+		c.Close()
+	}
+
+	// Four busy connections: new ones are refused.
+	waitFor(t, "the connections to close", 5*time.Second, func() bool { return s.table().Snapshot().Workers[0].Conns == 0 })
+	for range 4 {
+		c := dial()
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.WriteString(c, "GET /slow?ms=4000 HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "four requests in flight", 5*time.Second, func() bool {
+		return s.metric(t, "mcpgateway_http_requests_in_flight") == 4
+	})
+	for i := range 3 {
+		c := dial()
 		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
 		begin := time.Now()
 		if _, err := io.WriteString(c, "GET /pid HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
 			t.Fatal(err)
 		}
 		answer, err := io.ReadAll(c)
-		c.Close()
 		if err != nil || !strings.HasPrefix(string(answer), "HTTP/1.1 503 ") || !strings.Contains(string(answer), "Connection: close") {
-			t.Fatalf("connection %d past the cap: %q, %v", i, answer, err)
+			t.Fatalf("connection %d past a cap of busy ones: %q, %v", i, answer, err)
 		}
 		if took := time.Since(begin); took > 2*time.Second {
 			t.Errorf("the refusal took %s", took)
@@ -147,15 +187,6 @@ func TestConnectionsPastTheCapGetA503(t *testing.T) {
 	if n := s.metric(t, `mcpgateway_http_requests_refused_total{reason="connections"}`); n != 3 {
 		t.Errorf("refusals by connections %v, want 3", n)
 	}
-	held[0].Close()
-	waitFor(t, "a new connection to be served", 5*time.Second, func() bool {
-		resp, err := http.Get(s.url("/pid"))
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 200
-	})
 }
 
 // A full worker still admits the essential requests (for MCP: initialize,

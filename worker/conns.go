@@ -3,10 +3,12 @@ package worker
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"crypto/tls"
 	"errors"
 	"io"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -196,6 +198,31 @@ func (s *connSet) state(nc net.Conn, st fasthttp.ConnState) {
 	}
 }
 
+// drainIdle is how many idle connections a worker at its cap closes to
+// make room (nginx closes up to 32).
+const drainIdle = 32
+
+// closeOldestIdle closes up to n of the connections idle the longest, and
+// says how many it closed.
+func (s *connSet) closeOldestIdle(n int) int {
+	s.mu.Lock()
+	var idle []*trackedConn
+	for c := range s.conns {
+		if c.idleSince.Load() != 0 {
+			idle = append(idle, c)
+		}
+	}
+	s.mu.Unlock()
+	if len(idle) > n {
+		slices.SortFunc(idle, func(a, b *trackedConn) int { return cmp.Compare(a.idleSince.Load(), b.idleSince.Load()) })
+		idle = idle[:n]
+	}
+	for _, c := range idle {
+		c.Close()
+	}
+	return len(idle)
+}
+
 // closeIdle closes connections idle since before the given Nanotime.
 func (s *connSet) closeIdle(before int64) {
 	s.mu.Lock()
@@ -269,7 +296,12 @@ func (w *worker) shedConnection(ln net.Listener) bool {
 		return false // a drain serves what it accepts
 	}
 	if w.conns.open() >= int64(max(w.opts.WorkerConnections, 1)) {
-		return true
+		// As nginx does when it runs out of connections: idle keep-alive
+		// connections make room for new ones, and only a worker whose
+		// connections are all busy refuses. Clients that open a
+		// connection whenever theirs are busy (an open-loop load) would
+		// otherwise fill the cap with idle ones and be refused for ever.
+		return w.conns.closeOldestIdle(drainIdle) == 0
 	}
 	return w.acceptQueueDeep(ln)
 }

@@ -605,7 +605,9 @@ func gateTestWorker(t *testing.T, reusePort bool) (*gatedListener, string) {
 		refusers: make(chan struct{}, maxRefusers)}
 	w.conns.row = w.row
 	for range 10 {
-		w.conns.add(&trackedConn{})
+		c := &trackedConn{}
+		w.conns.add(c)
+		c.idleSince.Store(0) // busy: a worker at its cap closes idle ones instead of refusing
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -262,7 +262,7 @@ var burnRounds = sync.OnceValue(func() float64 {
 	}
 	best := time.Duration(math.MaxInt64)
 	const rounds = 5_000_000 // a few milliseconds: long enough for the clock, and for the CPU to reach its speed
-	for range 5 { // the best of five: the fastest is the least disturbed
+	for range 5 {            // the best of five: the fastest is the least disturbed
 		start := time.Now()
 		spinSink ^= spin(rounds) // used, as a request's body uses it: no loop the compiler may drop
 		best = min(best, time.Since(start))
