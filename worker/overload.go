@@ -31,11 +31,15 @@ const shedAfter = 2
 
 // shedder decides from each request's queueing delay whether it may run.
 //
-// The decision is made every interval, off the hot path, from the worker's
-// queue-delay histogram, which the hot path fills anyway: a request then
-// costs one more atomic load, where counting per request in a shared
-// counter cost about 8% of the guide payload's throughput (cache lines
-// bouncing between the worker's threads; measured with make bench).
+// The decision is made once an interval from the worker's queue-delay
+// histogram, which the hot path fills anyway: a request costs two atomic
+// loads of words written once an interval, where counting per request in
+// a shared counter cost about 8% of the guide payload's throughput (cache
+// lines bouncing between the worker's threads; measured with make bench).
+// The first request past the interval's end makes it, not a goroutine of
+// its own: under the saturation it is there to see, such a goroutine waits
+// in the same run queue as the requests, and looked every second instead
+// of every 100 ms (measured).
 //
 // A standing queue is one where more than a quarter of an interval's
 // requests waited longer than the target. CoDel proper looks at the
@@ -46,14 +50,17 @@ const shedAfter = 2
 // stays low and a real queue is never seen, and so does the median; the
 // test is on the 75th percentile.
 type shedder struct {
-	target   int64 // ns; 0: never shed
-	interval int64 // ns
-	shedding atomic.Bool
-	row      *protocol.Row
+	target    int64 // ns; 0: never shed
+	interval  int64 // ns
+	shedding  atomic.Bool
+	windowEnd atomic.Int64 // Nanotime when the next look is due
+	row       *protocol.Row
 
-	// The ticker's own state.
+	// The look's own state.
+	mu       sync.Mutex
 	last     []uint64 // the histogram at the last look
 	standing int      // intervals in a row with a standing queue
+	recent   int      // intervals left in which shedding stopped recently
 }
 
 func newShedder(target time.Duration, row *protocol.Row) *shedder {
@@ -76,7 +83,10 @@ func recordQueueDelay(row *protocol.Row, delay int64) {
 // request with nearly the whole target in waiting (measured: served p50
 // 45 ms at 2x capacity with a 50 ms target); drained to half of it, what
 // is served waits half as long.
-func (s *shedder) admit(delay int64, essential bool) bool {
+func (s *shedder) admit(now, delay int64, essential bool) bool {
+	if end := s.windowEnd.Load(); now >= end && s.target > 0 && s.windowEnd.CompareAndSwap(end, now+shedInterval.Nanoseconds()) {
+		s.tick()
+	}
 	if !s.shedding.Load() {
 		return true
 	}
@@ -94,9 +104,10 @@ func (s *shedder) admit(delay int64, essential bool) bool {
 // grow back. The histogram's bounds round the threshold up to the next
 // bound (with the default 50 ms target: 50 and 25 ms, both bounds).
 func (s *shedder) tick() {
-	if s.target == 0 {
+	if s.target == 0 || !s.mu.TryLock() {
 		return
 	}
+	defer s.mu.Unlock()
 	shedding := s.shedding.Load()
 	threshold := s.target
 	if shedding {
@@ -119,7 +130,17 @@ func (s *shedder) tick() {
 	} else {
 		s.standing = 0
 	}
-	shed := s.standing >= shedAfter || (shedding && s.standing > 0)
+	// A queue that comes back within a second of shedding is the same
+	// overload, not a hiccup: shedding resumes after one interval (CoDel
+	// resumes dropping at its last rate for the same reason).
+	after := shedAfter
+	if s.recent > 0 {
+		after, s.recent = 1, s.recent-1
+	}
+	shed := s.standing >= after || (shedding && s.standing > 0)
+	if shedding && !shed {
+		s.recent = int(time.Second / shedInterval)
+	}
 	s.shedding.Store(shed)
 	s.row.Store(protocol.FQueueOverTarget, late*1000/max(seen, 1))
 	s.row.Store(protocol.FShedding, b2u(shed))

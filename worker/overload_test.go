@@ -40,7 +40,7 @@ func TestShedderActsOnAStandingQueueOnly(t *testing.T) {
 	}
 	interval(100, func(int) int64 { return 80 * ms })
 	interval(100, func(int) int64 { return ms })
-	if s.shedding.Load() || !s.admit(80*ms, false) {
+	if s.shedding.Load() || !s.admit(-1, 80*ms, false) {
 		t.Fatal("shedding after bursts and a hiccup")
 	}
 	// A standing queue: shedding from the second interval.
@@ -52,7 +52,7 @@ func TestShedderActsOnAStandingQueueOnly(t *testing.T) {
 	if !s.shedding.Load() || row.Load(protocol.FShedding) != 1 || row.Load(protocol.FQueueOverTarget) != 1000 {
 		t.Fatalf("standing queue: shedding %v, FQueueOverTarget %d", s.shedding.Load(), row.Load(protocol.FQueueOverTarget))
 	}
-	if !s.admit(20*ms, false) || s.admit(30*ms, false) || !s.admit(90*ms, true) || s.admit(200*ms, true) {
+	if !s.admit(-1, 20*ms, false) || s.admit(-1, 30*ms, false) || !s.admit(-1, 90*ms, true) || s.admit(-1, 200*ms, true) {
 		t.Fatal("while shedding: want others admitted up to half the target, essential up to the interval")
 	}
 	// Drained to under the target but not to half of it: still shedding.
@@ -61,7 +61,7 @@ func TestShedderActsOnAStandingQueueOnly(t *testing.T) {
 		t.Fatal("stopped shedding with the queue above half the target")
 	}
 	interval(100, func(int) int64 { return 10 * ms })
-	if s.shedding.Load() || !s.admit(200*ms, false) {
+	if s.shedding.Load() || !s.admit(-1, 200*ms, false) {
 		t.Fatal("still shedding after an interval under half the target")
 	}
 
@@ -72,7 +72,7 @@ func TestShedderActsOnAStandingQueueOnly(t *testing.T) {
 		}
 		off.tick()
 	}
-	if !off.admit(int64(time.Second), false) {
+	if !off.admit(-1, int64(time.Second), false) {
 		t.Fatal("--max-queue-delay 0 refused a request")
 	}
 }

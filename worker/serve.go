@@ -37,9 +37,6 @@ func (w *worker) serve() {
 		// are bounded by progress instead (trackedConn.Write, the sweeper).
 	}
 	w.shed = newShedder(w.opts.MaxQueueDelay, w.row)
-	if w.opts.MaxQueueDelay > 0 {
-		go w.every(shedInterval, w.shed.tick)
-	}
 	w.refusers = make(chan struct{}, maxRefusers)
 	if w.opts.BackpressureAuto {
 		ceiling := w.opts.Backpressure
@@ -195,7 +192,7 @@ func (w *worker) answerAtOnce(ctx *fasthttp.RequestCtx, start int64) bool {
 	if w.app.Essential != nil && (w.shed.shedding.Load() || w.nearLimit()) {
 		essential = w.app.Essential(ctx)
 	}
-	if !w.shed.admit(delay, essential) {
+	if !w.shed.admit(start, delay, essential) {
 		w.refuse(ctx, protocol.CRefusedQueueDelay)
 		w.account(ctx, start)
 		return true
