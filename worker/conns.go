@@ -35,6 +35,7 @@ type trackedConn struct {
 	abandoned    atomic.Bool  // its request was answered 504 by the watchdog
 
 	stamps *stampedReader // reads with the kernel's receive timestamps; nil: plain reads
+	kept   atomic.Bool    // idle after a request: a keep-alive connection, not a new one whose request is still on its way
 }
 
 // Read reads through recvmsg when the connection has receive timestamps.
@@ -181,6 +182,7 @@ func (s *connSet) state(nc net.Conn, st fasthttp.ConnState) {
 		c.idleSince.Store(0)
 	case fasthttp.StateIdle:
 		c.idleSince.Store(protocol.Nanotime())
+		c.kept.Store(true)
 	case fasthttp.StateClosed, fasthttp.StateHijacked:
 		s.mu.Lock()
 		_, present := s.conns[c]
@@ -202,13 +204,14 @@ func (s *connSet) state(nc net.Conn, st fasthttp.ConnState) {
 // make room (nginx closes up to 32).
 const drainIdle = 32
 
-// closeOldestIdle closes up to n of the connections idle the longest, and
+// closeOldestIdle closes up to n of the keep-alive connections idle the
+// longest (never a new one, whose first request may be on its way), and
 // says how many it closed.
 func (s *connSet) closeOldestIdle(n int) int {
 	s.mu.Lock()
 	var idle []*trackedConn
 	for c := range s.conns {
-		if c.idleSince.Load() != 0 {
+		if c.idleSince.Load() != 0 && c.kept.Load() {
 			idle = append(idle, c)
 		}
 	}
