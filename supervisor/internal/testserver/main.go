@@ -195,7 +195,6 @@ func setup(ctx context.Context, info worker.Info) (worker.App, error) {
 		return worker.App{}, errors.New("handler failed to initialise (boot_fail in the configuration)")
 	}
 	pid := []byte(strconv.Itoa(os.Getpid()))
-	burnRounds() // calibrated before the worker is ready, not in a request
 	var contending atomic.Int64
 	return worker.App{Essential: func(ctx *fasthttp.RequestCtx) bool {
 		return string(ctx.Request.Header.Peek("X-Essential")) == "1"
