@@ -452,6 +452,18 @@ func TestCertsCommand(t *testing.T) {
 	if again, _ := os.ReadFile(filepath.Join(dir, "cert.pem")); bytes.Equal(again, certPEM) {
 		t.Error("--force kept the old certificate")
 	}
+	// A key without its certificate is not replaced behind the user's back
+	// (review 2.6): refused, the key kept.
+	key, _ := os.ReadFile(filepath.Join(dir, "key.pem"))
+	if err := os.Remove(filepath.Join(dir, "cert.pem")); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(binary, "certs", "--dir", dir).CombinedOutput(); err == nil || !strings.Contains(string(out), "only one of") {
+		t.Fatalf("a key without its certificate: %v %s, want a refusal", err, out)
+	}
+	if again, _ := os.ReadFile(filepath.Join(dir, "key.pem")); !bytes.Equal(again, key) {
+		t.Error("the lone key was replaced")
+	}
 }
 
 // peerSerial is the serial number of the certificate the server presents.

@@ -53,9 +53,15 @@ func certs(args []string, stdout, stderr io.Writer) int {
 	if !*force {
 		_, errC := os.Stat(certFile)
 		_, errK := os.Stat(keyFile)
-		if errC == nil && errK == nil {
+		switch {
+		case errC == nil && errK == nil:
 			fmt.Fprintf(stdout, "%s and %s exist; kept (--force replaces them)\n", certFile, keyFile)
 			return 0
+		case errC == nil || errK == nil:
+			// One without the other: replacing it would silently throw away
+			// a private key, or a certificate that matched it.
+			fmt.Fprintf(stderr, "mcpgateway certs: only one of %s and %s exists; kept, nothing written (--force replaces both)\n", certFile, keyFile)
+			return 1
 		}
 	}
 	certPEM, keyPEM, err := selfSigned(splitHosts(*hosts), time.Duration(*days)*24*time.Hour)
@@ -146,6 +152,10 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
 		return err
 	}
 	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil { // on disk before the rename makes it the file
 		f.Close()
 		return err
 	}
