@@ -60,9 +60,15 @@ func TestShedderActsOnAStandingQueueOnly(t *testing.T) {
 	if !s.shedding.Load() {
 		t.Fatal("stopped shedding with the queue above half the target")
 	}
+	for range shedCalm - 1 {
+		interval(100, func(int) int64 { return 10 * ms })
+	}
+	if !s.shedding.Load() || s.admit(-1, 30*ms, false) {
+		t.Fatal("stopped shedding before a second of calm")
+	}
 	interval(100, func(int) int64 { return 10 * ms })
 	if s.shedding.Load() || !s.admit(-1, 200*ms, false) {
-		t.Fatal("still shedding after an interval under half the target")
+		t.Fatal("still shedding after a second under half the target")
 	}
 
 	off := newShedder(0, testRow(t))
