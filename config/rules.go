@@ -137,7 +137,16 @@ var rules = map[string]rule{
 	"AllowedOrigins": {`origins as browsers send them (https://app.example.com, http://localhost:3000), comma-separated, or "*" for any; empty: same-origin only`,
 		"browser origins allowed on /rpc and /mcp besides the server's own (others get 403)", nil},
 	"CORSEnabled": {boolSyntax, "answer CORS preflights and add Access-Control-Allow-Origin for AllowedOrigins", nil},
+	"UserRateLimit": {"a whole number of calls per minute from 0 (off) to 1000000",
+		"tool calls per minute per user (token bucket shared by the instance's workers); 0: off", intIn(0, MaxRateLimit)},
+	"ToolRateLimit": {"a whole number of calls per minute from 0 (off) to 1000000",
+		"calls per minute per tool, all users together (token bucket shared by the instance's workers); 0: off", intIn(0, MaxRateLimit)},
+	"RateLimitBurst": {"a whole number of calls from 0 (the limit itself) to 1000000",
+		"calls a user or tool may make at once before UserRateLimit and ToolRateLimit pace them", intIn(0, MaxRateLimit)},
 }
+
+// MaxRateLimit bounds UserRateLimit, ToolRateLimit and RateLimitBurst.
+const MaxRateLimit = 1_000_000
 
 const maxInt = int(^uint(0) >> 1)
 

@@ -128,6 +128,13 @@ type Settings struct {
 	MaxBatchSize              int           `env:"JSONRPC_MAX_BATCH_SIZE"`
 	AllowedOrigins            []string      `env:"ALLOWED_ORIGINS"` // "" : same-origin only; "*": any
 	CORSEnabled               bool          `env:"CORS_ENABLED"`
+
+	// Rate limits on tool calls, in calls per minute (0: off, the default),
+	// token buckets shared by the workers of an instance; RateLimitBurst is
+	// the bucket size (0: the limit itself). See docs/security.md.
+	UserRateLimit  int `env:"USER_RATE_LIMIT"`
+	ToolRateLimit  int `env:"TOOL_RATE_LIMIT"`
+	RateLimitBurst int `env:"RATE_LIMIT_BURST"`
 }
 
 // Source says where a setting's value came from.

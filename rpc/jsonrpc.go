@@ -53,12 +53,13 @@ func (s *Server) checkBody(ctx *fasthttp.RequestCtx) ([]byte, bool) {
 }
 
 // serveRPC answers POST /rpc.
-func (s *Server) serveRPC(ctx *fasthttp.RequestCtx) {
+func (s *Server) serveRPC(ctx *fasthttp.RequestCtx, p principal) {
 	body, ok := s.checkBody(ctx)
 	if !ok {
 		return
 	}
 	buf := getBuffers()
+	buf.user = p.email
 	status, answered := s.process(ctx, body, buf, transportRPC)
 	finish(ctx, status, answered, buf.out)
 	putBuffers(buf)
@@ -91,7 +92,7 @@ func (s *Server) processValue(ctx *fasthttp.RequestCtx, v []byte, buf *buffers, 
 	if v[0] != '[' {
 		m, perr := parseMessage(v)
 		buf.out = s.reply(ctx, &m, perr, buf, buf.out[:0], t, false)
-		return unavailableStatus(ctx), len(buf.out) > 0
+		return limitedStatus(ctx, buf, unavailableStatus(ctx), false), len(buf.out) > 0
 	}
 
 	// A batch: count first, so that an oversized batch runs nothing.
@@ -131,7 +132,7 @@ func (s *Server) processValue(ctx *fasthttp.RequestCtx, v []byte, buf *buffers, 
 		replies++
 	}
 	buf.out = append(out, ']')
-	return fasthttp.StatusOK, replies > 0
+	return limitedStatus(ctx, buf, fasthttp.StatusOK, true), replies > 0
 }
 
 // reply appends the response to one message (nothing for a notification).

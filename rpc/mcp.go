@@ -70,6 +70,7 @@ func (s *Server) serveMCP(ctx *fasthttp.RequestCtx) {
 	}
 	buf := getBuffers()
 	defer putBuffers(buf)
+	buf.user = p.email
 	if err := validate(body); err != nil {
 		buf.out = appendError(buf.out[:0], nil, codeParseError, "Parse error: "+err.Error())
 		writeJSON(ctx, fasthttp.StatusBadRequest, buf.out)

@@ -151,6 +151,9 @@ func (s *Server) toolsCall(ctx *fasthttp.RequestCtx, params []byte, buf *buffers
 	if !found {
 		return out, &rpcError{codeInvalidParams, "Unknown tool: " + string(name)}
 	}
+	if rerr := s.rateLimit(tool, buf); rerr != nil {
+		return out, rerr
+	}
 	return s.runTool(tool, args, requestTime(ctx), buf, out), nil
 }
 
@@ -166,6 +169,9 @@ func (s *Server) bareTool(ctx *fasthttp.RequestCtx, m *message, buf *buffers, ou
 	}
 	if m.params != nil && m.params[0] != '{' {
 		return out, &rpcError{codeInvalidParams, "Invalid params: the arguments of tool " + tool + " must be an object"}
+	}
+	if rerr := s.rateLimit(tool, buf); rerr != nil {
+		return out, rerr
 	}
 	return s.runTool(tool, m.params, requestTime(ctx), buf, out), nil
 }

@@ -22,6 +22,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/mcpgateway/mcpgateway/internal/jwtkey"
+	"github.com/mcpgateway/mcpgateway/internal/ratelimit"
 	"github.com/mcpgateway/mcpgateway/store"
 )
 
@@ -88,6 +89,17 @@ type Options struct {
 	// (the worker's status table, /metrics).
 	OnPanic func()
 
+	// Rate limits on tool calls, in calls per minute (0: off), and the
+	// bucket size (0: the limit). RateLimits holds the buckets, shared by
+	// the workers of an instance (ratelimit.OpenShared); nil: New makes a
+	// table of this process. OnRateLimitFull, when set, counts the calls let
+	// through because the table had no slot for their key. See ratelimit.go.
+	UserRateLimit   int
+	ToolRateLimit   int
+	RateLimitBurst  int
+	RateLimits      *ratelimit.Table
+	OnRateLimitFull func()
+
 	// Readiness, when set, decides GET /ready for the whole server, which
 	// this package knows nothing of (worker processes, the database checks
 	// they published: supervisor.ReadinessOf). It appends the members of
@@ -113,6 +125,7 @@ type Server struct {
 	auth     *authenticator
 	origin   originPolicy
 	sessions *sessions
+	limits   *rateLimits // nil: no rate limits
 	zones    zoneCache
 	panics   atomic.Uint64
 	checks   atomic.Pointer[[]store.Check] // the Backend's latest readiness checks (CheckBackend)
@@ -163,6 +176,7 @@ func New(o Options, b Backend) (*Server, error) {
 	s := &Server{opt: o, backend: b, log: o.Logger}
 	s.auth = newAuthenticator(&s.opt, b, keys)
 	s.origin = newOriginPolicy(&s.opt)
+	s.limits = newRateLimits(&s.opt)
 	sess, err := newSessions(o.JWTSecretKey, o.JWTSecretKeyPrevious)
 	if err != nil {
 		return nil, err
@@ -191,10 +205,11 @@ func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 			methodNotAllowed(ctx, "POST")
 			return
 		}
-		if _, ok := s.authorize(ctx); !ok {
+		p, ok := s.authorize(ctx)
+		if !ok {
 			return
 		}
-		s.serveRPC(ctx)
+		s.serveRPC(ctx, p)
 	case "/mcp", "/mcp/":
 		if !s.checkOrigin(ctx, methodsMCP) {
 			return
@@ -332,10 +347,14 @@ func appendBool(b []byte, v bool) []byte {
 // --- Pooled buffers -------------------------------------------------------------
 
 // buffers are the per-request scratch space: out is the response body being
-// built, text the result text of a tool before it is escaped into out.
+// built, text the result text of a tool before it is escaped into out; user
+// is the caller (for rate limits) and retryAfter the longest wait, in
+// seconds, of its calls refused by a rate limit (0: none).
 type buffers struct {
-	out  []byte
-	text []byte
+	out        []byte
+	text       []byte
+	user       string
+	retryAfter int
 }
 
 var bufferPool = sync.Pool{New: func() any {
@@ -350,7 +369,7 @@ func putBuffers(b *buffers) {
 	if cap(b.out) > 64<<10 || cap(b.text) > 64<<10 {
 		return
 	}
-	b.out, b.text = b.out[:0], b.text[:0]
+	b.out, b.text, b.user, b.retryAfter = b.out[:0], b.text[:0], "", 0
 	bufferPool.Put(b)
 }
 

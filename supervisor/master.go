@@ -178,6 +178,7 @@ func (m *master) close() {
 		removePidfile(m.o.Pidfile + ".oldbin")
 	}
 	if m.table != nil {
+		m.table.RemoveShared() // the workers' shared files (rate limits)
 		m.table.Close()
 	}
 	for _, f := range []*os.File{m.config, m.prevConfig} {

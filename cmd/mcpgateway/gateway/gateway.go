@@ -58,6 +58,7 @@ func RPCOptions(s config.Settings, version string, log *zap.Logger) rpc.Options 
 		RequireUserInDB: s.RequireUserInDB, MaxRequestBodySize: s.MaxRequestBodySize,
 		MaxBatchSize: s.MaxBatchSize, Version: version, Logger: log,
 		AllowedOrigins: s.AllowedOrigins, CORSEnabled: s.CORSEnabled,
-		LoopbackOnly: config.LoopbackOnly(s.Bind),
+		LoopbackOnly:  config.LoopbackOnly(s.Bind),
+		UserRateLimit: s.UserRateLimit, ToolRateLimit: s.ToolRateLimit, RateLimitBurst: s.RateLimitBurst,
 	}
 }

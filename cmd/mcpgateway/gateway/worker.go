@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/mcpgateway/mcpgateway/config"
+	"github.com/mcpgateway/mcpgateway/internal/ratelimit"
 	"github.com/mcpgateway/mcpgateway/rpc"
 	"github.com/mcpgateway/mcpgateway/supervisor"
 	"github.com/mcpgateway/mcpgateway/supervisor/protocol"
@@ -30,8 +31,18 @@ const (
 // added, and MCP request priority (App.Essential). Close stops the checks
 // and closes the store.
 func Worker(ctx context.Context, s config.Settings, version string, info worker.Info) (worker.App, error) {
+	// Rate-limit buckets: one shared-memory file for all the workers of
+	// this master (the master removes it when it exits).
+	var limits *ratelimit.Table
+	if (s.UserRateLimit > 0 || s.ToolRateLimit > 0) && info.Table != nil {
+		var err error
+		if limits, err = ratelimit.OpenShared(info.Table.SharedPath("ratelimit"), ratelimit.DefaultSlots); err != nil {
+			return worker.App{}, err
+		}
+	}
 	srv, st, err := open(ctx, s, version, info.Logger, func(o *rpc.Options) {
 		o.OnPanic = info.CountPanic
+		o.RateLimits = limits
 		if info.Table != nil {
 			o.Readiness = func(b []byte) ([]byte, bool) {
 				r := supervisor.ReadinessOf(info.Table)
@@ -40,6 +51,9 @@ func Worker(ctx context.Context, s config.Settings, version string, info worker.
 		}
 	})
 	if err != nil {
+		if limits != nil {
+			limits.Close()
+		}
 		return worker.App{}, err
 	}
 	c := startChecks(ctx, srv, info.ReportDatabase, info.Logger)
@@ -49,6 +63,9 @@ func Worker(ctx context.Context, s config.Settings, version string, info worker.
 		Close: func() {
 			c.stop()
 			st.Close()
+			if limits != nil {
+				limits.Close()
+			}
 		},
 	}, nil
 }
