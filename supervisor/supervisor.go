@@ -49,6 +49,11 @@ type Options struct {
 
 	Executable string   // default: this binary (/proc/self/exe)
 	Args       []string // arguments that make the binary a worker, e.g. {"worker"}
+
+	// UpgradeEnv is added to the environment of a new master started by
+	// USR2 (KEY=value; it wins over this process's own): what this master
+	// made up itself and its successor must keep, such as a generated key.
+	UpgradeEnv []string
 	Logger     *zap.Logger
 
 	// Prepare, when set, runs once after the sockets are bound and before

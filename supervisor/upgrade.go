@@ -49,6 +49,7 @@ func (m *master) upgrade() {
 	if activated {
 		cmd.Env = append(cmd.Env, protocol.EnvUpgradeActivated+"=1")
 	}
+	cmd.Env = append(cmd.Env, m.o.UpgradeEnv...) // last: os/exec keeps the last value of a key
 	var controlFile *os.File
 	if m.control != nil {
 		if f, err := m.control.File(); err == nil {

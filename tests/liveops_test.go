@@ -151,3 +151,74 @@ func copyFile(t *testing.T, from, to string) {
 		t.Fatal(err)
 	}
 }
+
+// Review 2.7: a key the master generated (no JWT_SECRET_KEY anywhere) goes
+// to the new master of a USR2 upgrade, so the MCP session ids signed with
+// it live on after the old master quits.
+func TestUpgradeKeepsAGeneratedKey(t *testing.T) {
+	dir := t.TempDir()
+	var env []string
+	for _, kv := range baseEnv(dir, "AUTH_REQUIRED=false") {
+		if !strings.HasPrefix(kv, "JWT_SECRET_KEY=") {
+			env = append(env, kv)
+		}
+	}
+	port := proctest.MustFreePort(t)
+	g := run(t, dir, env, "serve", "--workers", "1", "--bind", fmt.Sprintf("127.0.0.1:%d", port))
+	g.port = port
+	g.waitReady()
+	if !g.Log.Contains("a random key was generated") {
+		t.Fatal("the key was not generated: the test would prove nothing")
+	}
+	mcp := func(body, sid string) (int, string) {
+		req, _ := http.NewRequest("POST", g.url("/mcp"), strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		if sid != "" {
+			req.Header.Set("Mcp-Session-Id", sid)
+			req.Header.Set("MCP-Protocol-Version", "2025-06-18")
+		}
+		resp, err := freshClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode, resp.Header.Get("Mcp-Session-Id")
+	}
+	code, sid := mcp(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`, "")
+	if code != 200 || sid == "" {
+		t.Fatalf("initialize: %d, session %q", code, sid)
+	}
+	ping := `{"jsonrpc":"2.0","id":2,"method":"ping"}`
+	if code, _ := mcp(ping, sid); code != 200 {
+		t.Fatalf("ping before the upgrade: %d", code)
+	}
+
+	old := g.Pid
+	g.Signal(syscall.SIGUSR2)
+	g.MustWaitOutput(t, `"msg":"upgrade: new master started"`, 10*time.Second)
+	newMaster := 0
+	if m := regexp.MustCompile(`"new_master":(\d+)`).FindStringSubmatch(g.Log.String()); m != nil {
+		fmt.Sscan(m[1], &newMaster)
+	}
+	ready := func(pid int) int {
+		out, _ := exec.Command(binary, "status", "--pid", fmt.Sprint(pid)).Output()
+		return strings.Count(string(out), " ready ")
+	}
+	if _, ok := proctest.Poll(15*time.Second, 20*time.Millisecond, func() bool { return ready(newMaster) == 1 }); !ok {
+		t.Fatal("the new master's worker is not ready")
+	}
+	g.Signal(syscall.SIGWINCH)
+	if _, ok := proctest.Poll(15*time.Second, 20*time.Millisecond, func() bool { return ready(old) == 0 }); !ok {
+		t.Fatal("the old master's worker did not stop")
+	}
+	g.Signal(syscall.SIGQUIT)
+	select {
+	case <-g.Exited():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the old master did not exit on QUIT")
+	}
+	if code, _ := mcp(ping, sid); code != 200 {
+		t.Fatalf("the session of the old master's key, on the new master: %d, want 200", code)
+	}
+}

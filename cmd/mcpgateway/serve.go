@@ -136,11 +136,23 @@ func serverOptions(res *config.Resolved, log *zap.Logger) (supervisor.Options, e
 			LimitRequestLine: s.LimitRequestLine, LimitRequestFields: s.RequestFieldsLimit(), LimitRequestFieldSize: s.LimitRequestFieldSize,
 			MetricsToken: s.MetricsToken, MetricsPublic: s.MetricsPublic,
 		},
-		Payload: payload,
-		Args:    []string{"worker"},
-		Logger:  log,
-		Prepare: func(ctx context.Context) error { _, err := runMigrate(ctx, payload, false, log); return err },
+		Payload:    payload,
+		Args:       []string{"worker"},
+		Logger:     log,
+		Prepare:    func(ctx context.Context) error { _, err := runMigrate(ctx, payload, false, log); return err },
+		UpgradeEnv: upgradeEnv(res),
 	}, nil
+}
+
+// upgradeEnv is what a new master started by USR2 must inherit beyond the
+// environment: a key this master generated (no JWT_SECRET_KEY anywhere),
+// without which the new one would generate another, and the tokens and MCP
+// session ids signed with this one would die with the old master.
+func upgradeEnv(res *config.Resolved) []string {
+	if res.Sources["JWTSecretKey"].Kind != "generated" {
+		return nil
+	}
+	return []string{"JWT_SECRET_KEY=" + res.Settings.JWTSecretKey}
 }
 
 // checkTLS reads the certificate and key once in the master when SSL is
