@@ -17,7 +17,7 @@ import (
 // not held by idle keep-alive connections, so that a thousand of them do
 // not cost half a GiB.
 func TestIdleConnectionsHoldNoLargeBuffer(t *testing.T) {
-	_, addr := startTestWorker(t, protocol.WorkerOptions{MaxHeaderSize: 512 << 10, WorkerConnections: 1000},
+	w, addr := startTestWorker(t, protocol.WorkerOptions{MaxHeaderSize: 512 << 10, WorkerConnections: 1000},
 		func(ctx *fasthttp.RequestCtx) { ctx.SetBodyString("ok") })
 	heap := func() uint64 {
 		runtime.GC()
@@ -27,12 +27,23 @@ func TestIdleConnectionsHoldNoLargeBuffer(t *testing.T) {
 	}
 	before := heap()
 	const conns = 200
+	var open []net.Conn
+	defer func() {
+		// Closed and gone before the test's cleanup unmaps the status
+		// table, which the connections' goroutines write when they end.
+		for _, c := range open {
+			c.Close()
+		}
+		for deadline := time.Now().Add(5 * time.Second); w.conns.open() > 0 && time.Now().Before(deadline); {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}()
 	for range conns {
 		c, err := net.Dial("tcp", addr)
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer c.Close()
+		open = append(open, c)
 		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
 		if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
 			t.Fatal(err)
