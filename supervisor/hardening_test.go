@@ -132,6 +132,9 @@ func TestUpgradeRollbackKeepsTheServiceAndItsSocketFile(t *testing.T) {
 			sock := filepath.Join(t.TempDir(), "gw.sock")
 			env := append([]string{"NOTIFY_SOCKET=" + n.path}, tc.env...)
 			s := start(t, env, "--bind", "unix:"+sock, "--workers", "2")
+			if st, err := os.Stat(sock); err != nil || st.Mode().Perm() != 0o660 {
+				t.Fatalf("unix socket mode %v (%v), want 0660: the owner and its group connect, no one else", st.Mode(), err)
+			}
 			old := fmt.Sprint(s.cmd.Process.Pid)
 			waitFor(t, "READY=1", 5*time.Second, func() bool { return n.count("READY=1") > 0 })
 			uc := unixClient(sock)

@@ -107,6 +107,9 @@ func listenOne(addr string, backlog int, reusePort bool) (*listener, error) {
 	return &listener{addr: addr, file: os.NewFile(uintptr(fd), addr), bound: sockaddrString(bound)}, nil
 }
 
+// unixSocketMode is the mode of a unix socket file the master binds.
+const unixSocketMode = 0o660
+
 func listenUnix(path string, backlog int) (*listener, error) {
 	if path == "" {
 		return nil, errors.New("empty unix socket path")
@@ -130,6 +133,16 @@ func listenUnix(path string, backlog int) (*listener, error) {
 	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: path}); err != nil {
 		unix.Close(fd)
 		return nil, os.NewSyscallError("bind", err)
+	}
+	// bind makes the file 0777 less the umask: under the usual 022 only
+	// the owner may connect (connecting takes write permission), so a
+	// proxy running as another user in the server's group cannot; under
+	// systemd's UMask=0000 anyone can. The owner and the group it is, as
+	// nginx in front needs, and no one else (review 2.5).
+	if err := os.Chmod(path, unixSocketMode); err != nil {
+		unix.Close(fd)
+		os.Remove(path)
+		return nil, fmt.Errorf("chmod %s: %w", path, err)
 	}
 	if err := unix.Listen(fd, backlog); err != nil {
 		unix.Close(fd)
