@@ -168,8 +168,10 @@ func TestRedisRecovery(t *testing.T) {
 		return err == nil && u.Active
 	})
 	t.Logf("write after recovery seen in %s", took)
-	// And b serves from its near cache again.
-	waitFor(t, time.Second, "b back on its near cache", func() bool {
+	// And b serves from its near cache again, once its Redis check and its
+	// database epoch poll have both run since (a bound of speed, not of
+	// coherence: generous, for a busy machine).
+	waitFor(t, 5*time.Second, "b back on its near cache", func() bool {
 		_, ok := b.near.getUser(email, b.now())
 		return ok && b.trusted(b.now())
 	})
