@@ -89,7 +89,7 @@ func recordQueueDelay(row *protocol.Row, delay int64) {
 // 45 ms at 2x capacity with a 50 ms target); drained to half of it, what
 // is served waits half as long.
 func (s *shedder) admit(now, delay int64, essential bool) bool {
-	if end := s.windowEnd.Load(); now >= end && s.target > 0 && s.windowEnd.CompareAndSwap(end, now+shedInterval.Nanoseconds()) {
+	if end := s.windowEnd.Load(); now >= end && s.target > 0 && s.windowEnd.CompareAndSwap(end, now+s.interval) {
 		s.tick()
 	}
 	if !s.shedding.Load() {
@@ -195,11 +195,10 @@ type limiter struct {
 	// The latency without queueing: the smallest single request of the
 	// last epoch or so. It is renewed each epoch, so that a handler that
 	// truly got slower (a slower database) is not taken for a queue.
-	minRTT     atomic.Int64
-	epochMin   atomic.Int64
-	epochEnd   int64 // under mu
-	mu         sync.Mutex
-	windowSize int64
+	minRTT   atomic.Int64
+	epochMin atomic.Int64
+	epochEnd int64 // under mu
+	mu       sync.Mutex
 }
 
 const (
@@ -216,7 +215,7 @@ const (
 )
 
 func newLimiter(ceiling int, row *protocol.Row) *limiter {
-	l := &limiter{ceiling: int64(max(ceiling, 1)), row: row, windowSize: int64(limitWindow)}
+	l := &limiter{ceiling: int64(max(ceiling, 1)), row: row}
 	l.floor = min(limitFloor, l.ceiling)
 	l.limit.Store(l.ceiling)
 	l.minRTT.Store(math.MaxInt64)
@@ -240,7 +239,7 @@ func (l *limiter) sample(now, rtt int64, inFlight int64) {
 	for m := l.maxInFlight.Load(); inFlight > m && !l.maxInFlight.CompareAndSwap(m, inFlight); m = l.maxInFlight.Load() {
 	}
 	n := l.samples.Add(1)
-	if end := l.windowEnd.Load(); now >= end && n >= limitMinSamples && l.windowEnd.CompareAndSwap(end, now+l.windowSize) {
+	if end := l.windowEnd.Load(); now >= end && n >= limitMinSamples && l.windowEnd.CompareAndSwap(end, now+int64(limitWindow)) {
 		l.update(now)
 	}
 }

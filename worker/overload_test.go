@@ -71,6 +71,13 @@ func TestShedderActsOnAStandingQueueOnly(t *testing.T) {
 		t.Fatal("still shedding after a second under half the target")
 	}
 
+	// A target longer than the interval is looked at once a target.
+	long := newShedder(300*time.Millisecond, testRow(t))
+	long.admit(1, 0, false)
+	if got := long.windowEnd.Load(); got != 1+int64(300*time.Millisecond) {
+		t.Errorf("next look of a 300 ms target at %d ns, want %d", got, 1+int64(300*time.Millisecond))
+	}
+
 	off := newShedder(0, testRow(t))
 	for range 5 {
 		for range 100 {
