@@ -13,6 +13,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -24,32 +25,13 @@ var Algorithms = []string{"HS256", "HS384", "HS512", "RS256", "RS384", "RS512", 
 // MinRSABits is the smallest RSA modulus accepted (NIST SP 800-131A).
 const MinRSABits = 2048
 
-// Method returns the signing method of alg, or an error naming the accepted ones.
+// Method returns the signing method of alg, or an error naming the accepted
+// ones. golang-jwt knows more names (PS*, EdDSA, none); only Algorithms pass.
 func Method(alg string) (jwt.SigningMethod, error) {
-	var m jwt.SigningMethod
-	switch alg {
-	case "HS256":
-		m = jwt.SigningMethodHS256
-	case "HS384":
-		m = jwt.SigningMethodHS384
-	case "HS512":
-		m = jwt.SigningMethodHS512
-	case "RS256":
-		m = jwt.SigningMethodRS256
-	case "RS384":
-		m = jwt.SigningMethodRS384
-	case "RS512":
-		m = jwt.SigningMethodRS512
-	case "ES256":
-		m = jwt.SigningMethodES256
-	case "ES384":
-		m = jwt.SigningMethodES384
-	case "ES512":
-		m = jwt.SigningMethodES512
-	default:
-		return nil, fmt.Errorf("unsupported JWT algorithm %q (use one of %s)", alg, strings.Join(Algorithms, ", "))
+	if m := jwt.GetSigningMethod(alg); m != nil && slices.Contains(Algorithms, alg) {
+		return m, nil
 	}
-	return m, nil
+	return nil, fmt.Errorf("unsupported JWT algorithm %q (use one of %s)", alg, strings.Join(Algorithms, ", "))
 }
 
 // IsHMAC reports whether alg is signed with a shared secret (HS*).
