@@ -107,6 +107,23 @@ func (c *client) check(t *testing.T, allowed func(at time.Time) []int) (n int, s
 // a known (cached) user, the admin API's tool list (always read from the
 // database), and the guide's payload by a user the gateway never saw (a
 // near-cache miss: the database must be asked).
+// startOutageLoad runs loadClients' clients, two on the cached path, until
+// the returned stop (which may be called more than once) ends them.
+func startOutageLoad(g *gateway, token string) (cached, database, fresh *client, stop func()) {
+	cached, database, fresh = loadClients(g, token)
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for _, c := range []*client{cached, cached, database, fresh} {
+		wg.Add(1)
+		go c.run(done, &wg)
+	}
+	var once sync.Once
+	return cached, database, fresh, func() {
+		once.Do(func() { close(done) })
+		wg.Wait()
+	}
+}
+
 func loadClients(g *gateway, token string) (cached, database, fresh *client) {
 	var n int
 	var mu sync.Mutex
@@ -167,21 +184,8 @@ func TestDatabaseOutageUnderLoad(t *testing.T) {
 	warm(t, g, token)
 	waitBoth(t, "ready", 5*time.Second, health, main, func(r readiness) bool { return r.code == 200 })
 
-	cached, database, fresh := loadClients(g, token)
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for _, c := range []*client{cached, cached, database, fresh} { // two clients of the cached path
-		wg.Add(1)
-		go c.run(stop, &wg)
-	}
-	defer func() {
-		select {
-		case <-stop:
-		default:
-			close(stop)
-		}
-		wg.Wait()
-	}()
+	cached, database, fresh, stopLoad := startOutageLoad(g, token)
+	defer stopLoad()
 	time.Sleep(time.Second)
 
 	// Down.
@@ -214,8 +218,7 @@ func TestDatabaseOutageUnderLoad(t *testing.T) {
 		return r.code == 200 && r.Database.Status == "ok"
 	})
 	time.Sleep(500 * time.Millisecond)
-	close(stop)
-	wg.Wait()
+	stopLoad()
 
 	// The cached path never failed, and nothing took longer than maxAnswer.
 	nCached, slowCached := cached.check(t, func(time.Time) []int { return []int{200} })
@@ -305,21 +308,8 @@ func TestRedisOutageUnderLoad(t *testing.T) {
 		t.Fatalf("no cache keys in Redis before the outage: %d %v", n, err)
 	}
 
-	cached, database, fresh := loadClients(g, token)
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for _, c := range []*client{cached, cached, database, fresh} {
-		wg.Add(1)
-		go c.run(stop, &wg)
-	}
-	defer func() {
-		select {
-		case <-stop:
-		default:
-			close(stop)
-		}
-		wg.Wait()
-	}()
+	cached, database, fresh, stopLoad := startOutageLoad(g, token)
+	defer stopLoad()
 	time.Sleep(time.Second)
 
 	// Down: ready all along, the cache reported degraded on the main port.
@@ -360,8 +350,7 @@ func TestRedisOutageUnderLoad(t *testing.T) {
 		t.Fatalf("within 10 s of Redis's return: cache ok at %v, keys written at %v (zero: never): %s", back, used, getReady(t, main).raw)
 	}
 	time.Sleep(500 * time.Millisecond)
-	close(stop)
-	wg.Wait()
+	stopLoad()
 
 	// Every request got its normal answer throughout, in time.
 	nCached, slowCached := cached.check(t, func(time.Time) []int { return []int{200} })
