@@ -32,6 +32,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -69,6 +70,7 @@ type config struct {
 	pinServer   string        // taskset -c of the overload's servers
 	pinLoad     string        // taskset -c of the overload's load generator
 	ovRoutes    string        // the overload's routes, comma-separated; empty: all
+	ovMultiples []float64     // the burn and slow routes' multiples; nil: their own
 }
 
 func main() {
@@ -95,9 +97,21 @@ func main() {
 	flag.StringVar(&c.pinServer, "pin-server", "0", "CPUs (taskset -c) of the overload scenario's servers")
 	flag.StringVar(&c.pinLoad, "pin-load", "1", "CPUs (taskset -c) of the overload scenario's load generator")
 	flag.StringVar(&c.ovRoutes, "overload-routes", "", "run only these routes of the overload scenario, comma-separated: burn,slow,rpc (default all)")
+	multiples := flag.String("overload-multiples", "", "multiples of capacity of the burn and slow routes, comma-separated (default 2,5,10 and 20)")
 	gwArgs := flag.String("gateway-args", "", "extra flags for every `mcpgateway serve`, space-separated (to try a setting)")
 	flag.Parse()
 	c.gwArgs = strings.Fields(*gwArgs)
+	for _, f := range strings.Split(*multiples, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		m, err := strconv.ParseFloat(f, 64)
+		if err != nil || m <= 0 {
+			fmt.Fprintf(os.Stderr, "bench: -overload-multiples: %q is not a positive number\n", f)
+			os.Exit(2)
+		}
+		c.ovMultiples = append(c.ovMultiples, m)
+	}
 	writeSet := false
 	flag.Visit(func(f *flag.Flag) {
 		if f.Name == "write" {

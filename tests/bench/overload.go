@@ -84,6 +84,7 @@ type ovRun struct {
 	ErrorKinds  map[string]int64   `json:"error_kinds,omitempty"`
 	BadSize     int64              `json:"bad_size"`
 	PerSecond   []secondCounts     `json:"per_second,omitempty"`
+	LongestGap  float64            `json:"longest_send_gap_ms,omitempty"`
 	Health      *probeStats        `json:"health_port,omitempty"`
 	Main        *probeStats        `json:"main_port,omitempty"`
 	RSSFirst    float64            `json:"rss_first_half_mib"` // mean, master + workers
@@ -285,6 +286,9 @@ func (h *harness) overloadRoute(rt ovRoute) error {
 		return fmt.Errorf("capacity run answered no 200:\n%s", tail(gw.logPath, 10))
 	}
 	multiples := rt.multiples
+	if h.c.ovMultiples != nil && rt.multiples != nil {
+		multiples = h.c.ovMultiples
+	}
 	var multNote string
 	if multiples == nil {
 		m, ramp, note, err := h.ovRamp(gw, rt, capacity)
@@ -478,7 +482,7 @@ func (h *harness) ovMeasure(s *server, rt ovRoute, spec genSpec, kind string, mu
 	r.Requests, r.Codes, r.OK, r.Refused, r.BadSize = g.Requests, g.Codes, g.OK, g.Refused, g.BadSize
 	r.Timeouts, r.ConnErrors, r.OtherErrors, r.ErrorKinds, r.PerSecond = g.Timeouts, g.ConnErrors, g.OtherErrors, g.ErrorKinds, g.PerSecond
 	r.Goodput = float64(g.Good) / spec.Duration.Seconds()
-	r.GenMaxRSS = g.MaxRSSMiB
+	r.GenMaxRSS, r.LongestGap = g.MaxRSSMiB, g.LongestGap
 	if kind == "capacity" {
 		r.Achieved = float64(g.OK.N) / spec.Duration.Seconds()
 		r.Goodput = r.Achieved
@@ -543,6 +547,13 @@ func (h *harness) ovMeasure(s *server, rt ovRoute, spec genSpec, kind string, mu
 		r.OK.N, r.OK.P50, r.OK.P99, r.Refused.N, r.Refused.P99, r.Timeouts, r.ConnErrors, r.OtherErrors,
 		probeText(r.Health), probeText(r.Main), r.RSSFirst, r.RSSSecond, r.ServerCPU, r.LoadGenCPU, r.Machine, roundAll(r.CoreBusy), r.OtherPct,
 		refusedText(r.RefusedBy, ""))
+	if kind != "capacity" {
+		var slow []string
+		for _, sec := range r.PerSecond {
+			slow = append(slow, strconv.FormatInt(sec.Slow, 10))
+		}
+		h.vlogf("   %-4s %-7s 200s over %v, by second of the run: %s; longest gap between sends %.1f ms", rt.key, s.name, lateServed, strings.Join(slow, " "), r.LongestGap)
+	}
 	return r, nil
 }
 
