@@ -92,13 +92,17 @@ type Options struct {
 	// Rate limits on tool calls, in calls per minute (0: off), and the
 	// bucket size (0: the limit). RateLimits holds the buckets, shared by
 	// the workers of an instance (ratelimit.OpenShared); nil: New makes a
-	// table of this process. OnRateLimitFull, when set, counts the calls let
-	// through because the table had no slot for their key. See ratelimit.go.
-	UserRateLimit   int
-	ToolRateLimit   int
-	RateLimitBurst  int
-	RateLimits      *ratelimit.Table
-	OnRateLimitFull func()
+	// table of this process. RateLease, when set, takes tokens of the
+	// buckets all instances share (the store's LeaseRateTokens, under the
+	// keys RateLeaseKey names), leased ahead of use. OnRateLimit, when set,
+	// counts refusals, leases and the calls let through. See ratelimit.go.
+	UserRateLimit  int
+	ToolRateLimit  int
+	RateLimitBurst int
+	RateLimits     *ratelimit.Table
+	RateLease      ratelimit.LeaseFunc
+	RateLeaseKey   func(hash uint64) string
+	OnRateLimit    func(RateLimitEvent)
 
 	// Readiness, when set, decides GET /ready for the whole server, which
 	// this package knows nothing of (worker processes, the database checks

@@ -1,6 +1,8 @@
 package tests
 
 import (
+	"github.com/mcpgateway/mcpgateway/internal/proctest"
+
 	"fmt"
 	"io"
 	"net/http"
@@ -36,16 +38,11 @@ func TestToolRateLimitAcrossWorkers(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			req, _ := http.NewRequest("POST", g.url("/rpc"), strings.NewReader(body))
-			req.Header.Set("Content-Type", "application/json")
-			req.Header.Set("Authorization", "Bearer "+jwt)
-			resp, err := freshClient.Do(req)
+			resp, b, err := postRPC(g.url("/rpc"), jwt, body)
 			if err != nil {
 				t.Error(err)
 				return
 			}
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
 			switch resp.StatusCode {
 			case 200:
 				if !strings.Contains(string(b), `"result":{"content"`) || !strings.Contains(string(b), `"isError":false`) {
@@ -84,4 +81,101 @@ func TestToolRateLimitAcrossWorkers(t *testing.T) {
 	if left, _ := filepath.Glob(fmt.Sprintf("/dev/shm/mcpgateway-%d-*", g.Cmd.Process.Pid)); len(left) != 0 {
 		t.Errorf("left behind after the master exited: %v", left)
 	}
+}
+
+// With CACHE_TYPE=redis a limit holds across instances: two instances of
+// two workers each share the user's bucket in Redis (leased in batches, so
+// no call waits for Redis). USER_RATE_LIMIT=1 with a burst of 10, 30 calls
+// alternating between the instances give exactly 10 results in all, not 10
+// per instance, and /metrics counts the refusals and the leases. With the
+// test's own Redis stopped, calls go on under each instance's own limit.
+func TestUserRateLimitAcrossInstances(t *testing.T) {
+	port := proctest.MustFreePort(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	rs := startRedis(t, port)
+	env := []string{"CACHE_TYPE=redis", "REDIS_URL=redis://" + addr + "/0", "CACHE_PREFIX=" + redisPrefix(t),
+		"USER_RATE_LIMIT=1", "RATE_LIMIT_BURST=10"}
+	a := serve(t, env, "--workers", "2")
+	b := serve(t, env, "--workers", "2")
+	jwt := a.token()
+	body := `{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"get_system_time","arguments":{"timezone":"UTC"}}}`
+	call := func(g *gateway) int {
+		resp, b, err := postRPC(g.url("/rpc"), jwt, body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode == 429 && (rpcErrorCode(string(b)) != -32000 || resp.Header.Get("Retry-After") == "") {
+			t.Errorf("429 without its error or Retry-After: %s", b)
+		}
+		return resp.StatusCode
+	}
+	ok := map[*gateway]int{}
+	statuses := map[int]int{}
+	for i := 0; i < 30; i++ {
+		g := []*gateway{a, b}[i%2]
+		s := call(g)
+		statuses[s]++
+		if s == 200 {
+			ok[g]++
+		}
+		time.Sleep(30 * time.Millisecond) // the background leases settle
+	}
+	if statuses[200] != 10 || statuses[429] != 20 {
+		t.Fatalf("statuses %v over two instances; want exactly 10 × 200 (the shared burst) and 20 × 429", statuses)
+	}
+	if ok[a] == 0 || ok[b] == 0 {
+		t.Errorf("results per instance: a %d, b %d; want both to serve some", ok[a], ok[b])
+	}
+	var limited, leases float64
+	for _, g := range []*gateway{a, b} {
+		_, m := get(t, g.url("/metrics"))
+		limited += metricValue(t, m, `mcpgateway_rate_limited_total{limit="user"}`)
+		leases += metricValue(t, m, `mcpgateway_rate_limit_leases_total`)
+	}
+	if limited != 20 || leases < 4 {
+		t.Errorf("/metrics: %v calls rate limited (want 20), %v leases (want one per worker at least)", limited, leases)
+	}
+	t.Logf("statuses %v; results a %d, b %d; leases %v", statuses, ok[a], ok[b], leases)
+
+	// Redis stops: the shared bucket cannot be reached, and each instance's
+	// own limit (the same burst of 10, spent above) still refuses.
+	rs.Stop(syscall.SIGKILL, 5*time.Second)
+	statuses = map[int]int{}
+	for i := 0; i < 6; i++ {
+		statuses[call([]*gateway{a, b}[i%2])]++
+	}
+	if statuses[429] != 6 {
+		t.Errorf("with Redis down: statuses %v, want 6 × 429 (each instance's own limit)", statuses)
+	}
+}
+
+// metricValue is the value of the series named exactly (labels included) in
+// a /metrics text; 0 when it is absent.
+func metricValue(t *testing.T, text, series string) float64 {
+	t.Helper()
+	for _, line := range strings.Split(text, "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				t.Fatalf("%s: %q is not a number", series, v)
+			}
+			return f
+		}
+	}
+	return 0
+}
+
+// postRPC posts a JSON-RPC body with a bearer token on a fresh connection;
+// the response's body is read and closed.
+func postRPC(url, jwt, body string) (*http.Response, []byte, error) {
+	req, _ := http.NewRequest("POST", url, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+jwt)
+	resp, err := freshClient.Do(req)
+	if err != nil {
+		return nil, nil, err
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp, b, err
 }

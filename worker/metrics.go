@@ -141,6 +141,13 @@ func buildFamilies(s protocol.Snapshot, now int64, info BuildInfo, queues []List
 	add("http_request_duration_seconds", "Time from the start of handling a request to its answer, whole server.", "histogram", histogram(protocol.Buckets, t.Buckets, t.DurationSum))
 	add("request_queue_seconds", "Queueing delay of each request that reached admission, whole server: from the kernel's receive timestamp of its bytes to its handler starting (accept queue, socket buffer and scheduler included). 0 where the socket gives no timestamp.", "histogram", histogram(protocol.QueueBuckets, t.QueueBuckets, t.QueueSum))
 
+	rl := t.RateLimits
+	add("rate_limited_total", "Tool calls refused by a rate limit (429 or a batch entry's -32000), by limit: user (USER_RATE_LIMIT) or tool (TOOL_RATE_LIMIT).", "counter",
+		counter(rl[0], "limit", "user"), counter(rl[1], "limit", "tool"))
+	add("rate_limit_let_through_total", "Tool calls let through without their limit, by cause: table_full (no slot for the bucket in the instance's table), redis (a batch given when a lease from Redis failed; the instance's own limit still applied).", "counter",
+		counter(rl[2], "cause", "table_full"), counter(rl[4], "cause", "redis"))
+	add("rate_limit_leases_total", "Leases of tokens from the buckets shared by instances in Redis (CACHE_TYPE=redis), failed ones included.", "counter", counter(rl[3]+rl[4]))
+
 	var inFlight, conns uint64
 	for _, wk := range s.Workers {
 		inFlight += wk.InFlight

@@ -56,6 +56,10 @@ type Info struct {
 	// recovers: /metrics reports both.
 	CountPanic func()
 
+	// Count adds n to one of the application's counters in this worker's
+	// row (protocol.CRateLimitedUser and the like), which /metrics reports.
+	Count func(f protocol.Field, n uint64)
+
 	// ReportDatabase publishes the outcome of the application's latest
 	// database check in this worker's row: readiness, also the master's on
 	// the health port, fails while the latest check of the server failed.
@@ -209,6 +213,7 @@ func (w *worker) run(setup Setup) int {
 		Payload: w.payload, Slot: w.id.Slot, Generation: w.id.Generation,
 		Logger: w.log, Table: w.table, Options: w.opts,
 		CountPanic:     func() { w.row.Add(protocol.CPanics, 1) },
+		Count:          func(f protocol.Field, n uint64) { w.row.Add(f, n) },
 		ReportDatabase: w.reportDatabase,
 	})
 	if err != nil {

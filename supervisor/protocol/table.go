@@ -148,7 +148,8 @@ const (
 //	32..56   in use: served .. the last duration bucket (+Inf)
 //	57..59   refusals by reason (queue_delay, in_flight, connections); 60..63 reserved for more
 //	64..95   the queue-delay histogram: sum, then QueueBuckets (up to 31 buckets)
-//	96..111  reserved: rate-limit counts
+//	96..100  rate limits: refused by the user's and the tool's limit, let
+//	         through with no slot, Redis leases, failed leases; to 111 reserved
 //	112..127 free
 //
 // CRefused stays the total of refusals; the per-reason words split it.
@@ -171,6 +172,15 @@ const (
 	CRefusedQueueDelay  Field = reservedFrom + iota // the request waited past the target (--max-queue-delay)
 	CRefusedInFlight                                // the worker was at its in-flight limit (--backpressure)
 	CRefusedConnections                             // a new connection met a full worker or a deep accept queue
+)
+
+// Rate limits (rpc/ratelimit.go), in the order of RateLimitCounts.
+const (
+	CRateLimitedUser Field = 96 + iota
+	CRateLimitedTool
+	CRateLimitFull
+	CRateLeases
+	CRateLeaseFailures
 )
 
 // The queue-delay histogram: the time from a request's first bytes reaching
@@ -530,6 +540,10 @@ type Counters struct {
 	RefusedBy    [3]uint64
 	QueueSum     uint64   // ns
 	QueueBuckets []uint64 // per bucket, not cumulative; last is +Inf
+
+	// RateLimits: refused by the user's limit, by the tool's, let through
+	// with no slot in the table, Redis leases, failed leases.
+	RateLimits [5]uint64
 }
 
 // RefusalReasons names Counters.RefusedBy, in order, for metrics.
@@ -562,6 +576,9 @@ func (c *Counters) add(r words) {
 	}
 	for i := range c.QueueBuckets {
 		c.QueueBuckets[i] += r.Load(CQueueBucket0 + Field(i))
+	}
+	for i := range c.RateLimits {
+		c.RateLimits[i] += r.Load(CRateLimitedUser + Field(i))
 	}
 }
 

@@ -26,6 +26,9 @@ func open(ctx context.Context, s config.Settings, version string, log *zap.Logge
 		return nil, nil, err
 	}
 	o := RPCOptions(s, version, log)
+	if st.SharesRateLimits() {
+		o.RateLease, o.RateLeaseKey = st.LeaseRateTokens, st.RateLimitKey
+	}
 	set(&o)
 	srv, err := rpc.New(o, st)
 	if err != nil {

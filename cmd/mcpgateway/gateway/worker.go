@@ -24,6 +24,13 @@ const (
 	checkTimeout = 2 * time.Second
 )
 
+// rateLimitCounters are the status-table words of the rate-limit events.
+var rateLimitCounters = [...]protocol.Field{
+	rpc.RateLimitedUser: protocol.CRateLimitedUser, rpc.RateLimitedTool: protocol.CRateLimitedTool,
+	rpc.RateLimitFull: protocol.CRateLimitFull, rpc.RateLimitLeased: protocol.CRateLeases,
+	rpc.RateLimitLeaseFailed: protocol.CRateLeaseFailures,
+}
+
 // Worker builds what a worker process of cmd/mcpgateway serves: the store,
 // the rpc server over it, the database check published in the status
 // table, /ready decided by supervisor.ReadinessOf over that table (the same
@@ -43,6 +50,11 @@ func Worker(ctx context.Context, s config.Settings, version string, info worker.
 	srv, st, err := open(ctx, s, version, info.Logger, func(o *rpc.Options) {
 		o.OnPanic = info.CountPanic
 		o.RateLimits = limits
+		if info.Count != nil {
+			o.OnRateLimit = func(e rpc.RateLimitEvent) {
+				info.Count(rateLimitCounters[e], 1)
+			}
+		}
 		if info.Table != nil {
 			o.Readiness = func(b []byte) ([]byte, bool) {
 				r := supervisor.ReadinessOf(info.Table)
