@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -46,6 +47,25 @@ type authenticator struct {
 
 	mu    sync.RWMutex
 	cache map[string]principal
+
+	backendErrors errorLog // store failures of the auth path
+}
+
+// errorLog logs an error at most once a second, with how many it left out
+// meanwhile: during a database outage every request fails the same way,
+// and a line each flooded the log with thousands a second.
+type errorLog struct {
+	next    atomic.Int64 // unix ns before which lines are left out
+	skipped atomic.Int64
+}
+
+func (e *errorLog) log(l *zap.Logger, msg string, fields ...zap.Field) {
+	now := time.Now().UnixNano()
+	if n := e.next.Load(); now < n || !e.next.CompareAndSwap(n, now+int64(time.Second)) {
+		e.skipped.Add(1)
+		return
+	}
+	l.Error(msg, append(fields, zap.Int64("similar_left_out", e.skipped.Swap(0)))...)
 }
 
 func newAuthenticator(o *Options, b Backend, keys verifier) *authenticator {
@@ -226,7 +246,7 @@ func (a *authenticator) checkRevoked(ctx *fasthttp.RequestCtx, p principal) *aut
 	revoked, err := a.revoked.IsRevoked(ctx, store.RevokedJTI, p.jti)
 	switch {
 	case err != nil:
-		a.log.Error("looking up token revocation", zap.String("email", p.email), zap.Error(err))
+		a.backendErrors.log(a.log, "looking up token revocation", zap.String("email", p.email), zap.Error(err))
 		return errAuthBackend
 	case revoked:
 		a.log.Debug("token refused", zap.String("reason", "revoked"), zap.String("email", p.email))
@@ -253,7 +273,7 @@ func (a *authenticator) checkUser(ctx *fasthttp.RequestCtx, p principal) *authEr
 		}
 		return nil
 	default:
-		a.log.Error("looking up user", zap.String("email", p.email), zap.Error(err))
+		a.backendErrors.log(a.log, "looking up user", zap.String("email", p.email), zap.Error(err))
 		return errAuthBackend
 	}
 }
