@@ -126,6 +126,18 @@ func checkFieldsParsed(h *fasthttp.RequestHeader, fields, fieldSize int) (headVi
 // it did. The connection is closed after the answer: what follows on it
 // comes from a client that does not keep to the limits.
 func (w *worker) overLimits(ctx *fasthttp.RequestCtx) bool {
+	if ctx.Request.Header.ContentLength() == -1 && hasContentLength(ctx.Request.Header.RawHeaders()) {
+		// Both Transfer-Encoding: chunked and Content-Length: the framing
+		// a proxy in front may have read differently (request smuggling).
+		// RFC 9112 (6.1) lets a server refuse it and has it close the
+		// connection; nginx answers 400, and so does this.
+		ctx.Response.Reset()
+		ctx.SetStatusCode(fasthttp.StatusBadRequest)
+		ctx.SetContentTypeBytes(jsonType)
+		ctx.SetBody(ambiguousLengthBody)
+		ctx.SetConnectionClose()
+		return true
+	}
 	o := &w.opts
 	if o.LimitRequestLine <= 0 && o.LimitRequestFields <= 0 && o.LimitRequestFieldSize <= 0 {
 		return false
@@ -152,6 +164,27 @@ func (w *worker) overLimits(ctx *fasthttp.RequestCtx) bool {
 	ctx.SetBody(b)
 	ctx.SetConnectionClose()
 	return true
+}
+
+var ambiguousLengthBody = []byte(`{"detail":"bad request: both Transfer-Encoding and Content-Length","status":400}`)
+
+// hasContentLength says whether a raw header block (of a chunked request:
+// rare, so the scan costs nothing on the hot path) has a Content-Length
+// field.
+func hasContentLength(raw []byte) bool {
+	const name = "content-length:"
+	for len(raw) > 0 {
+		line := raw
+		if i := bytes.IndexByte(raw, '\n'); i >= 0 {
+			line, raw = raw[:i], raw[i+1:]
+		} else {
+			raw = nil
+		}
+		if len(line) >= len(name) && bytes.EqualFold(line[:len(name)], []byte(name)) {
+			return true
+		}
+	}
+	return false
 }
 
 // parseError is fasthttp's ErrorHandler: it answers what fasthttp could
