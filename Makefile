@@ -5,7 +5,7 @@ BIN   := bin/mcpgateway
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 # The process-level tests and the supervisor/worker packages also run under the race detector.
-RACE_PKGS := ./supervisor/... ./worker/...
+RACE_PKGS := ./supervisor/... ./worker/... ./upstream/... ./internal/ratelimit/...
 FUZZTIME ?= 5s
 
 # TLS for the *-ssl targets: `make certs` writes a self-signed pair here.
@@ -26,7 +26,7 @@ CONTAINER_RUN  := run --rm --name $(CONTAINER_NAME) -p $(CONTAINER_PORT):4444 --
 CONTAINER_CERTS := -v $(CURDIR)/$(CERT_DIR):/certs:ro,z -e SSL=true -e CERT_FILE=/certs/cert.pem -e KEY_FILE=/certs/key.pem
 
 .PHONY: help build serve serve-granian serve-ssl serve-granian-ssl serve-granian-http2 certs \
-	test test-unit test-race fuzz lint smoke bench services tools hey clean \
+	test test-unit test-race fuzz lint smoke bench services tools mcp-servers hey clean \
 	container-build container-run container-run-gunicorn container-run-granian \
 	container-run-gunicorn-ssl container-run-granian-ssl
 
@@ -69,7 +69,7 @@ certs: build ## write a self-signed cert.pem + key.pem to certs/ (kept if both e
 	  ./$(BIN) certs --dir $(CERT_DIR); \
 	fi
 
-test: services tools lint ## run every test: unit, process-level (real binary, signals), race, fuzz
+test: services tools mcp-servers lint ## run every test: unit, process-level (real binary, signals), race, fuzz
 	$(GO) test -count=1 ./...
 	$(GO) test -count=1 -race $(RACE_PKGS)
 	$(MAKE) --no-print-directory fuzz
@@ -98,6 +98,12 @@ services: ## make sure PostgreSQL and Redis run on 127.0.0.1 (install/start them
 tools: ## install hey and wrk (load generators) with apt-get when missing
 	@command -v hey >/dev/null && command -v wrk >/dev/null || { \
 	  s=; [ "$$(id -u)" = 0 ] || s=sudo; $$s apt-get update -qq && $$s apt-get install -y -qq hey wrk >/dev/null; }
+
+mcp-servers: ## install Node (apt-get) when missing and the upstream MCP servers of the federation tests (npm, tests/upstream)
+	@command -v npm >/dev/null || { \
+	  s=; [ "$$(id -u)" = 0 ] || s=sudo; $$s apt-get update -qq && $$s apt-get install -y -qq nodejs npm >/dev/null; }
+	@[ -x tests/upstream/node_modules/.bin/mcp-server-everything ] || \
+	  npm ci --prefix tests/upstream --no-audit --no-fund --loglevel=error
 
 hey: build tools ## mint a token and run the guide's hey load (tests/hey.sh) against a running server
 	@./$(BIN) token -u "$${PLATFORM_ADMIN_EMAIL:-admin@example.com}" -e 60 > jwt.txt

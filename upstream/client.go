@@ -1,0 +1,440 @@
+// Package upstream is the gateway's outbound side: a client of one upstream
+// MCP server over Streamable HTTP (initialize, the session, tools/list with
+// its pages, tools/call with the notifications an SSE answer carries), with
+// a timeout and a circuit breaker of its own. It knows nothing of worker
+// processes or of the gateway's catalogue: the gateway holds one Client per
+// upstream and decides what to call.
+package upstream
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Versions are the protocol revisions the client offers, newest first: it
+// asks for the first and accepts any of them in the answer.
+var Versions = []string{"2025-11-25", "2025-06-18", "2025-03-26"}
+
+// Server describes one upstream MCP server.
+type Server struct {
+	Name    string      // the gateway's name for it (logs, errors)
+	URL     string      // its Streamable HTTP endpoint, e.g. http://host:3001/mcp
+	Header  http.Header // sent with every request (Authorization and the like); never logged
+	Timeout time.Duration
+}
+
+// DefaultTimeout bounds one exchange with an upstream when Server.Timeout
+// is 0; a call's own context may end it sooner.
+const DefaultTimeout = 60 * time.Second
+
+// Client talks to one upstream server. It is safe for concurrent use: calls
+// share one session and a pool of keep-alive connections.
+type Client struct {
+	srv     Server
+	http    *http.Client
+	breaker *Breaker
+	nextID  atomic.Int64
+
+	mu      sync.Mutex
+	ready   bool   // initialized: the session below is the one to use
+	session string // Mcp-Session-Id; "" when the server keeps none
+	version string // the negotiated revision
+	info    ServerInfo
+}
+
+// ServerInfo is what initialize told of the upstream.
+type ServerInfo struct {
+	Name         string          `json:"name"`
+	Version      string          `json:"version"`
+	Capabilities json.RawMessage `json:"-"`
+	Protocol     string          `json:"-"`
+}
+
+// Tool is a tool as the upstream lists it; the gateway passes the schemas on
+// as they are.
+type Tool struct {
+	Name         string          `json:"name"`
+	Title        string          `json:"title,omitempty"`
+	Description  string          `json:"description,omitempty"`
+	InputSchema  json.RawMessage `json:"inputSchema,omitempty"`
+	OutputSchema json.RawMessage `json:"outputSchema,omitempty"`
+	Annotations  json.RawMessage `json:"annotations,omitempty"`
+}
+
+// RPCError is a JSON-RPC error the upstream answered: the gateway passes it
+// on to its client.
+type RPCError struct {
+	Code    int             `json:"code"`
+	Message string          `json:"message"`
+	Data    json.RawMessage `json:"data,omitempty"`
+}
+
+func (e *RPCError) Error() string { return fmt.Sprintf("upstream error %d: %s", e.Code, e.Message) }
+
+// StatusError is an HTTP answer that is not a JSON-RPC message.
+type StatusError struct {
+	Status int
+	Body   string // the start of it
+}
+
+func (e *StatusError) Error() string {
+	return fmt.Sprintf("upstream answered HTTP %d: %s", e.Status, e.Body)
+}
+
+// New makes a client; nothing is sent before the first call.
+func New(srv Server, transport http.RoundTripper) *Client {
+	if srv.Timeout <= 0 {
+		srv.Timeout = DefaultTimeout
+	}
+	if transport == nil {
+		transport = NewTransport()
+	}
+	return &Client{srv: srv, http: &http.Client{Transport: transport}, breaker: NewBreaker(DefaultBreaker)}
+}
+
+// NewTransport is a pool of keep-alive connections for one upstream.
+func NewTransport() *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = 64
+	t.IdleConnTimeout = 90 * time.Second
+	t.ResponseHeaderTimeout = 0 // a tool may take minutes before its first byte; the call's deadline bounds it
+	return t
+}
+
+// Breaker is the client's circuit breaker (its state for /metrics and /ready).
+func (c *Client) Breaker() *Breaker { return c.breaker }
+
+// Info is the upstream's initialize answer; zero before the first call.
+func (c *Client) Info() ServerInfo {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.info
+}
+
+// Initialize opens a session (or re-opens it): initialize, then the
+// initialized notification. Calls do it themselves when needed.
+func (c *Client) Initialize(ctx context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.initializeLocked(ctx)
+}
+
+func (c *Client) initializeLocked(ctx context.Context) error {
+	c.ready, c.session, c.version = false, "", ""
+	params := map[string]any{
+		"protocolVersion": Versions[0],
+		"capabilities":    map[string]any{},
+		"clientInfo":      map[string]string{"name": "mcpgateway", "version": "1"},
+	}
+	var res struct {
+		ProtocolVersion string          `json:"protocolVersion"`
+		Capabilities    json.RawMessage `json:"capabilities"`
+		ServerInfo      ServerInfo      `json:"serverInfo"`
+	}
+	raw, hdr, err := c.exchange(ctx, "initialize", params, "", "", nil)
+	if err != nil {
+		return fmt.Errorf("initialize %s: %w", c.srv.Name, err)
+	}
+	if err := json.Unmarshal(raw, &res); err != nil {
+		return fmt.Errorf("initialize %s: result: %w", c.srv.Name, err)
+	}
+	supported := false
+	for _, v := range Versions {
+		supported = supported || v == res.ProtocolVersion
+	}
+	if !supported {
+		return fmt.Errorf("initialize %s: it speaks protocol %q; the gateway speaks %s", c.srv.Name, res.ProtocolVersion, strings.Join(Versions, ", "))
+	}
+	session := hdr.Get("Mcp-Session-Id")
+	if err := c.notify(ctx, "notifications/initialized", session, res.ProtocolVersion); err != nil {
+		return fmt.Errorf("initialize %s: %w", c.srv.Name, err)
+	}
+	c.ready, c.session, c.version = true, session, res.ProtocolVersion
+	c.info = res.ServerInfo
+	c.info.Capabilities, c.info.Protocol = res.Capabilities, res.ProtocolVersion
+	return nil
+}
+
+// ListTools lists every tool of the upstream, page after page. Discovery is
+// safe to repeat: a failure is retried once after a fresh initialize.
+func (c *Client) ListTools(ctx context.Context) ([]Tool, error) {
+	var all []Tool
+	cursor := ""
+	for page := 0; ; page++ {
+		if page == 1000 {
+			return nil, fmt.Errorf("tools/list %s: more than 1000 pages", c.srv.Name)
+		}
+		params := map[string]any{}
+		if cursor != "" {
+			params["cursor"] = cursor
+		}
+		var res struct {
+			Tools      []Tool `json:"tools"`
+			NextCursor string `json:"nextCursor"`
+		}
+		raw, err := c.call(ctx, "tools/list", params, nil, true)
+		if err != nil {
+			return nil, err
+		}
+		if err := json.Unmarshal(raw, &res); err != nil {
+			return nil, fmt.Errorf("tools/list %s: result: %w", c.srv.Name, err)
+		}
+		all = append(all, res.Tools...)
+		if res.NextCursor == "" {
+			return all, nil
+		}
+		cursor = res.NextCursor
+	}
+}
+
+// CallTool calls a tool with the caller's arguments (a JSON object, or
+// empty) and returns the upstream's result as it is. Notifications the
+// upstream streams meanwhile (progress, log messages) go to onNote, in
+// order, when it is set; progressToken, when set, asks for progress.
+// A call is never retried: it may have run.
+func (c *Client) CallTool(ctx context.Context, name string, args json.RawMessage, progressToken any, onNote func(json.RawMessage)) (json.RawMessage, error) {
+	params := map[string]any{"name": name}
+	if len(args) > 0 {
+		params["arguments"] = args
+	}
+	if progressToken != nil {
+		params["_meta"] = map[string]any{"progressToken": progressToken}
+	}
+	return c.call(ctx, "tools/call", params, onNote, false)
+}
+
+// Close ends the session at the upstream (DELETE), if it has one.
+func (c *Client) Close(ctx context.Context) error {
+	c.mu.Lock()
+	session, version := c.session, c.version
+	c.ready, c.session, c.version = false, "", ""
+	c.mu.Unlock()
+	if session == "" {
+		return nil
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, c.srv.URL, nil)
+	if err != nil {
+		return err
+	}
+	c.setHeaders(req, session, version)
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("end session at %s: %w", c.srv.Name, err)
+	}
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	return nil
+}
+
+// call sends a request in the session, opening it first when there is
+// none. A session the upstream no longer knows (404, or 400 to a request
+// that carried one) is opened again and the request sent once more: it
+// was not run. discovery: any failure is retried once.
+func (c *Client) call(ctx context.Context, method string, params any, onNote func(json.RawMessage), discovery bool) (json.RawMessage, error) {
+	if !c.breaker.Allow() {
+		return nil, fmt.Errorf("%s %s: %w", method, c.srv.Name, ErrOpen)
+	}
+	res, err := c.callOnce(ctx, method, params, onNote)
+	var st *StatusError
+	if err != nil && ctx.Err() == nil && (discovery || errors.As(err, &st) && (st.Status == 404 || st.Status == 400)) {
+		c.mu.Lock()
+		c.ready = false // the next callOnce initializes again
+		c.mu.Unlock()
+		res, err = c.callOnce(ctx, method, params, onNote)
+	}
+	var rpcErr *RPCError
+	switch {
+	case err == nil || errors.As(err, &rpcErr):
+		c.breaker.Success() // the upstream answered
+	case ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded):
+		// The caller went away: says nothing about the upstream.
+		c.breaker.Release()
+	default:
+		c.breaker.Failure()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", method, c.srv.Name, err)
+	}
+	return res, nil
+}
+
+func (c *Client) callOnce(ctx context.Context, method string, params any, onNote func(json.RawMessage)) (json.RawMessage, error) {
+	c.mu.Lock()
+	if !c.ready {
+		// Under the lock: concurrent first calls open one session.
+		if err := c.initializeLocked(ctx); err != nil {
+			c.mu.Unlock()
+			return nil, err
+		}
+	}
+	session, version := c.session, c.version
+	c.mu.Unlock()
+	res, _, err := c.exchange(ctx, method, params, session, version, onNote)
+	return res, err
+}
+
+// notify sends a notification (no answer but 202).
+func (c *Client) notify(ctx context.Context, method, session, version string) error {
+	body, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "method": method})
+	resp, err := c.post(ctx, body, session, version)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode/100 != 2 {
+		return &StatusError{Status: resp.StatusCode}
+	}
+	return nil
+}
+
+// maxMessage bounds one JSON-RPC message from an upstream.
+const maxMessage = 16 << 20
+
+// exchange posts one request and reads its answer: a JSON body, or an SSE
+// stream of messages whose notifications go to onNote until the response
+// with the request's id.
+func (c *Client) exchange(ctx context.Context, method string, params any, session, version string, onNote func(json.RawMessage)) (json.RawMessage, http.Header, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.srv.Timeout)
+	defer cancel()
+	id := c.nextID.Add(1)
+	body, err := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": id, "method": method, "params": params})
+	if err != nil {
+		return nil, nil, err
+	}
+	resp, err := c.post(ctx, body, session, version)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer resp.Body.Close()
+	ct := resp.Header.Get("Content-Type")
+	switch {
+	case resp.StatusCode/100 == 2 && strings.HasPrefix(ct, "text/event-stream"):
+		res, err := readStream(resp.Body, id, onNote)
+		return res, resp.Header, err
+	case strings.HasPrefix(ct, "application/json"):
+		raw, err := io.ReadAll(io.LimitReader(resp.Body, maxMessage))
+		if err != nil {
+			return nil, nil, err
+		}
+		res, isResponse, err := parseResponse(raw, id)
+		if !isResponse && resp.StatusCode/100 != 2 {
+			return nil, nil, &StatusError{Status: resp.StatusCode, Body: start(raw)}
+		}
+		if err != nil && resp.StatusCode/100 != 2 {
+			// An error answer with a JSON-RPC body: the status tells
+			// a lost session (404) from a bad request.
+			var rpcErr *RPCError
+			if errors.As(err, &rpcErr) && (resp.StatusCode == 404 || resp.StatusCode == 400 && session != "") {
+				return nil, nil, &StatusError{Status: resp.StatusCode, Body: rpcErr.Message}
+			}
+		}
+		return res, resp.Header, err
+	default:
+		raw, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return nil, nil, &StatusError{Status: resp.StatusCode, Body: start(raw)}
+	}
+}
+
+func (c *Client) post(ctx context.Context, body []byte, session, version string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.srv.URL, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	c.setHeaders(req, session, version)
+	return c.http.Do(req)
+}
+
+func (c *Client) setHeaders(req *http.Request, session, version string) {
+	for k, v := range c.srv.Header {
+		req.Header[k] = v
+	}
+	if session != "" {
+		req.Header.Set("Mcp-Session-Id", session)
+	}
+	if version != "" {
+		req.Header.Set("MCP-Protocol-Version", version)
+	}
+}
+
+// parseResponse reads a JSON-RPC response to the request id: its result,
+// or its error as an *RPCError. isResponse is false when raw is not one.
+func parseResponse(raw []byte, id int64) (res json.RawMessage, isResponse bool, err error) {
+	var m struct {
+		ID     json.RawMessage `json:"id"`
+		Result json.RawMessage `json:"result"`
+		Error  *RPCError       `json:"error"`
+	}
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return nil, false, fmt.Errorf("not a JSON-RPC message: %w", err)
+	}
+	if m.Error == nil && m.Result == nil {
+		return nil, false, errors.New("not a JSON-RPC response")
+	}
+	if string(m.ID) != strconv.FormatInt(id, 10) && m.Error == nil {
+		return nil, true, fmt.Errorf("response to id %s, want %d", m.ID, id)
+	}
+	if m.Error != nil {
+		return nil, true, m.Error
+	}
+	return m.Result, true, nil
+}
+
+// readStream reads an SSE answer: each event's data is one JSON-RPC
+// message; notifications and requests go to onNote, the response to id
+// ends it.
+func readStream(r io.Reader, id int64, onNote func(json.RawMessage)) (json.RawMessage, error) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), maxMessage)
+	var data []byte
+	for sc.Scan() {
+		line := sc.Bytes()
+		switch {
+		case len(line) == 0: // the end of an event
+			if len(data) == 0 {
+				continue
+			}
+			msg := data
+			data = nil
+			if res, isResponse, err := parseResponse(msg, id); isResponse {
+				return res, err
+			}
+			if onNote != nil {
+				onNote(json.RawMessage(bytes.Clone(msg)))
+			}
+		case bytes.HasPrefix(line, []byte("data:")):
+			v := bytes.TrimPrefix(bytes.TrimPrefix(line, []byte("data:")), []byte(" "))
+			if len(data) > 0 {
+				data = append(data, '\n')
+			}
+			data = append(data, v...)
+		}
+		// id:, event:, retry: and comments need nothing here: a POST's
+		// stream ends with its response.
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("read the event stream: %w", err)
+	}
+	return nil, errors.New("the event stream ended without the response")
+}
+
+func start(b []byte) string {
+	s := strings.TrimSpace(string(b))
+	if len(s) > 200 {
+		s = s[:200] + "…"
+	}
+	return s
+}
