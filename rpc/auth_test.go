@@ -232,7 +232,7 @@ func TestAuthOff(t *testing.T) {
 }
 
 func TestAuthRoutes(t *testing.T) {
-	s, _ := newTestServer(t, nil)
+	s, _ := newRevokingServer(t, nil) // DELETE /mcp needs tombstones
 	expect401(t, call(s, "POST", "/rpc/", ping), "Not authenticated")
 	expect401(t, call(s, "GET", "/version", ""), "Not authenticated")
 	expect401(t, call(s, "POST", "/mcp", ping), "Not authenticated")

@@ -25,10 +25,21 @@ func benchCtx(b *testing.B, s *Server, path, method, body string) *fasthttp.Requ
 // BenchmarkSeedRequest is the whole Handler on the tuning guide's hey
 // payload with a JWT check: routing, authentication (cached token, user
 // check), JSON-RPC decoding, the convert_time tool and the response.
-func BenchmarkSeedRequest(b *testing.B) {
+func BenchmarkSeedRequest(b *testing.B) { benchRequest(b, seedPayload) }
+
+// guidePayload is the MCP guide's request: get_system_time called by name
+// as the method, on /rpc.
+const guidePayload = `{"jsonrpc":"2.0","id":1,"method":"get_system_time","params":{"timezone":"UTC"}}`
+
+// BenchmarkGuideRequest is the whole Handler on guidePayload.
+func BenchmarkGuideRequest(b *testing.B) { benchRequest(b, guidePayload) }
+
+// benchRequest runs the Handler on one POST /rpc body, after a first call
+// that verifies the token and loads the time zones.
+func benchRequest(b *testing.B, body string) {
 	s, _ := newTestServer(b, nil)
-	ctx := benchCtx(b, s, "/rpc", "POST", seedPayload)
-	s.Handler(ctx) // warm: token verified once, zones loaded
+	ctx := benchCtx(b, s, "/rpc", "POST", body)
+	s.Handler(ctx)
 	if ctx.Response.StatusCode() != 200 {
 		b.Fatalf("status %d: %s", ctx.Response.StatusCode(), ctx.Response.Body())
 	}

@@ -11,7 +11,7 @@ import (
 // TestConcurrentRequests drives the shared state (token cache with eviction,
 // zone cache, sessions, buffer pool) from many goroutines; run with -race.
 func TestConcurrentRequests(t *testing.T) {
-	s, _ := newTestServer(t, nil)
+	s, _ := newRevokingServer(t, nil) // DELETE /mcp needs tombstones
 	zones := []string{"UTC", "Europe/Berlin", "Asia/Kolkata", "America/New_York", "Pacific/Kiritimati", "Australia/Lord_Howe"}
 	shared := mint(t, nil)
 	// New tokens now and then (cache inserts), minted up front: t.Fatal

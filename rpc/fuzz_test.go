@@ -23,6 +23,7 @@ func FuzzDecodeRequest(f *testing.F) {
 		`{"jsonrpc":"2.0","id":"x","method":"get_system_time","params":{"timezone":"America/New_York"}}`,
 		`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18"}}`,
 		`{"jsonrpc":"2.0","id":null,"method":"tools/list"}`,
+		`{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"cursor":"Y29udmVydF90aW1l"}}`,
 		`[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","method":"notifications/initialized"},1,[]]`,
 		`[]`, `{}`, `[1,2,3]`, `"x"`, `null`, `-0.0e+1`, ``, ` `, `{"a":`, `[[[[[[]]]]]]`,
 		`{"jsonrpc":"2.0","id":{"a":1},"method":"ping"}`,

@@ -1,6 +1,7 @@
 package rpc
 
 import (
+	"bytes"
 	"fmt"
 	"strconv"
 
@@ -23,8 +24,11 @@ type rpcError struct {
 	msg  string
 }
 
-// transport tells the dispatcher which route a message came through: /mcp
-// accepts JSON-RPC responses from the client and keeps initialize unbatched.
+// transport tells the dispatcher which route a message came through. /mcp
+// accepts JSON-RPC responses from the client, keeps initialize unbatched and
+// applies the rules of the request's MCP revision (buffers.rev): batches only
+// in 2025-03-26, string or integer ids, 400 for what cannot be answered.
+// /rpc stays plain, lenient JSON-RPC 2.0 (docs/rpc.md).
 type transport uint8
 
 const (
@@ -54,6 +58,9 @@ func (s *Server) checkBody(ctx *fasthttp.RequestCtx) ([]byte, bool) {
 
 // serveRPC answers POST /rpc.
 func (s *Server) serveRPC(ctx *fasthttp.RequestCtx, p principal) {
+	if _, ok := checkVersionHeader(ctx, transportRPC); !ok {
+		return
+	}
 	body, ok := s.checkBody(ctx)
 	if !ok {
 		return
@@ -90,9 +97,22 @@ func (s *Server) process(ctx *fasthttp.RequestCtx, body []byte, buf *buffers, t 
 // processValue is process for a body that passed validate, trimmed.
 func (s *Server) processValue(ctx *fasthttp.RequestCtx, v []byte, buf *buffers, t transport) (status int, answered bool) {
 	if v[0] != '[' {
-		m, perr := parseMessage(v)
+		m, perr := parse(v, t)
+		if t == transportMCP && perr != nil && m.id == nil {
+			// Input the server cannot accept and no id to answer: an HTTP
+			// error, with an id-less error body (transports, sending
+			// messages to the server).
+			buf.out = appendIDLessError(buf.out[:0], buf.rev, perr.code, perr.msg)
+			return fasthttp.StatusBadRequest, true
+		}
 		buf.out = s.reply(ctx, &m, perr, buf, buf.out[:0], t, false)
 		return limitedStatus(ctx, buf, unavailableStatus(ctx), false), len(buf.out) > 0
+	}
+	if t == transportMCP && buf.rev != rev20250326 {
+		// Batches were removed in 2025-06-18: the body is one message.
+		buf.out = appendIDLessError(buf.out[:0], buf.rev, codeInvalidRequest,
+			"Invalid Request: MCP "+buf.rev.String()+" has no JSON-RPC batches (only 2025-03-26 had them)")
+		return fasthttp.StatusBadRequest, true
 	}
 
 	// A batch: count first, so that an oversized batch runs nothing.
@@ -104,10 +124,10 @@ func (s *Server) processValue(ctx *fasthttp.RequestCtx, v []byte, buf *buffers, 
 	}
 	switch {
 	case n == 0:
-		buf.out = appendError(buf.out[:0], nil, codeInvalidRequest, "Invalid Request: empty batch")
+		buf.out = appendIDLessError(buf.out[:0], buf.rev, codeInvalidRequest, "Invalid Request: empty batch")
 		return fasthttp.StatusOK, true
 	case n > s.opt.MaxBatchSize:
-		buf.out = appendError(buf.out[:0], nil, codeInvalidRequest, fmt.Sprintf(
+		buf.out = appendIDLessError(buf.out[:0], buf.rev, codeInvalidRequest, fmt.Sprintf(
 			"Invalid Request: batch of %d requests exceeds the limit of %d", n, s.opt.MaxBatchSize))
 		return fasthttp.StatusOK, true
 	}
@@ -118,7 +138,7 @@ func (s *Server) processValue(ctx *fasthttp.RequestCtx, v []byte, buf *buffers, 
 		if !ok {
 			break
 		}
-		m, perr := parseMessage(el)
+		m, perr := parse(el, t)
 		mark := len(out)
 		if replies > 0 {
 			out = append(out, ',')
@@ -138,10 +158,13 @@ func (s *Server) processValue(ctx *fasthttp.RequestCtx, v []byte, buf *buffers, 
 // reply appends the response to one message (nothing for a notification).
 func (s *Server) reply(ctx *fasthttp.RequestCtx, m *message, perr *rpcError, buf *buffers, out []byte, t transport, inBatch bool) []byte {
 	if perr != nil {
-		// An invalid request is always answered (id null when it had none);
+		// An invalid request is always answered (id-less when it had none);
 		// other errors in a notification are not (JSON-RPC 2.0, section 4.1).
-		if perr.code == codeInvalidRequest || m.id != nil {
+		switch {
+		case m.id != nil:
 			return appendError(out, m.id, perr.code, perr.msg)
+		case perr.code == codeInvalidRequest:
+			return appendIDLessError(out, buf.rev, perr.code, perr.msg)
 		}
 		return out
 	}
@@ -181,6 +204,33 @@ func (s *Server) invokeSafe(ctx *fasthttp.RequestCtx, m *message, buf *buffers, 
 	default:
 		return append(out, '}')
 	}
+}
+
+// parse decodes one message that came through t. On /mcp a request id must
+// be a string or an integer, never null (MCP base protocol); one that is not
+// is unusable, so it is dropped and the error is id-less.
+func parse(v []byte, t transport) (message, *rpcError) {
+	m, perr := parseMessage(v)
+	if t != transportMCP || m.id == nil || m.response || isMCPID(m.id) {
+		return m, perr
+	}
+	m.id = nil
+	if perr == nil {
+		perr = &rpcError{codeInvalidRequest, "Invalid Request: id must be a string or an integer"}
+	}
+	return m, perr
+}
+
+// isMCPID reports whether a raw JSON id is a string or an integer: no null,
+// no fraction, no exponent.
+func isMCPID(id []byte) bool {
+	switch {
+	case id[0] == '"':
+		return true
+	case id[0] != '-' && (id[0] < '0' || id[0] > '9'):
+		return false
+	}
+	return bytes.IndexAny(id, ".eE") < 0
 }
 
 // parseMessage decodes one JSON-RPC message from a validated JSON value.
@@ -259,6 +309,20 @@ func appendResultHead(out, id []byte) []byte {
 func appendError(out, id []byte, code int, msg string) []byte {
 	out = append(out, `{"jsonrpc":"2.0","id":`...)
 	out = appendID(out, id)
+	return appendErrorMember(out, code, msg)
+}
+
+// appendIDLessError appends an error whose request id is unknown, in the
+// form of revision rev: "id":null, or no id at all (revision.nullID).
+func appendIDLessError(out []byte, rev revision, code int, msg string) []byte {
+	if rev.nullID() {
+		return appendError(out, nil, code, msg)
+	}
+	return appendErrorMember(append(out, `{"jsonrpc":"2.0"`...), code, msg)
+}
+
+// appendErrorMember ends an error response: the error member and the brace.
+func appendErrorMember(out []byte, code int, msg string) []byte {
 	out = append(out, `,"error":{"code":`...)
 	out = strconv.AppendInt(out, int64(code), 10)
 	out = append(out, `,"message":`...)

@@ -116,18 +116,23 @@ func TestToolsList(t *testing.T) {
 		if _, ok := tool["enabled"]; ok {
 			t.Errorf("%v: store-only field leaked", tool["name"])
 		}
+		// Only the built-in tools declare what they return (TestStructuredContent).
+		if _, ok := tool["outputSchema"].(map[string]any); ok != (tool["name"] != "remote_tool") {
+			t.Errorf("%v: outputSchema %v", tool["name"], tool["outputSchema"])
+		}
 	}
 	if got := strings.Join(names, ","); got != "convert_time,get_system_time,remote_tool" {
 		t.Errorf("tools %s", got)
 	}
 
-	// Read from the Backend on every call, and robust to a bad schema.
+	// Read from the Backend on every call, robust to a bad schema, and in
+	// name order even from a Backend that does not sort.
 	b.setTools([]store.Tool{
 		{Name: "x<y", Description: "quote \" and \n", InputSchema: json.RawMessage(`{broken`), Enabled: true},
 		{Name: "empty", InputSchema: nil, Enabled: true},
 	})
 	r := rpc(t, s, `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`)
-	want := `{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"x\u003cy","description":"quote \" and \n","inputSchema":{"type":"object"}},{"name":"empty","description":"","inputSchema":{"type":"object"}}]}}`
+	want := `{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"empty","description":"","inputSchema":{"type":"object"}},{"name":"x\u003cy","description":"quote \" and \n","inputSchema":{"type":"object"}}]}}`
 	if string(r.body) != want {
 		t.Errorf("tools/list\n got %s\nwant %s", r.body, want)
 	}

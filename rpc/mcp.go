@@ -14,49 +14,148 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/mcpgateway/mcpgateway/store"
 )
 
-// POST /mcp is the MCP Streamable HTTP transport (revisions 2025-03-26 and
-// later) in its JSON response mode: every POST is answered with one
-// application/json body (or 202 when there is nothing to answer), and no SSE
-// stream is offered (GET /mcp answers 405, which the specification allows).
+// POST /mcp is the MCP Streamable HTTP transport in its JSON response mode:
+// every POST is answered with one application/json body (or 202 when there
+// is nothing to answer), and no SSE stream is offered (GET /mcp answers 405,
+// which the specification allows).
+//
+// Each request is served by the rules of one MCP revision (docs/mcp.md,
+// section 1): initialize negotiates it and records it in the session id, and
+// every later request of the session gets the session's revision.
 
 const (
 	headerSessionID       = "Mcp-Session-Id"
 	headerProtocolVersion = "Mcp-Protocol-Version"
 )
 
-func (s *Server) serveMCP(ctx *fasthttp.RequestCtx) {
-	post, del := ctx.IsPost(), ctx.IsDelete()
-	if !post && !del {
-		ctx.Response.Header.Set("Allow", "POST, DELETE")
-		msg := "Method Not Allowed"
-		if ctx.IsGet() {
-			msg = "Method Not Allowed: this server answers in JSON and offers no SSE stream"
+// --- Revisions --------------------------------------------------------------------
+
+// revision is an MCP revision served on /mcp. Its value is written into
+// session ids: never renumber.
+type revision uint8
+
+const (
+	revNone     revision = iota // not MCP: /rpc, plain JSON-RPC 2.0
+	rev20250326                 // the only revision with JSON-RPC batches
+	rev20250618
+	rev20251125
+	revNewest = rev20251125
+)
+
+var revisionNames = [...]string{rev20250326: "2025-03-26", rev20250618: "2025-06-18", rev20251125: "2025-11-25"}
+
+// protocolVersions are the revisions the gateway speaks, newest first
+// (/version, error messages). All have sessions and initialize; 2026-07-28,
+// which has neither, is not served yet (docs/mcp.md, gap G4). 2024-11-05 is
+// not served: its transport, HTTP+SSE, never was.
+var protocolVersions = []string{rev20251125.String(), rev20250618.String(), rev20250326.String()}
+
+func (r revision) String() string { return revisionNames[r] }
+
+// parseRevision returns the revision named v, or revNone (no allocation).
+func parseRevision(v []byte) revision {
+	for r := revNewest; r > revNone; r-- {
+		if string(v) == revisionNames[r] {
+			return r
 		}
-		writeDetail(ctx, fasthttp.StatusMethodNotAllowed, msg)
+	}
+	return revNone
+}
+
+// nullID reports whether an error whose request id is unknown carries
+// "id":null, as JSON-RPC 2.0 and the MCP schemas up to 2025-06-18 (where id
+// is required) have it. From 2025-11-25 on the schema makes id optional and
+// never null, so the error has none.
+func (r revision) nullID() bool { return r < rev20251125 }
+
+// assumedRevision is the revision of a request whose session is not known
+// (yet): the header's, else 2025-03-26, which the transport specification
+// says to assume when nothing else tells.
+func assumedRevision(header revision) revision {
+	if header != revNone {
+		return header
+	}
+	return rev20250326
+}
+
+// negotiate picks the revision initialize answers: the client's
+// protocolVersion when it is served here, else the newest (MCP lifecycle,
+// version negotiation). Only session revisions are negotiated, so a client
+// asking for 2026-07-28, which has no initialize, gets 2025-11-25 as well.
+func negotiate(params []byte) (revision, *rpcError) {
+	rev := revNewest
+	if params == nil {
+		return rev, nil
+	}
+	if params[0] != '{' {
+		return rev, &rpcError{codeInvalidParams, "Invalid params: initialize params must be an object"}
+	}
+	for it := objectMembers(params); ; {
+		k, v, ok := it.next()
+		if !ok {
+			return rev, nil
+		}
+		if !keyIs(k, "protocolVersion") {
+			continue
+		}
+		if v[0] != '"' {
+			return rev, &rpcError{codeInvalidParams, "Invalid params: protocolVersion must be a string"}
+		}
+		if r := parseRevision(unquote(v)); r != revNone {
+			rev = r
+		}
+	}
+}
+
+// checkVersionHeader answers 400 when MCP-Protocol-Version names a revision
+// not served here (transports: MUST). It returns the header's revision,
+// revNone when there is none. /rpc checks it too (issue 13), though it
+// needs none.
+func checkVersionHeader(ctx *fasthttp.RequestCtx, t transport) (revision, bool) {
+	pv := ctx.Request.Header.Peek(headerProtocolVersion)
+	if len(pv) == 0 {
+		return revNone, true
+	}
+	if rev := parseRevision(pv); rev != revNone {
+		return rev, true
+	}
+	// A revision unknown here is most likely newer: its error form is the
+	// newest's. /rpc answers as JSON-RPC 2.0 does.
+	form := revNewest
+	if t == transportRPC {
+		form = revNone
+	}
+	mcpError(ctx, fasthttp.StatusBadRequest, form, codeInvalidRequest, fmt.Sprintf(
+		"Bad Request: unsupported MCP-Protocol-Version %q (supported: %s)",
+		pv, strings.Join(protocolVersions, ", ")))
+	return revNone, false
+}
+
+// --- The transport ----------------------------------------------------------------
+
+func (s *Server) serveMCP(ctx *fasthttp.RequestCtx) {
+	post, del := ctx.IsPost(), ctx.IsDelete() && s.tombstones != nil
+	if !post && !del {
+		s.mcpMethodNotAllowed(ctx)
 		return
 	}
 	p, ok := s.authorize(ctx)
 	if !ok {
 		return
 	}
-	if pv := ctx.Request.Header.Peek(headerProtocolVersion); len(pv) > 0 {
-		if _, ok := supportedVersion(pv); !ok {
-			mcpError(ctx, fasthttp.StatusBadRequest, codeInvalidRequest, fmt.Sprintf(
-				"Bad Request: unsupported MCP-Protocol-Version %q (supported: %s)",
-				pv, strings.Join(protocolVersions, ", ")))
-			return
-		}
+	header, ok := checkVersionHeader(ctx, transportMCP)
+	if !ok {
+		return
 	}
 	now := requestTime(ctx)
 	sid := ctx.Request.Header.Peek(headerSessionID)
 
 	if del {
-		if s.checkSession(ctx, sid, p, now) {
-			s.sessions.end(sid, now)
-			ctx.Response.SetStatusCode(fasthttp.StatusNoContent)
-		}
+		s.endSession(ctx, sid, p, header, now)
 		return
 	}
 
@@ -72,44 +171,121 @@ func (s *Server) serveMCP(ctx *fasthttp.RequestCtx) {
 	defer putBuffers(buf)
 	buf.user = p.email
 	if err := validate(body); err != nil {
-		buf.out = appendError(buf.out[:0], nil, codeParseError, "Parse error: "+err.Error())
+		buf.out = appendIDLessError(buf.out[:0], assumedRevision(header), codeParseError, "Parse error: "+err.Error())
 		writeJSON(ctx, fasthttp.StatusBadRequest, buf.out)
 		return
 	}
 	v := trimValue(body)
-	if isInitialize(v) {
-		// A new session. An Mcp-Session-Id sent along is ignored: the client
-		// is starting over.
-		ctx.Response.Header.Set(headerSessionID, s.sessions.issue(p.email, now))
-	} else if !s.checkSession(ctx, sid, p, now) {
-		return
+	if m, ok := initializeRequest(v); ok {
+		// A new session at the negotiated revision. An Mcp-Session-Id sent
+		// along is ignored: the client is starting over. Params that
+		// initialize refuses open none.
+		rev, rerr := negotiate(m.params)
+		buf.rev = rev
+		if rerr == nil {
+			ctx.Response.Header.Set(headerSessionID, s.sessions.issue(p.email, rev, now))
+		}
+	} else {
+		sess, ok := s.checkSession(ctx, sid, p, header, now)
+		if !ok {
+			return
+		}
+		buf.rev = sess.rev
 	}
 	status, answered := s.processValue(ctx, v, buf, transportMCP)
 	finish(ctx, status, answered, buf.out)
 }
 
-// checkSession answers 400 for a missing session id and 404 for an unknown,
-// expired, ended or someone else's one, as the transport specification asks
-// (on 404 a client starts a new session).
-func (s *Server) checkSession(ctx *fasthttp.RequestCtx, sid []byte, p principal, now time.Time) bool {
-	if len(sid) == 0 {
-		mcpError(ctx, fasthttp.StatusBadRequest, codeInvalidRequest,
-			"Bad Request: the Mcp-Session-Id header is required (send initialize first)")
-		return false
+// mcpMethodNotAllowed answers 405. DELETE is allowed only with a Backend
+// that keeps tombstones: without them a session could be ended in one
+// process only, and the specification lets a server refuse DELETE instead.
+func (s *Server) mcpMethodNotAllowed(ctx *fasthttp.RequestCtx) {
+	allow := "POST, DELETE"
+	if s.tombstones == nil {
+		allow = "POST"
 	}
-	if !s.sessions.valid(sid, p.email, now) {
-		mcpError(ctx, fasthttp.StatusNotFound, codeSessionNotFound, "Session not found")
-		return false
+	ctx.Response.Header.Set("Allow", allow)
+	msg := "Method Not Allowed"
+	if ctx.IsGet() {
+		msg = "Method Not Allowed: this server answers in JSON and offers no SSE stream"
 	}
-	return true
+	writeDetail(ctx, fasthttp.StatusMethodNotAllowed, msg)
 }
 
-func isInitialize(v []byte) bool {
-	if v[0] != '{' {
-		return false
+// checkSession returns the session of a request. It answers 400 for a
+// missing session id and 404 for an unknown, expired, ended or someone
+// else's one, as the transport specification asks (on 404 a client starts a
+// new session). An ended session is one with a tombstone, written by a
+// DELETE on any worker of any instance; reading it costs a near-cache lookup.
+//
+// MCP-Protocol-Version, when sent, must be the session's revision: the
+// client SHOULD send the negotiated one, and both sides MUST keep to it
+// (lifecycle, operation), so another one is invalid for this session: 400.
+// Without the header the session's revision applies.
+func (s *Server) checkSession(ctx *fasthttp.RequestCtx, sid []byte, p principal, header revision, now time.Time) (session, bool) {
+	assumed := assumedRevision(header)
+	if len(sid) == 0 {
+		mcpError(ctx, fasthttp.StatusBadRequest, assumed, codeInvalidRequest,
+			"Bad Request: the Mcp-Session-Id header is required (send initialize first)")
+		return session{}, false
 	}
-	m, perr := parseMessage(v)
-	return perr == nil && !m.response && m.id != nil && string(m.method) == "initialize"
+	sess, ok := s.sessions.decode(sid, p.email, now)
+	if ok && s.tombstones != nil {
+		ended, err := s.tombstones.IsRevoked(ctx, store.RevokedSession, string(sid))
+		if err != nil {
+			s.mcpStoreError(ctx, assumed, "checking MCP session", err)
+			return session{}, false
+		}
+		ok = !ended
+	}
+	if !ok {
+		mcpError(ctx, fasthttp.StatusNotFound, assumed, codeSessionNotFound, "Session not found")
+		return session{}, false
+	}
+	if header != revNone && header != sess.rev {
+		mcpError(ctx, fasthttp.StatusBadRequest, sess.rev, codeInvalidRequest, fmt.Sprintf(
+			"Bad Request: MCP-Protocol-Version %s is not the session's %s", header, sess.rev))
+		return session{}, false
+	}
+	return sess, true
+}
+
+// endSession answers DELETE with the session id: a tombstone makes every
+// worker of every instance answer 404 for it within the cache's coherence
+// bound. It is kept until the id expires anyway.
+func (s *Server) endSession(ctx *fasthttp.RequestCtx, sid []byte, p principal, header revision, now time.Time) {
+	sess, ok := s.checkSession(ctx, sid, p, header, now)
+	if !ok {
+		return
+	}
+	err := s.tombstones.Revoke(ctx, store.Revocation{Kind: store.RevokedSession, ID: string(sid),
+		Until: sess.expires, By: p.email, Reason: "DELETE /mcp"})
+	if err != nil {
+		s.mcpStoreError(ctx, sess.rev, "ending MCP session", err)
+		return
+	}
+	ctx.Response.SetStatusCode(fasthttp.StatusNoContent)
+}
+
+// mcpStoreError answers a transport-level store failure: 503 with
+// Retry-After when the database is unreachable, else 500 (storeError).
+func (s *Server) mcpStoreError(ctx *fasthttp.RequestCtx, rev revision, what string, err error) {
+	rerr := s.storeError(ctx, what, err)
+	status := fasthttp.StatusInternalServerError
+	if rerr.code == codeUnavailable {
+		status = unavailableStatus(ctx)
+	}
+	mcpError(ctx, status, rev, rerr.code, rerr.msg)
+}
+
+// initializeRequest returns the message when v is a single initialize
+// request with a valid id.
+func initializeRequest(v []byte) (message, bool) {
+	if v[0] != '{' {
+		return message{}, false
+	}
+	m, perr := parse(v, transportMCP)
+	return m, perr == nil && !m.response && m.id != nil && string(m.method) == "initialize"
 }
 
 func acceptsJSON(accept []byte) bool {
@@ -118,10 +294,10 @@ func acceptsJSON(accept []byte) bool {
 		bytes.Contains(accept, []byte("*/*"))
 }
 
-// mcpError answers a transport-level failure with a JSON-RPC error body, the
-// form the MCP SDKs read.
-func mcpError(ctx *fasthttp.RequestCtx, status, code int, msg string) {
-	writeJSON(ctx, status, appendError(nil, nil, code, msg))
+// mcpError answers a transport-level failure with an id-less JSON-RPC error
+// body of revision rev, the form the MCP SDKs read.
+func mcpError(ctx *fasthttp.RequestCtx, status int, rev revision, code int, msg string) {
+	writeJSON(ctx, status, appendIDLessError(nil, rev, code, msg))
 }
 
 // --- Sessions ---------------------------------------------------------------------
@@ -130,36 +306,40 @@ func mcpError(ctx *fasthttp.RequestCtx, status, code int, msg string) {
 // the N workers share one listening socket, and a client's consecutive
 // requests land on any of them. A session id carries its own proof:
 //
-//	base64url( random[16] | issued[8] (Unix seconds, big endian) | mac[16] )
-//	mac = HMAC-SHA256(key, random | issued | subject)[:16]
-//	key = HMAC-SHA256(JWT secret, "mcpgateway/mcp-session/v1")
+//	base64url( random[16] | issued[8] (Unix seconds, big endian) | revision[1] | mac[16] )
+//	mac = HMAC-SHA256(key, random | issued | revision | subject)[:16]
+//	key = HMAC-SHA256(JWT secret, "mcpgateway/mcp-session/v2")
 //
 // During a key rotation (JWT_SECRET_KEY_PREVIOUS set) ids are issued under
 // the current key and verified under either, so sessions survive it.
 //
 // Any worker holding the secret can check an id without shared state. The
 // mac binds the id to the token's subject, so one user cannot use another's
-// session id. Ids expire sessionLifetime after issue; clients then get 404
-// and, as the specification requires, start a new session.
+// session id, and to the negotiated revision. Ids expire sessionLifetime
+// after issue; clients then get 404 and, as the specification requires,
+// start a new session. Ids of the v1 form (no revision, 54 characters) get
+// 404 too: their clients start over once, rather than the gateway keeping a
+// second path for a day's worth of ids whose revision it cannot know.
 //
-// Ending a session (DELETE) is recorded in the process that received it
-// only: another worker process keeps accepting the id until it expires.
-// Nothing is attached to a session here (every method is stateless), so the
-// cost of that is a 404 not given, never state kept or leaked.
+// Ending a session (DELETE) writes a tombstone to the store (checkSession,
+// endSession), not here.
 type sessions struct {
 	key  []byte
 	macs sync.Pool // hash.Hash: HMAC-SHA256 with key (hmac.New allocates a lot)
 	prev *sessions // the previous key's, during a rotation; nil otherwise
+}
 
-	mu    sync.Mutex
-	ended map[[16]byte]int64 // random part → Unix time at which the id expires anyway
+// session is what a valid id says.
+type session struct {
+	rev     revision
+	expires time.Time
 }
 
 const (
 	sessionLifetime  = 24 * time.Hour
 	sessionClockSkew = time.Minute // issue times this far in the future still pass
-	sessionRawLen    = 16 + 8 + 16
-	maxEndedSessions = 1 << 16
+	sessionHeadLen   = 16 + 8 + 1  // random, issued, revision: what the mac covers, with the subject
+	sessionRawLen    = sessionHeadLen + 16
 )
 
 var (
@@ -185,14 +365,14 @@ func newSessionKey(secret string) (*sessions, error) {
 	key := make([]byte, sha256.Size)
 	if secret == "" {
 		if _, err := rand.Read(key); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("session key: %w", err)
 		}
 	} else {
 		m := hmac.New(sha256.New, []byte(secret))
-		m.Write([]byte("mcpgateway/mcp-session/v1"))
+		m.Write([]byte("mcpgateway/mcp-session/v2"))
 		key = m.Sum(key[:0])
 	}
-	ss := &sessions{key: key, ended: make(map[[16]byte]int64)}
+	ss := &sessions{key: key}
 	ss.macs.New = func() any { return hmac.New(sha256.New, ss.key) }
 	return ss, nil
 }
@@ -206,78 +386,45 @@ func (ss *sessions) mac(dst *[sha256.Size]byte, head []byte, subject string) {
 	ss.macs.Put(h)
 }
 
-func (ss *sessions) issue(subject string, now time.Time) string {
+func (ss *sessions) issue(subject string, rev revision, now time.Time) string {
 	var raw [sessionRawLen]byte
 	_, _ = rand.Read(raw[:16]) // crypto/rand.Read never fails (Go 1.24+)
 	binary.BigEndian.PutUint64(raw[16:24], uint64(now.Unix()))
+	raw[24] = byte(rev)
 	var sum [sha256.Size]byte
-	ss.mac(&sum, raw[:24], subject)
-	copy(raw[24:], sum[:16])
+	ss.mac(&sum, raw[:sessionHeadLen], subject)
+	copy(raw[sessionHeadLen:], sum[:16])
 	return sessionEncoding.EncodeToString(raw[:])
 }
 
-// decode checks an id's form, mac and age, and returns its raw bytes.
-func (ss *sessions) decode(id []byte, subject string, now time.Time) (raw [sessionRawLen]byte, ok bool) {
+// decode checks an id's form, mac, revision and age.
+func (ss *sessions) decode(id []byte, subject string, now time.Time) (session, bool) {
+	var raw [sessionRawLen]byte
 	if len(id) != sessionIDLen {
-		return raw, false
+		return session{}, false
 	}
 	if n, err := sessionEncoding.Decode(raw[:], id); err != nil || n != sessionRawLen {
-		return raw, false
+		return session{}, false
 	}
 	var sum [sha256.Size]byte
-	ss.mac(&sum, raw[:24], subject)
-	if !hmac.Equal(sum[:16], raw[24:]) {
+	ss.mac(&sum, raw[:sessionHeadLen], subject)
+	if !hmac.Equal(sum[:16], raw[sessionHeadLen:]) {
 		if ss.prev == nil {
-			return raw, false
+			return session{}, false
 		}
-		ss.prev.mac(&sum, raw[:24], subject)
-		if !hmac.Equal(sum[:16], raw[24:]) {
-			return raw, false
+		ss.prev.mac(&sum, raw[:sessionHeadLen], subject)
+		if !hmac.Equal(sum[:16], raw[sessionHeadLen:]) {
+			return session{}, false
 		}
+	}
+	rev := revision(raw[24])
+	if rev == revNone || rev > revNewest {
+		return session{}, false
 	}
 	issued := time.Unix(int64(binary.BigEndian.Uint64(raw[16:24])), 0)
 	if now.Sub(issued) > sessionLifetime || issued.Sub(now) > sessionClockSkew {
-		return raw, false
+		return session{}, false
 	}
-	return raw, true
-}
-
-// valid reports whether id is a live session of subject.
-func (ss *sessions) valid(id []byte, subject string, now time.Time) bool {
-	raw, ok := ss.decode(id, subject, now)
-	if !ok {
-		return false
-	}
-	ss.mu.Lock()
-	_, ended := ss.ended[[16]byte(raw[:16])]
-	ss.mu.Unlock()
-	return !ended
-}
-
-// end records that a (valid) session was ended in this process. The record
-// is kept until the id would have expired anyway.
-func (ss *sessions) end(id []byte, now time.Time) {
-	var raw [sessionRawLen]byte
-	if n, err := sessionEncoding.Decode(raw[:], id); err != nil || n != sessionRawLen {
-		return
-	}
-	expires := int64(binary.BigEndian.Uint64(raw[16:24])) + int64(sessionLifetime/time.Second)
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	if len(ss.ended) >= maxEndedSessions {
-		for k, exp := range ss.ended {
-			if exp <= now.Unix() {
-				delete(ss.ended, k)
-			}
-		}
-		// Still full: forget one, arbitrarily. Memory stays bounded; the cost
-		// is that one ended id is accepted again until it expires.
-		for k := range ss.ended {
-			if len(ss.ended) < maxEndedSessions {
-				break
-			}
-			delete(ss.ended, k)
-		}
-	}
-	ss.ended[[16]byte(raw[:16])] = expires
+	// A second past the last one decode accepts (the store's Until is exclusive).
+	return session{rev: rev, expires: issued.Add(sessionLifetime + time.Second)}, true
 }

@@ -11,21 +11,6 @@ import (
 	"github.com/mcpgateway/mcpgateway/store"
 )
 
-// protocolVersions are the MCP revisions the gateway speaks, newest first.
-// initialize echoes the client's version when it is listed here and answers
-// the newest otherwise (MCP lifecycle, version negotiation).
-var protocolVersions = []string{"2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"}
-
-// supportedVersion returns the listed version equal to v (no allocation).
-func supportedVersion(v []byte) (string, bool) {
-	for _, pv := range protocolVersions {
-		if string(v) == pv {
-			return pv, true
-		}
-	}
-	return "", false
-}
-
 // invoke runs one method and appends its result value to out.
 func (s *Server) invoke(ctx *fasthttp.RequestCtx, m *message, buf *buffers, out []byte) ([]byte, *rpcError) {
 	switch string(m.method) {
@@ -34,7 +19,7 @@ func (s *Server) invoke(ctx *fasthttp.RequestCtx, m *message, buf *buffers, out 
 	case "ping":
 		return append(out, "{}"...), nil
 	case "tools/list":
-		return s.toolsList(ctx, out)
+		return s.toolsList(ctx, m.params, out)
 	case "tools/call":
 		return s.toolsCall(ctx, m.params, buf, out)
 	}
@@ -46,30 +31,15 @@ func (s *Server) invoke(ctx *fasthttp.RequestCtx, m *message, buf *buffers, out 
 	return s.bareTool(ctx, m, buf, out)
 }
 
+// initialize answers the negotiated revision (mcp.go:negotiate). On /mcp
+// the same revision is recorded in the session id that serveMCP issues.
 func (s *Server) initialize(params []byte, out []byte) ([]byte, *rpcError) {
-	version := protocolVersions[0]
-	if params != nil {
-		if params[0] != '{' {
-			return out, &rpcError{codeInvalidParams, "Invalid params: initialize params must be an object"}
-		}
-		for it := objectMembers(params); ; {
-			k, v, ok := it.next()
-			if !ok {
-				break
-			}
-			if !keyIs(k, "protocolVersion") {
-				continue
-			}
-			if v[0] != '"' {
-				return out, &rpcError{codeInvalidParams, "Invalid params: protocolVersion must be a string"}
-			}
-			if pv, ok := supportedVersion(unquote(v)); ok {
-				version = pv
-			}
-		}
+	rev, rerr := negotiate(params)
+	if rerr != nil {
+		return out, rerr
 	}
 	out = append(out, `{"protocolVersion":`...)
-	out = appendString(out, version)
+	out = appendString(out, rev.String())
 	out = append(out, `,"capabilities":{"tools":{"listChanged":false}},"serverInfo":{"name":"`+serverName+`","version":`...)
 	out = appendString(out, s.opt.Version)
 	return append(out, "}}"...), nil
@@ -79,22 +49,34 @@ func (s *Server) initialize(params []byte, out []byte) ([]byte, *rpcError) {
 // valid JSON, so that one bad row cannot make tools/list invalid JSON.
 const fallbackSchema = `{"type":"object"}`
 
-func (s *Server) toolsList(ctx *fasthttp.RequestCtx, out []byte) ([]byte, *rpcError) {
+// toolsList answers one page of tools/list: at most toolsPageSize tools
+// named after the cursor's (pagination.go), and nextCursor when more follow.
+func (s *Server) toolsList(ctx *fasthttp.RequestCtx, params []byte, out []byte) ([]byte, *rpcError) {
+	after, rerr := readCursor(params)
+	if rerr != nil {
+		return out, rerr
+	}
 	tools, err := s.backend.Tools(ctx)
 	if err != nil {
 		return out, s.storeError(ctx, "listing tools", err)
 	}
+	tools = toolsAfter(tools, after)
 	out = append(out, `{"tools":[`...)
-	n := 0
+	n, last := 0, ""
 	for i := range tools {
 		t := &tools[i]
 		if !t.Enabled {
 			continue
 		}
+		if n == toolsPageSize { // and this one is the next page's first
+			out = append(out, `],"nextCursor":`...)
+			out = appendCursor(out, last)
+			return append(out, '}'), nil
+		}
 		if n > 0 {
 			out = append(out, ',')
 		}
-		n++
+		n, last = n+1, t.Name
 		out = append(out, `{"name":`...)
 		out = appendString(out, t.Name)
 		out = append(out, `,"description":`...)
@@ -104,6 +86,10 @@ func (s *Server) toolsList(ctx *fasthttp.RequestCtx, out []byte) ([]byte, *rpcEr
 			out = append(out, schema...)
 		} else {
 			out = append(out, fallbackSchema...)
+		}
+		if schema := outputSchema(t.Name); schema != "" {
+			out = append(out, `,"outputSchema":`...)
+			out = append(out, schema...)
 		}
 		out = append(out, '}')
 	}
@@ -202,7 +188,10 @@ func toolName(name []byte) string {
 	return string(name)
 }
 
-// runTool runs a built-in tool and appends its CallToolResult.
+// runTool runs a built-in tool and appends its CallToolResult. A success of
+// a tool with an outputSchema carries its JSON twice: as structuredContent,
+// and as the text block that clients older than structured content read
+// (MCP tools, "Structured Content").
 func (s *Server) runTool(name string, args []byte, now time.Time, buf *buffers, out []byte) []byte {
 	text, failed := buf.text[:0], false
 	switch name {
@@ -217,7 +206,12 @@ func (s *Server) runTool(name string, args []byte, now time.Time, buf *buffers, 
 	buf.text = text
 	out = append(out, `{"content":[{"type":"text","text":`...)
 	out = appendString(out, text)
-	out = append(out, `}],"isError":`...)
+	out = append(out, `}]`...)
+	if !failed && outputSchema(name) != "" {
+		out = append(out, `,"structuredContent":`...)
+		out = append(out, text...)
+	}
+	out = append(out, `,"isError":`...)
 	out = appendBool(out, failed)
 	return append(out, '}')
 }

@@ -28,7 +28,8 @@ import (
 
 // Backend is what the gateway needs from the store. *store.Store satisfies it.
 type Backend interface {
-	// Tools returns the enabled tools. The slice is shared: do not mutate it.
+	// Tools returns the enabled tools, sorted by name (tools/list pages
+	// are name ranges). The slice is shared: do not mutate it.
 	Tools(ctx context.Context) ([]store.Tool, error)
 	// Tool returns one tool by name, or store.ErrNotFound.
 	Tool(ctx context.Context, name string) (store.Tool, error)
@@ -138,6 +139,10 @@ type Server struct {
 	unavailableLogged atomic.Int64 // unix ns of the latest "database unavailable" log line (storeError)
 
 	versionBody []byte // /version never changes: encoded once
+
+	// tombstones end MCP sessions everywhere (DELETE /mcp); nil: the
+	// Backend keeps no revocations, and DELETE /mcp answers 405.
+	tombstones revocationBackend
 }
 
 // New checks the options and returns a Server.
@@ -190,6 +195,7 @@ func New(o Options, b Backend) (*Server, error) {
 			"and are only valid on the process that issued them")
 	}
 	s.sessions = sess
+	s.tombstones, _ = b.(revocationBackend)
 	s.versionBody = s.encodeVersion()
 	return s, nil
 }
@@ -352,13 +358,15 @@ func appendBool(b []byte, v bool) []byte {
 
 // buffers are the per-request scratch space: out is the response body being
 // built, text the result text of a tool before it is escaped into out; user
-// is the caller (for rate limits) and retryAfter the longest wait, in
-// seconds, of its calls refused by a rate limit (0: none).
+// is the caller (for rate limits), retryAfter the longest wait, in seconds,
+// of its calls refused by a rate limit (0: none), and rev the request's MCP
+// revision (revNone on /rpc).
 type buffers struct {
 	out        []byte
 	text       []byte
 	user       string
 	retryAfter int
+	rev        revision
 }
 
 var bufferPool = sync.Pool{New: func() any {
@@ -373,7 +381,7 @@ func putBuffers(b *buffers) {
 	if cap(b.out) > 64<<10 || cap(b.text) > 64<<10 {
 		return
 	}
-	b.out, b.text, b.user, b.retryAfter = b.out[:0], b.text[:0], "", 0
+	b.out, b.text, b.user, b.retryAfter, b.rev = b.out[:0], b.text[:0], "", 0, revNone
 	bufferPool.Put(b)
 }
 

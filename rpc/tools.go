@@ -3,6 +3,7 @@ package rpc
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,13 +22,42 @@ var (
 	getSystemTimeArgs = [1]string{"timezone"}
 )
 
+// The built-in tools' output schemas, listed as outputSchema by tools/list:
+// what appendTimeInfo and convertTime write, which a successful call
+// returns as structuredContent. They live beside that code, not in the
+// store, so that the two cannot drift apart. No "format": "date-time", as a
+// conversion past the year 9999 writes a five-digit year.
+const (
+	timeInfoSchema = `{"type":"object","properties":{` +
+		`"timezone":{"type":"string","description":"IANA time zone"},` +
+		`"datetime":{"type":"string","description":"RFC 3339 to the second, with a numeric offset"},` +
+		`"day_of_week":{"type":"string","enum":["Monday","Tuesday","Wednesday","Thursday","Friday","Saturday","Sunday"]},` +
+		`"is_dst":{"type":"boolean","description":"whether the zone's clocks are set forward (summer time)"}},` +
+		`"required":["timezone","datetime","day_of_week","is_dst"],"additionalProperties":false}`
+	convertTimeOutputSchema = `{"type":"object","properties":{` +
+		`"source":` + timeInfoSchema + `,"target":` + timeInfoSchema + `,` +
+		`"time_difference":{"type":"string","description":"target offset minus source offset, in hours","pattern":"^[+-][0-9]+(\\.[0-9]{1,2})?h$"}},` +
+		`"required":["source","target","time_difference"],"additionalProperties":false}`
+)
+
+// outputSchema returns a built-in tool's output schema, "" for other tools.
+func outputSchema(name string) string {
+	switch name {
+	case toolConvertTime:
+		return convertTimeOutputSchema
+	case toolGetSystemTime:
+		return timeInfoSchema
+	}
+	return ""
+}
+
 // convertTime converts a time between two IANA zones. The text it appends is
 // the result JSON, or on failure (second result true) a message that names
 // the faulty argument.
 func (s *Server) convertTime(args []byte, now time.Time, text []byte) ([]byte, bool) {
 	var v [3][]byte
-	if bad := readStringArgs(args, convertTimeArgs[:], v[:]); bad != "" {
-		return fmt.Appendf(text, "invalid %s: must be a string", bad), true
+	if fault := readStringArgs(args, convertTimeArgs[:], v[:]); fault != "" {
+		return append(text, fault...), true
 	}
 	for i, name := range convertTimeArgs {
 		if v[i] == nil {
@@ -63,8 +93,8 @@ func (s *Server) convertTime(args []byte, now time.Time, text []byte) ([]byte, b
 // getSystemTime reports the current time in one zone (default UTC).
 func (s *Server) getSystemTime(args []byte, now time.Time, text []byte) ([]byte, bool) {
 	var v [1][]byte
-	if bad := readStringArgs(args, getSystemTimeArgs[:], v[:]); bad != "" {
-		return fmt.Appendf(text, "invalid %s: must be a string", bad), true
+	if fault := readStringArgs(args, getSystemTimeArgs[:], v[:]); fault != "" {
+		return append(text, fault...), true
 	}
 	zone := v[0]
 	if zone == nil {
@@ -78,9 +108,13 @@ func (s *Server) getSystemTime(args []byte, now time.Time, text []byte) ([]byte,
 }
 
 // readStringArgs stores in vals[i] the unquoted string argument names[i] of
-// the args object (nil when absent or null). It returns the name of an
-// argument that is not a string. Unknown arguments are ignored.
-func readStringArgs(args []byte, names []string, vals [][]byte) (bad string) {
+// the args object (nil when absent or null). It returns what is wrong with
+// args, "" when nothing: an argument that is not a string, or one the tool
+// does not take. The input schemas say additionalProperties:false, and a
+// misspelt optional argument ignored would be a wrong answer, not an error.
+// "_meta" is not an argument: when a tool is called by name as the method,
+// its arguments are the params, where MCP reserves that key.
+func readStringArgs(args []byte, names []string, vals [][]byte) (fault string) {
 	if args == nil {
 		return ""
 	}
@@ -90,18 +124,17 @@ func readStringArgs(args []byte, names []string, vals [][]byte) (bad string) {
 			return ""
 		}
 		key := unquote(k)
-		for i, name := range names {
-			if string(key) != name {
-				continue
-			}
-			switch v[0] {
-			case '"':
-				vals[i] = unquote(v)
-			case 'n':
-				vals[i] = nil
-			default:
-				return name
-			}
+		i := slices.Index(names, string(key))
+		switch {
+		case i < 0 && string(key) == "_meta":
+		case i < 0:
+			return fmt.Sprintf("unknown argument %q: the arguments are %s", key, strings.Join(names, ", "))
+		case v[0] == '"':
+			vals[i] = unquote(v)
+		case v[0] == 'n':
+			vals[i] = nil
+		default:
+			return "invalid " + names[i] + ": must be a string"
 		}
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/jsonschema-go/jsonschema"
 )
 
 type timeInfo struct {
@@ -172,6 +174,9 @@ func TestConvertTimeErrors(t *testing.T) {
 		{`{"source_timezone":"UTC","target_timezone":"UTC","time":null}`, `missing required argument: time`},
 		{`{"source_timezone":"UTC","target_timezone":"UTC","time":900}`, `invalid time: must be a string`},
 		{`{"source_timezone":["UTC"],"target_timezone":"UTC","time":"09:00"}`, `invalid source_timezone: must be a string`},
+		{`{"source_timezone":"UTC","target_timezone":"UTC","time":"09:00","extra":1}`, `unknown argument "extra": the arguments are source_timezone, target_timezone, time`},
+		{`{"source_timezone":"UTC","target_timezone":"UTC","Time":"09:00"}`, `unknown argument "Time": the arguments are source_timezone, target_timezone, time`},
+		{`{"tz":"UTC","time":5}`, `unknown argument "tz": the arguments are source_timezone, target_timezone, time`},
 	} {
 		text, failed := s.convertTime([]byte(tc.args), anyNow, nil)
 		if !failed || string(text) != tc.want {
@@ -185,6 +190,22 @@ func TestConvertTimeErrors(t *testing.T) {
 	res := rpcResult(t, s, `{"jsonrpc":"2.0","id":1,"method":"convert_time","params":{"source_timezone":"UTC","target_timezone":"UTC","time":"nope"}}`)
 	if text, isErr := toolText(t, res); !isErr || !strings.HasPrefix(text, `invalid time "nope"`) {
 		t.Errorf("isError result: %v %s", isErr, text)
+	}
+	// So is an unknown argument (a tool execution error, as input
+	// validation is in MCP 2025-11-25), in both forms of call.
+	for _, body := range []string{
+		`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"convert_time","arguments":{"source_timezone":"UTC","target_timezone":"UTC","time":"09:00","when":"now"}}}`,
+		`{"jsonrpc":"2.0","id":1,"method":"convert_time","params":{"source_timezone":"UTC","target_timezone":"UTC","time":"09:00","when":"now"}}`,
+	} {
+		res := rpcResult(t, s, body)
+		if text, isErr := toolText(t, res); !isErr || !strings.HasPrefix(text, `unknown argument "when"`) || res["structuredContent"] != nil {
+			t.Errorf("unknown argument: %v %s", isErr, text)
+		}
+	}
+	// "_meta" is MCP's, not an argument: the bare form carries it in params.
+	res = rpcResult(t, s, `{"jsonrpc":"2.0","id":1,"method":"convert_time","params":{"_meta":{"progressToken":1},"source_timezone":"UTC","target_timezone":"UTC","time":"09:00"}}`)
+	if text, isErr := toolText(t, res); isErr {
+		t.Errorf("_meta refused: %s", text)
 	}
 }
 
@@ -211,6 +232,8 @@ func TestGetSystemTime(t *testing.T) {
 	for _, tc := range []struct{ args, want string }{
 		{`{"timezone":"Nowhere/Land"}`, `invalid timezone "Nowhere/Land": unknown time zone`},
 		{`{"timezone":3}`, `invalid timezone: must be a string`},
+		{`{"timezone":"UTC","\u0074z":"UTC"}`, `unknown argument "tz": the arguments are timezone`},
+		{`{"zone":"UTC"}`, `unknown argument "zone": the arguments are timezone`},
 	} {
 		if text, failed := s.getSystemTime([]byte(tc.args), now, nil); !failed || string(text) != tc.want {
 			t.Errorf("%s: %q", tc.args, text)
@@ -259,5 +282,151 @@ func TestZoneCache(t *testing.T) {
 	allocs := testing.AllocsPerRun(100, func() { _, _ = z.load([]byte("Europe/Berlin")) })
 	if allocs != 0 {
 		t.Errorf("cached load allocates %v times", allocs)
+	}
+}
+
+// listedOutputSchemas returns the outputSchema of each tool tools/list
+// shows, resolved for validation (JSON Schema 2020-12, MCP's default).
+func listedOutputSchemas(t *testing.T, s *Server) map[string]*jsonschema.Resolved {
+	t.Helper()
+	r := rpc(t, s, `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`)
+	var list struct {
+		Result struct {
+			Tools []struct {
+				Name         string
+				OutputSchema json.RawMessage `json:"outputSchema"`
+			}
+		}
+	}
+	if err := json.Unmarshal(r.body, &list); err != nil {
+		t.Fatalf("tools/list: %v %s", err, r.body)
+	}
+	schemas := map[string]*jsonschema.Resolved{}
+	for _, tool := range list.Result.Tools {
+		if tool.OutputSchema == nil {
+			continue
+		}
+		var sch jsonschema.Schema
+		if err := json.Unmarshal(tool.OutputSchema, &sch); err != nil {
+			t.Fatalf("%s: outputSchema: %v", tool.Name, err)
+		}
+		if sch.Type != "object" { // the 2025-06-18 and 2025-11-25 schemas require it
+			t.Errorf("%s: outputSchema type %q", tool.Name, sch.Type)
+		}
+		rs, err := sch.Resolve(nil)
+		if err != nil {
+			t.Fatalf("%s: outputSchema does not resolve: %v", tool.Name, err)
+		}
+		schemas[tool.Name] = rs
+	}
+	return schemas
+}
+
+// A successful call of a built-in tool returns its JSON twice: as the text
+// block, and byte for byte as structuredContent, which conforms to the
+// outputSchema tools/list gives.
+func TestStructuredContent(t *testing.T) {
+	s, _ := newTestServer(t, nil)
+	schemas := listedOutputSchemas(t, s)
+	if len(schemas) != 2 || schemas[toolConvertTime] == nil || schemas[toolGetSystemTime] == nil {
+		t.Fatalf("output schemas for %v, want the two built-in tools only", schemas)
+	}
+	convert := func(src, dst, tm string) (string, string) {
+		args, _ := json.Marshal(map[string]string{"source_timezone": src, "target_timezone": dst, "time": tm})
+		return toolConvertTime, string(args)
+	}
+	calls := [][2]string{
+		{toolGetSystemTime, `{}`},
+		{toolGetSystemTime, `{"timezone":"Asia/Kathmandu"}`},
+		{toolGetSystemTime, `{"timezone":"Europe/Dublin"}`},
+	}
+	for _, c := range [][3]string{
+		{"Europe/Berlin", "Europe/Dublin", "09:00"},
+		{"UTC", "Asia/Kathmandu", "2025-01-15T12:00:00Z"},
+		{"Australia/Lord_Howe", "America/St_Johns", "2025-01-15 00:00:00"},
+		{"Pacific/Kiritimati", "Pacific/Pago_Pago", "2025-01-15 09:00:00"},
+		{"UTC", "Pacific/Kiritimati", "9999-12-31T23:00:00Z"}, // a five-digit year
+		{"Pacific/Kiritimati", "Etc/GMT+12", "0001-01-01 00:00:00"},
+		{"Etc/GMT-14", "Etc/GMT+12", "2025-06-01T00:00:01+00:00"},
+	} {
+		name, args := convert(c[0], c[1], c[2])
+		calls = append(calls, [2]string{name, args})
+	}
+	for _, c := range calls {
+		for _, body := range []string{
+			`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"` + c[0] + `","arguments":` + c[1] + `}}`,
+			`{"jsonrpc":"2.0","id":1,"method":"` + c[0] + `","params":` + c[1] + `}`,
+		} {
+			r := rpc(t, s, body)
+			var resp struct {
+				Result struct {
+					Content           []struct{ Text string }
+					StructuredContent json.RawMessage `json:"structuredContent"`
+					IsError           bool            `json:"isError"`
+				}
+			}
+			if err := json.Unmarshal(r.body, &resp); err != nil || resp.Result.IsError || len(resp.Result.Content) != 1 {
+				t.Fatalf("%s: %v %s", body, err, r.body)
+			}
+			if sc := string(resp.Result.StructuredContent); sc != resp.Result.Content[0].Text {
+				t.Errorf("%s:\nstructuredContent %s\n             text %s", body, sc, resp.Result.Content[0].Text)
+			}
+			var v any
+			_ = json.Unmarshal(resp.Result.StructuredContent, &v)
+			if err := schemas[c[0]].Validate(v); err != nil {
+				t.Errorf("%s: structuredContent does not conform to the outputSchema: %v\n%s", body, err, resp.Result.StructuredContent)
+			}
+		}
+	}
+	// The schemas do refuse what the tools must not write.
+	for name, bad := range map[string]string{
+		toolGetSystemTime: `{"timezone":"UTC","datetime":"x","day_of_week":"Funday","is_dst":false}`,
+		toolConvertTime:   `{"source":{},"target":{},"time_difference":"-1h30"}`,
+	} {
+		var v any
+		_ = json.Unmarshal([]byte(bad), &v)
+		if schemas[name].Validate(v) == nil {
+			t.Errorf("%s: the outputSchema accepts %s", name, bad)
+		}
+	}
+	// Failures carry no structuredContent (it would not conform).
+	for _, body := range []string{
+		`{"jsonrpc":"2.0","id":1,"method":"get_system_time","params":{"timezone":"Mars/Base"}}`,
+		`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"remote_tool"}}`,
+	} {
+		res := rpcResult(t, s, body)
+		if _, isErr := toolText(t, res); !isErr || res["structuredContent"] != nil {
+			t.Errorf("%s: %v", body, res)
+		}
+	}
+}
+
+// The guide's request (get_system_time by name as the method, on /rpc)
+// answers exactly as before structured content, plus structuredContent.
+func TestGuidePayload(t *testing.T) {
+	s, _ := newTestServer(t, nil)
+	r := rpc(t, s, guidePayload)
+	var resp struct {
+		Result struct {
+			StructuredContent json.RawMessage `json:"structuredContent"`
+		}
+	}
+	if err := json.Unmarshal(r.body, &resp); err != nil || resp.Result.StructuredContent == nil {
+		t.Fatalf("%v: %s", err, r.body)
+	}
+	sc := resp.Result.StructuredContent
+	before := `{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":` + string(appendString(nil, []byte(sc))) + `}],"isError":false}}`
+	if r.status != 200 || r.header("Content-Type") != "application/json" ||
+		strings.Replace(string(r.body), `,"structuredContent":`+string(sc), "", 1) != before {
+		t.Fatalf("%d %s\n got %s\nwant %s plus structuredContent", r.status, r.header("Content-Type"), r.body, before)
+	}
+	var ti timeInfo
+	if err := json.Unmarshal(sc, &ti); err != nil {
+		t.Fatal(err)
+	}
+	now, err := time.Parse(time.RFC3339, ti.Datetime)
+	if err != nil || ti.Timezone != "UTC" || !strings.HasSuffix(ti.Datetime, "+00:00") || ti.IsDST ||
+		ti.DayOfWeek != now.Weekday().String() || time.Since(now).Abs() > time.Minute {
+		t.Errorf("%+v", ti)
 	}
 }

@@ -69,37 +69,43 @@ func tokRefusedAs(url, tok, detail string) error {
 	return nil
 }
 
+// acrossInstances runs check on two instances of two workers that share a
+// store: PostgreSQL with CACHE_TYPE database, then with redis.
+func acrossInstances(t *testing.T, check func(t *testing.T, b storeSetup, a, other *gateway)) {
+	for _, b := range []storeSetup{postgresBackend("database"), postgresBackend("redis")} {
+		t.Run(b.name, func(t *testing.T) {
+			env := b.env(t)
+			check(t, b, serve(t, env, "--workers", "2"), serve(t, env, "--workers", "2"))
+		})
+	}
+}
+
 // A token revoked through instance A is refused by every worker of
 // instance B within the coherence bound (1 s), with a fixed 401 body; the
 // user's other tokens keep working.
 func TestTokenRevocationAcrossInstances(t *testing.T) {
-	for _, b := range []storeSetup{postgresBackend("database"), postgresBackend("redis")} {
-		t.Run(b.name, func(t *testing.T) {
-			env := b.env(t)
-			a := serve(t, env, "--workers", "2")
-			other := serve(t, env, "--workers", "2")
-			admin := a.token()
-			adminPut(t, a, admin, "/admin/users/"+bobEmail, `{"active":true,"admin":false}`)
-			bobTok := tokenFor(t, a, bobEmail)
-			jti := tokJTI(t, bobTok)
-			url := other.url("/rpc")
-			warmEveryWorker(t, other, func() error { return checkSeed(httpDo(freshClient, "POST", url, bobTok, seedPayload)) })
-			seen := expectChangeSeen(t, other, "revoke bob's token", func() { tokRevoke(t, a, admin, jti) },
-				func() error { return tokRefusedAs(url, bobTok, "Token has been revoked") })
-			t.Logf("%s: revoked token last accepted %v after the revocation", b.name, seen)
-			// The writer's own workers refuse it too, and B's admin API shows the record.
-			if err := tokRefusedAs(a.url("/rpc"), bobTok, "Token has been revoked"); err != nil {
-				t.Error(err)
-			}
-			code, body := httpDo(freshClient, "GET", other.url("/admin/tokens/revoked/"+jti), admin, "")
-			if code != 200 || !strings.Contains(body, `"revoked_by":"admin@example.com"`) {
-				t.Errorf("GET /admin/tokens/revoked: %d %s", code, body)
-			}
-			if err := checkSeed(httpDo(freshClient, "POST", url, tokenFor(t, a, bobEmail), seedPayload)); err != nil {
-				t.Errorf("bob's new token: %v", err)
-			}
-		})
-	}
+	acrossInstances(t, func(t *testing.T, b storeSetup, a, other *gateway) {
+		admin := a.token()
+		adminPut(t, a, admin, "/admin/users/"+bobEmail, `{"active":true,"admin":false}`)
+		bobTok := tokenFor(t, a, bobEmail)
+		jti := tokJTI(t, bobTok)
+		url := other.url("/rpc")
+		warmEveryWorker(t, other, func() error { return checkSeed(httpDo(freshClient, "POST", url, bobTok, seedPayload)) })
+		seen := expectChangeSeen(t, other, "revoke bob's token", func() { tokRevoke(t, a, admin, jti) },
+			func() error { return tokRefusedAs(url, bobTok, "Token has been revoked") })
+		t.Logf("%s: revoked token last accepted %v after the revocation", b.name, seen)
+		// The writer's own workers refuse it too, and B's admin API shows the record.
+		if err := tokRefusedAs(a.url("/rpc"), bobTok, "Token has been revoked"); err != nil {
+			t.Error(err)
+		}
+		code, body := httpDo(freshClient, "GET", other.url("/admin/tokens/revoked/"+jti), admin, "")
+		if code != 200 || !strings.Contains(body, `"revoked_by":"admin@example.com"`) {
+			t.Errorf("GET /admin/tokens/revoked: %d %s", code, body)
+		}
+		if err := checkSeed(httpDo(freshClient, "POST", url, tokenFor(t, a, bobEmail), seedPayload)); err != nil {
+			t.Errorf("bob's new token: %v", err)
+		}
+	})
 }
 
 // Item 7: instance W cannot reach Redis (its REDIS_URL is a closed port),
@@ -203,16 +209,11 @@ func tokMCPSession(t *testing.T, g *gateway, tok string) string {
 // tokMCPPing is the status of a ping in session sid.
 func tokMCPPing(t *testing.T, g *gateway, tok, sid string) int {
 	t.Helper()
-	req, _ := tokRequest("POST", g.url("/mcp"), tok, `{"jsonrpc":"2.0","id":2,"method":"ping"}`)
-	req.Header.Set("Accept", "application/json, text/event-stream")
-	req.Header.Set("Mcp-Session-Id", sid)
-	req.Header.Set("MCP-Protocol-Version", "2025-06-18")
-	resp, err := freshClient.Do(req)
+	code, _, err := mcpDo(g, "POST", tok, sid, mcpPingBody)
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp.Body.Close()
-	return resp.StatusCode
+	return code
 }
 
 func tokRequest(method, url, token, body string) (*http.Request, error) {
