@@ -143,6 +143,17 @@ var rules = map[string]rule{
 		"calls per minute per tool, all users together (token bucket shared by the instance's workers); 0: off", intIn(0, MaxRateLimit)},
 	"RateLimitBurst": {"a whole number of calls from 0 (the limit itself) to 1000000",
 		"calls a user or tool may make at once before UserRateLimit and ToolRateLimit pace them", intIn(0, MaxRateLimit)},
+	"AuthEncryptionSecret": {"any text; empty: upstream credentials cannot be stored",
+		"the secret that seals the credentials of upstream MCP servers in the database", nil},
+	"GatewayToolNameSeparator": {`one of "-", "--", "_", "."`, "separator of an upstream tool's name under the gateway: <gateway><separator><tool>",
+		func(v reflect.Value) bool {
+			switch v.String() {
+			case "-", "--", "_", ".":
+				return true
+			}
+			return false
+		}},
+	"FederationTimeout": {"a duration above 0: " + durSyntax, "longest call to an upstream MCP server", durAbove(0)},
 }
 
 // MaxRateLimit bounds UserRateLimit, ToolRateLimit and RateLimitBurst.
@@ -267,7 +278,7 @@ func maskURL(raw string) string {
 // maskValue hides secrets in a value about to be shown in an error or by Print.
 func maskValue(field, value string) string {
 	switch field {
-	case "JWTSecretKey", "JWTSecretKeyPrevious", "KeyFilePassword":
+	case "JWTSecretKey", "JWTSecretKeyPrevious", "KeyFilePassword", "AuthEncryptionSecret":
 		if value == "" {
 			return ""
 		}

@@ -135,6 +135,13 @@ type Settings struct {
 	UserRateLimit  int `env:"USER_RATE_LIMIT"`
 	ToolRateLimit  int `env:"TOOL_RATE_LIMIT"`
 	RateLimitBurst int `env:"RATE_LIMIT_BURST"`
+
+	// Federation (docs/federation.md): the secret that seals upstream
+	// credentials in the database, the separator of namespaced tool names
+	// (<gateway><sep><tool>), and the timeout of a call to an upstream.
+	AuthEncryptionSecret     string        `env:"AUTH_ENCRYPTION_SECRET"`
+	GatewayToolNameSeparator string        `env:"GATEWAY_TOOL_NAME_SEPARATOR"`
+	FederationTimeout        time.Duration `env:"FEDERATION_TIMEOUT"`
 }
 
 // Source says where a setting's value came from.
@@ -266,6 +273,8 @@ func Defaults(profile string) (Settings, error) {
 		MaxRequestBodySize:        4 << 20,
 		MaxBatchSize:              100,
 		CORSEnabled:               true,
+		GatewayToolNameSeparator:  "-",
+		FederationTimeout:         120 * time.Second,
 	}
 	switch profile {
 	case ProfileGunicorn:

@@ -24,6 +24,7 @@ import (
 //	PUT /admin/tools/{name}    {"description":string,"inputSchema":{...},"enabled":bool}
 //	POST /admin/tokens/revoke  {"jti":string,"exp":int,"reason":string} or {"token":string,"reason":string}
 //	GET /admin/tokens/revoked/{jti}                                               (revoke.go)
+//	GET /admin/gateways        GET, PUT, DELETE /admin/gateways/{name}            (federation.go)
 
 const adminPrefix = "/admin/"
 
@@ -85,6 +86,8 @@ func (s *Server) serveAdmin(ctx *fasthttp.RequestCtx) {
 		}
 	case kind == "tokens" && hasParam:
 		s.serveTokens(ctx, param)
+	case kind == "gateways":
+		s.serveGateways(ctx, param) // federation.go
 	default:
 		writeDetail(ctx, fasthttp.StatusNotFound, "Not Found")
 	}

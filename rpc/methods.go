@@ -90,6 +90,9 @@ func (s *Server) toolsList(ctx *fasthttp.RequestCtx, params []byte, out []byte) 
 		if schema := outputSchema(t.Name); schema != "" {
 			out = append(out, `,"outputSchema":`...)
 			out = append(out, schema...)
+		} else if schema := trimValue(t.OutputSchema); len(schema) > 0 && schema[0] == '{' && validate(schema) == nil {
+			out = append(out, `,"outputSchema":`...)
+			out = append(out, schema...) // an upstream's, as it lists it
 		}
 		out = append(out, '}')
 	}
@@ -130,7 +133,7 @@ func (s *Server) toolsCall(ctx *fasthttp.RequestCtx, params []byte, buf *buffers
 	if !hasName {
 		return out, &rpcError{codeInvalidParams, "Invalid params: name is required"}
 	}
-	tool, found, rerr := s.findTool(ctx, name)
+	tool, t, found, rerr := s.findTool(ctx, name)
 	if rerr != nil {
 		return out, rerr
 	}
@@ -140,13 +143,16 @@ func (s *Server) toolsCall(ctx *fasthttp.RequestCtx, params []byte, buf *buffers
 	if rerr := s.rateLimit(tool, buf); rerr != nil {
 		return out, rerr
 	}
+	if t.Gateway != "" {
+		return s.callUpstream(ctx, t, args, buf, out)
+	}
 	return s.runTool(tool, args, requestTime(ctx), buf, out), nil
 }
 
 // bareTool runs a tool named as the method itself, its arguments as params:
 // the form of the tuning guide's hey payload.
 func (s *Server) bareTool(ctx *fasthttp.RequestCtx, m *message, buf *buffers, out []byte) ([]byte, *rpcError) {
-	tool, found, rerr := s.findTool(ctx, m.method)
+	tool, t, found, rerr := s.findTool(ctx, m.method)
 	if rerr != nil {
 		return out, rerr
 	}
@@ -159,20 +165,23 @@ func (s *Server) bareTool(ctx *fasthttp.RequestCtx, m *message, buf *buffers, ou
 	if rerr := s.rateLimit(tool, buf); rerr != nil {
 		return out, rerr
 	}
+	if t.Gateway != "" {
+		return s.callUpstream(ctx, t, m.params, buf, out)
+	}
 	return s.runTool(tool, m.params, requestTime(ctx), buf, out), nil
 }
 
 // findTool asks the Backend whether name is a known, enabled tool.
-func (s *Server) findTool(ctx *fasthttp.RequestCtx, name []byte) (string, bool, *rpcError) {
+func (s *Server) findTool(ctx *fasthttp.RequestCtx, name []byte) (string, store.Tool, bool, *rpcError) {
 	n := toolName(name)
 	t, err := s.backend.Tool(ctx, n)
 	switch {
 	case err == nil:
-		return n, t.Enabled, nil
+		return n, t, t.Enabled, nil
 	case errors.Is(err, store.ErrNotFound):
-		return n, false, nil
+		return n, t, false, nil
 	default:
-		return n, false, s.storeError(ctx, "looking up tool "+n, err)
+		return n, t, false, s.storeError(ctx, "looking up tool "+n, err)
 	}
 }
 

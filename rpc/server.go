@@ -105,6 +105,15 @@ type Options struct {
 	RateLeaseKey   func(hash uint64) string
 	OnRateLimit    func(RateLimitEvent)
 
+	// Federation (federation.go): UpstreamKey seals upstream credentials in
+	// the store (store.SecretKey of AUTH_ENCRYPTION_SECRET; nil: none can be
+	// stored), ToolNameSeparator joins an upstream's name and its tools'
+	// (default "-"), FederationTimeout bounds a call to an upstream
+	// (default upstream.DefaultTimeout).
+	UpstreamKey       []byte
+	ToolNameSeparator string
+	FederationTimeout time.Duration
+
 	// Readiness, when set, decides GET /ready for the whole server, which
 	// this package knows nothing of (worker processes, the database checks
 	// they published: supervisor.ReadinessOf). It appends the members of
@@ -131,10 +140,13 @@ type Server struct {
 	origin   originPolicy
 	sessions *sessions
 	limits   *rateLimits // nil: no rate limits
-	zones    zoneCache
-	panics   atomic.Uint64
-	checks   atomic.Pointer[[]store.Check] // the Backend's latest readiness checks (CheckBackend)
-	checked  readyCache                    // when checks were made, for /ready without Options.Readiness (ready.go)
+
+	upstreams      upstreams // this worker's clients of registered upstreams
+	upstreamErrors errorLog
+	zones          zoneCache
+	panics         atomic.Uint64
+	checks         atomic.Pointer[[]store.Check] // the Backend's latest readiness checks (CheckBackend)
+	checked        readyCache                    // when checks were made, for /ready without Options.Readiness (ready.go)
 
 	unavailableLogged atomic.Int64 // unix ns of the latest "database unavailable" log line (storeError)
 
@@ -172,6 +184,9 @@ func New(o Options, b Backend) (*Server, error) {
 	}
 	if o.MaxRequestBodySize <= 0 {
 		o.MaxRequestBodySize = defaultMaxBodySize
+	}
+	if o.ToolNameSeparator == "" {
+		o.ToolNameSeparator = "-"
 	}
 	if o.MaxBatchSize <= 0 {
 		o.MaxBatchSize = defaultMaxBatchSize

@@ -22,6 +22,30 @@ var migrations = []migration{
 	{version: 1, name: "tools, users and cache coherence tables", stmts: schemaV1},
 	{version: 2, name: "seed convert_time and get_system_time", stmts: seedToolsV2},
 	{version: 3, name: "revocations (token jti, MCP sessions)", stmts: revocationsV3},
+	{version: 4, name: "upstream MCP servers (gateways) and their tools", stmts: gatewaysV4},
+}
+
+// gatewaysV4 is the table of gateways.go, and the tools' link to the
+// upstream that serves them (NULL: a tool of the gateway itself).
+// auth_header_value is sealed (AES-GCM, AUTH_ENCRYPTION_SECRET), never
+// stored in clear.
+func gatewaysV4(dialect string) []string {
+	ts := timestampColumn(dialect)
+	return []string{
+		`CREATE TABLE gateways (
+			name              TEXT PRIMARY KEY,
+			url               TEXT NOT NULL,
+			transport         TEXT NOT NULL DEFAULT 'streamablehttp',
+			auth_header_name  TEXT NOT NULL DEFAULT '',
+			auth_header_value TEXT NOT NULL DEFAULT '',
+			enabled           BOOLEAN NOT NULL DEFAULT TRUE,
+			created_at        ` + ts + `,
+			updated_at        ` + ts + `
+		)`,
+		`ALTER TABLE tools ADD COLUMN gateway TEXT`,
+		`ALTER TABLE tools ADD COLUMN upstream_name TEXT`,
+		`ALTER TABLE tools ADD COLUMN output_schema TEXT`,
+	}
 }
 
 // revocationsV3 is the table of revocation.go: times are Unix seconds, so
@@ -41,11 +65,16 @@ func revocationsV3(string) []string {
 	}
 }
 
-func schemaV1(dialect string) []string {
-	ts := "TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP"
+// timestampColumn is a column type with a default of now.
+func timestampColumn(dialect string) string {
 	if dialect == DialectPostgres {
-		ts = "TIMESTAMPTZ NOT NULL DEFAULT now()"
+		return "TIMESTAMPTZ NOT NULL DEFAULT now()"
 	}
+	return "TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP"
+}
+
+func schemaV1(dialect string) []string {
+	ts := timestampColumn(dialect)
 	return []string{
 		// input_schema is kept as text, byte for byte what PutTool was given,
 		// so tools/list returns exactly what the operator wrote.

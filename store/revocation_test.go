@@ -14,86 +14,77 @@ import (
 // coherence bound, answers are cached, and expired ones stop counting.
 func TestRevocations(t *testing.T) {
 	ctx := context.Background()
-	for _, d := range dialects {
-		for _, ct := range cacheTypes {
-			t.Run(d+"/"+ct, func(t *testing.T) {
-				t.Parallel()
-				o := testOptions(t, dbURL(t, d), ct)
-				if ct == CacheRedis {
-					o.CachePrefix = redisPrefix(t)
-				}
-				a := openMigrated(t, o)
-				b := openStore(t, o)
-				const jti = "0b8e7d1c-1111-4222-8333-944455556666"
-				if r, err := b.IsRevoked(ctx, RevokedJTI, jti); err != nil || r {
-					t.Fatalf("IsRevoked before: %v, %v", r, err)
-				}
-				if _, err := a.Revocation(ctx, RevokedJTI, jti); !errors.Is(err, ErrNotFound) {
-					t.Fatalf("Revocation before: %v", err)
-				}
-				until := time.Now().Add(time.Hour).Truncate(time.Second)
-				if err := a.Revoke(ctx, Revocation{Kind: RevokedJTI, ID: jti, Until: until, By: "admin@example.com", Reason: "leaked"}); err != nil {
-					t.Fatal(err)
-				}
-				if r, err := a.IsRevoked(ctx, RevokedJTI, jti); err != nil || !r {
-					t.Fatalf("the writer does not read its own revocation: %v, %v", r, err)
-				}
-				took := waitFor(t, time.Second, "b sees the revocation", func() bool {
-					r, err := b.IsRevoked(ctx, RevokedJTI, jti)
-					return err == nil && r
-				})
-				t.Logf("seen in %s", took)
-				// Another kind with the same id is not revoked.
-				if r, err := b.IsRevoked(ctx, RevokedSession, jti); err != nil || r {
-					t.Errorf("session %s: %v, %v", jti, r, err)
-				}
-				rec, err := b.Revocation(ctx, RevokedJTI, jti)
-				if err != nil || !rec.Until.Equal(until) || rec.By != "admin@example.com" || rec.Reason != "leaked" ||
-					time.Since(rec.RevokedAt) > time.Minute {
-					t.Errorf("Revocation: %+v, %v", rec, err)
-				}
-				// Revoking again keeps the later Until, and the first record.
-				if err := a.Revoke(ctx, Revocation{Kind: RevokedJTI, ID: jti, Until: until.Add(-time.Minute), By: "other@example.com"}); err != nil {
-					t.Fatal(err)
-				}
-				if rec, err := b.Revocation(ctx, RevokedJTI, jti); err != nil || !rec.Until.Equal(until) || rec.By != "admin@example.com" {
-					t.Errorf("after a second revocation: %+v, %v", rec, err)
-				}
-				// Without Until: kept for good.
-				if err := a.Revoke(ctx, Revocation{Kind: RevokedSession, ID: "s1"}); err != nil {
-					t.Fatal(err)
-				}
-				waitFor(t, time.Second, "b sees the session revocation", func() bool {
-					r, err := b.IsRevoked(ctx, RevokedSession, "s1")
-					return err == nil && r
-				})
-				// Past its Until a revocation no longer counts, and the next
-				// write purges it.
-				if err := a.Revoke(ctx, Revocation{Kind: RevokedJTI, ID: "old", Until: time.Now().Add(-time.Second)}); err != nil {
-					t.Fatal(err)
-				}
-				if r, err := b.IsRevoked(ctx, RevokedJTI, "old"); err != nil || r {
-					t.Errorf("expired revocation: %v, %v", r, err)
-				}
-				if err := a.Revoke(ctx, Revocation{Kind: RevokedJTI, ID: "another", Until: until}); err != nil {
-					t.Fatal(err)
-				}
-				var n int
-				if err := queryOne(ctx, a.db, "SELECT COUNT(*) FROM revocations WHERE id = 'old'", nil, &n); err != nil || n != 0 {
-					t.Errorf("expired row not purged: %d, %v", n, err)
-				}
-				// Bad input.
-				for _, r := range []Revocation{{Kind: "nope", ID: "x"}, {Kind: RevokedJTI}, {Kind: RevokedJTI, ID: string(make([]byte, MaxRevocationIDLen+1))}} {
-					if err := a.Revoke(ctx, r); !errors.Is(err, ErrBadRevocation) {
-						t.Errorf("Revoke(%.20v): %v", r, err)
-					}
-				}
-				if _, err := a.IsRevoked(ctx, "nope", "x"); !errors.Is(err, ErrBadRevocation) {
-					t.Errorf("IsRevoked of an unknown kind: %v", err)
-				}
-			})
+	eachBackend(t, func(t *testing.T, o Options) {
+		a := openMigrated(t, o)
+		b := openStore(t, o)
+		const jti = "0b8e7d1c-1111-4222-8333-944455556666"
+		if r, err := b.IsRevoked(ctx, RevokedJTI, jti); err != nil || r {
+			t.Fatalf("IsRevoked before: %v, %v", r, err)
 		}
-	}
+		if _, err := a.Revocation(ctx, RevokedJTI, jti); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("Revocation before: %v", err)
+		}
+		until := time.Now().Add(time.Hour).Truncate(time.Second)
+		if err := a.Revoke(ctx, Revocation{Kind: RevokedJTI, ID: jti, Until: until, By: "admin@example.com", Reason: "leaked"}); err != nil {
+			t.Fatal(err)
+		}
+		if r, err := a.IsRevoked(ctx, RevokedJTI, jti); err != nil || !r {
+			t.Fatalf("the writer does not read its own revocation: %v, %v", r, err)
+		}
+		took := waitFor(t, time.Second, "b sees the revocation", func() bool {
+			r, err := b.IsRevoked(ctx, RevokedJTI, jti)
+			return err == nil && r
+		})
+		t.Logf("seen in %s", took)
+		// Another kind with the same id is not revoked.
+		if r, err := b.IsRevoked(ctx, RevokedSession, jti); err != nil || r {
+			t.Errorf("session %s: %v, %v", jti, r, err)
+		}
+		rec, err := b.Revocation(ctx, RevokedJTI, jti)
+		if err != nil || !rec.Until.Equal(until) || rec.By != "admin@example.com" || rec.Reason != "leaked" ||
+			time.Since(rec.RevokedAt) > time.Minute {
+			t.Errorf("Revocation: %+v, %v", rec, err)
+		}
+		// Revoking again keeps the later Until, and the first record.
+		if err := a.Revoke(ctx, Revocation{Kind: RevokedJTI, ID: jti, Until: until.Add(-time.Minute), By: "other@example.com"}); err != nil {
+			t.Fatal(err)
+		}
+		if rec, err := b.Revocation(ctx, RevokedJTI, jti); err != nil || !rec.Until.Equal(until) || rec.By != "admin@example.com" {
+			t.Errorf("after a second revocation: %+v, %v", rec, err)
+		}
+		// Without Until: kept for good.
+		if err := a.Revoke(ctx, Revocation{Kind: RevokedSession, ID: "s1"}); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, time.Second, "b sees the session revocation", func() bool {
+			r, err := b.IsRevoked(ctx, RevokedSession, "s1")
+			return err == nil && r
+		})
+		// Past its Until a revocation no longer counts, and the next
+		// write purges it.
+		if err := a.Revoke(ctx, Revocation{Kind: RevokedJTI, ID: "old", Until: time.Now().Add(-time.Second)}); err != nil {
+			t.Fatal(err)
+		}
+		if r, err := b.IsRevoked(ctx, RevokedJTI, "old"); err != nil || r {
+			t.Errorf("expired revocation: %v, %v", r, err)
+		}
+		if err := a.Revoke(ctx, Revocation{Kind: RevokedJTI, ID: "another", Until: until}); err != nil {
+			t.Fatal(err)
+		}
+		var n int
+		if err := queryOne(ctx, a.db, "SELECT COUNT(*) FROM revocations WHERE id = 'old'", nil, &n); err != nil || n != 0 {
+			t.Errorf("expired row not purged: %d, %v", n, err)
+		}
+		// Bad input.
+		for _, r := range []Revocation{{Kind: "nope", ID: "x"}, {Kind: RevokedJTI}, {Kind: RevokedJTI, ID: string(make([]byte, MaxRevocationIDLen+1))}} {
+			if err := a.Revoke(ctx, r); !errors.Is(err, ErrBadRevocation) {
+				t.Errorf("Revoke(%.20v): %v", r, err)
+			}
+		}
+		if _, err := a.IsRevoked(ctx, "nope", "x"); !errors.Is(err, ErrBadRevocation) {
+			t.Errorf("IsRevoked of an unknown kind: %v", err)
+		}
+	})
 }
 
 // The hot path: an answer already cached costs no database query.

@@ -351,28 +351,48 @@ func (s *Store) fetchUser(ctx context.Context, email, key string) (*userEntry, e
 func (s *Store) AllTools(ctx context.Context) ([]Tool, error) {
 	lctx, cancel := s.lookupContext(ctx)
 	defer cancel()
-	tools, err := s.queryTools(lctx, "SELECT name, description, input_schema, enabled FROM tools ORDER BY name")
+	tools, err := s.queryTools(lctx, "SELECT "+toolColumns+" FROM tools ORDER BY name")
 	return tools, s.noteDB(err)
 }
 
 func (s *Store) dbTools(ctx context.Context) ([]Tool, error) {
-	return s.queryTools(ctx, "SELECT name, description, input_schema, enabled FROM tools WHERE enabled ORDER BY name")
+	return s.queryTools(ctx, "SELECT "+toolColumns+" FROM tools WHERE enabled ORDER BY name")
+}
+
+// toolColumns are what scanTool reads.
+const toolColumns = "name, description, input_schema, enabled, COALESCE(gateway, ''), COALESCE(upstream_name, ''), COALESCE(output_schema, '')"
+
+type scanner interface{ Scan(dest ...any) error }
+
+func scanTool(r scanner) (Tool, error) {
+	var t Tool
+	var schema, output string
+	if err := r.Scan(&t.Name, &t.Description, &schema, &t.Enabled, &t.Gateway, &t.UpstreamName, &output); err != nil {
+		return Tool{}, err
+	}
+	t.InputSchema = json.RawMessage(schema)
+	if output != "" {
+		t.OutputSchema = json.RawMessage(output)
+	}
+	return t, nil
 }
 
 func (s *Store) queryTools(ctx context.Context, query string) ([]Tool, error) {
-	r, err := s.db.query(ctx, query)
+	return s.queryToolsArgs(ctx, query)
+}
+
+func (s *Store) queryToolsArgs(ctx context.Context, query string, args ...any) ([]Tool, error) {
+	r, err := s.db.query(ctx, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list tools: %w", err)
 	}
 	defer r.Close()
 	tools := []Tool{}
 	for r.Next() {
-		var t Tool
-		var schema string
-		if err := r.Scan(&t.Name, &t.Description, &schema, &t.Enabled); err != nil {
+		t, err := scanTool(r)
+		if err != nil {
 			return nil, fmt.Errorf("list tools: %w", err)
 		}
-		t.InputSchema = json.RawMessage(schema)
 		tools = append(tools, t)
 	}
 	if err := r.Err(); err != nil {
@@ -382,18 +402,14 @@ func (s *Store) queryTools(ctx context.Context, query string) ([]Tool, error) {
 }
 
 func (s *Store) dbTool(ctx context.Context, name string) (Tool, error) {
-	var t Tool
-	var schema string
-	err := queryOne(ctx, s.db, "SELECT name, description, input_schema, enabled FROM tools WHERE name = $1 AND enabled",
-		[]any{name}, &t.Name, &t.Description, &schema, &t.Enabled)
-	if errors.Is(err, errNoRows) {
-		return Tool{}, ErrNotFound
-	}
+	tools, err := s.queryToolsArgs(ctx, "SELECT "+toolColumns+" FROM tools WHERE name = $1 AND enabled", name)
 	if err != nil {
 		return Tool{}, fmt.Errorf("get tool %q: %w", name, err)
 	}
-	t.InputSchema = json.RawMessage(schema)
-	return t, nil
+	if len(tools) == 0 {
+		return Tool{}, ErrNotFound
+	}
+	return tools[0], nil
 }
 
 func (s *Store) dbUser(ctx context.Context, email string) (User, error) {

@@ -16,6 +16,12 @@ type Tool struct {
 	Description string          `json:"description"`
 	InputSchema json.RawMessage `json:"inputSchema"`
 	Enabled     bool            `json:"enabled"`
+
+	// A tool of an upstream MCP server (gateways.go): the gateway that
+	// serves it, its name there, and its output schema as it lists it.
+	Gateway      string          `json:"gateway,omitempty"`
+	UpstreamName string          `json:"upstreamName,omitempty"`
+	OutputSchema json.RawMessage `json:"outputSchema,omitempty"`
 }
 
 // User is an account that may hold tokens.

@@ -5,10 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"runtime"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"syscall"
@@ -18,23 +16,8 @@ import (
 	"github.com/mcpgateway/mcpgateway/internal/proctest"
 )
 
-// everything starts the reference MCP server "everything" (npm, installed
-// by make mcp-servers) over Streamable HTTP on a free port, stopped at the
-// end of the test; it returns its /mcp URL and the process.
-func everything(t *testing.T) (string, *proctest.Proc) {
-	t.Helper()
-	_, file, _, _ := runtime.Caller(0)
-	bin := filepath.Join(filepath.Dir(file), "..", "tests", "upstream", "node_modules", ".bin", "mcp-server-everything")
-	if _, err := os.Stat(bin); err != nil {
-		t.Fatalf("the reference MCP server is not installed (%v): run make mcp-servers", err)
-	}
-	port := proctest.MustFreePort(t)
-	cmd := exec.Command(bin, "streamableHttp")
-	cmd.Env = append(os.Environ(), fmt.Sprintf("PORT=%d", port))
-	p := proctest.MustStart(t, cmd)
-	p.MustWaitOutput(t, "listening on port", 20*time.Second)
-	return fmt.Sprintf("http://127.0.0.1:%d/mcp", port), p
-}
+// everything starts the reference MCP server "everything" for the test.
+func everything(t *testing.T) (string, *proctest.Proc) { return proctest.MustStartEverything(t) }
 
 func TestEverythingServer(t *testing.T) {
 	url, p := everything(t)
@@ -206,5 +189,47 @@ func TestBreakerHalfOpen(t *testing.T) {
 	b.Success()
 	if b.State() != Closed || !b.Allow() {
 		t.Fatal("a good probe must close")
+	}
+}
+
+// The upstream's credential goes with every request, the session id and
+// the negotiated revision with every request after initialize, and a JSON
+// (not SSE) answer is read as well.
+func TestHeadersAndJSONAnswers(t *testing.T) {
+	var mu sync.Mutex
+	var seen []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var m struct {
+			ID     json.RawMessage `json:"id"`
+			Method string          `json:"method"`
+		}
+		json.NewDecoder(r.Body).Decode(&m)
+		mu.Lock()
+		seen = append(seen, m.Method+" auth="+r.Header.Get("Authorization")+" session="+r.Header.Get("Mcp-Session-Id")+" version="+r.Header.Get("MCP-Protocol-Version"))
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		switch m.Method {
+		case "initialize":
+			w.Header().Set("Mcp-Session-Id", "s-1")
+			fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"result":{"protocolVersion":"2025-06-18","capabilities":{},"serverInfo":{"name":"fake","version":"0"}}}`, m.ID)
+		case "notifications/initialized":
+			w.WriteHeader(http.StatusAccepted)
+		default:
+			fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"result":{"content":[{"type":"text","text":"ok"}],"isError":false}}`, m.ID)
+		}
+	}))
+	defer srv.Close()
+	c := New(Server{Name: "fake", URL: srv.URL, Header: http.Header{"Authorization": {"Bearer t0ken"}}}, nil)
+	res, err := c.CallTool(context.Background(), "x", nil, nil, nil)
+	if err != nil || !strings.Contains(string(res), `"ok"`) {
+		t.Fatalf("call: %s, %v", res, err)
+	}
+	want := []string{
+		"initialize auth=Bearer t0ken session= version=",
+		"notifications/initialized auth=Bearer t0ken session=s-1 version=2025-06-18",
+		"tools/call auth=Bearer t0ken session=s-1 version=2025-06-18",
+	}
+	if strings.Join(seen, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("requests:\n%s\nwant:\n%s", strings.Join(seen, "\n"), strings.Join(want, "\n"))
 	}
 }

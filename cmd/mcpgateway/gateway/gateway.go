@@ -63,5 +63,7 @@ func RPCOptions(s config.Settings, version string, log *zap.Logger) rpc.Options 
 		AllowedOrigins: s.AllowedOrigins, CORSEnabled: s.CORSEnabled,
 		LoopbackOnly:  config.LoopbackOnly(s.Bind),
 		UserRateLimit: s.UserRateLimit, ToolRateLimit: s.ToolRateLimit, RateLimitBurst: s.RateLimitBurst,
+		UpstreamKey: store.SecretKey(s.AuthEncryptionSecret), ToolNameSeparator: s.GatewayToolNameSeparator,
+		FederationTimeout: s.FederationTimeout,
 	}
 }

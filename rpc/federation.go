@@ -1,0 +1,280 @@
+package rpc
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/valyala/fasthttp"
+	"go.uber.org/zap"
+
+	"github.com/mcpgateway/mcpgateway/store"
+	"github.com/mcpgateway/mcpgateway/upstream"
+)
+
+// Federation: tools of upstream MCP servers served as the gateway's own
+// (docs/federation.md). An upstream is registered through the admin API
+// (PUT /admin/gateways/{name}): the worker that receives it connects, lists
+// its tools and stores them under namespaced names (<gateway><separator>
+// <tool>), so that every worker and instance lists them from the catalogue
+// it already caches. A tools/call of one is forwarded by the worker that
+// receives it, over that worker's own connection pool to the upstream
+// (upstream.Client: session, timeout, circuit breaker).
+
+// gatewayBackend is a Backend that keeps upstreams (the store does).
+type gatewayBackend interface {
+	Gateways(ctx context.Context, key []byte) ([]store.Gateway, error)
+	Gateway(ctx context.Context, name string, key []byte) (store.Gateway, error)
+	PutGateway(ctx context.Context, g store.Gateway, tools []store.Tool, key []byte) error
+	DeleteGateway(ctx context.Context, name string) error
+}
+
+// upstreamRecheck is how long a worker uses an upstream's record before it
+// reads it again: a changed URL or credential reaches every worker within it.
+const upstreamRecheck = 5 * time.Second
+
+// upstreams are this worker's clients of the registered upstreams.
+type upstreams struct {
+	mu      sync.Mutex
+	clients map[string]*upstreamEntry
+}
+
+type upstreamEntry struct {
+	record  store.Gateway
+	client  *upstream.Client
+	checked time.Time
+}
+
+// upstreamServer describes a registered upstream to its client.
+func (s *Server) upstreamServer(g store.Gateway) upstream.Server {
+	h := http.Header{}
+	if g.AuthHeaderName != "" {
+		h.Set(g.AuthHeaderName, g.AuthHeaderValue)
+	}
+	return upstream.Server{Name: g.Name, URL: g.URL, Header: h, Timeout: s.opt.FederationTimeout}
+}
+
+// upstreamClient returns this worker's client of a registered upstream.
+func (s *Server) upstreamClient(ctx context.Context, name string) (*upstream.Client, error) {
+	gb, ok := s.backend.(gatewayBackend)
+	if !ok {
+		return nil, errors.New("this backend keeps no upstreams")
+	}
+	u := &s.upstreams
+	u.mu.Lock()
+	e := u.clients[name]
+	u.mu.Unlock()
+	if e != nil && time.Since(e.checked) < upstreamRecheck {
+		return e.client, nil
+	}
+	g, err := gb.Gateway(ctx, name, s.opt.UpstreamKey)
+	if err != nil {
+		if e != nil {
+			return e.client, nil // the store is out: keep what worked
+		}
+		return nil, err
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if cur := u.clients[name]; cur != nil && cur.record == g {
+		cur.checked = time.Now()
+		return cur.client, nil
+	}
+	if u.clients == nil {
+		u.clients = map[string]*upstreamEntry{}
+	}
+	if old := u.clients[name]; old != nil {
+		go old.client.Close(context.Background())
+	}
+	e = &upstreamEntry{record: g, client: upstream.New(s.upstreamServer(g), nil), checked: time.Now()}
+	u.clients[name] = e
+	return e.client, nil
+}
+
+// callUpstream forwards a tools/call of an upstream's tool and appends the
+// upstream's result as it is. A JSON-RPC error of the upstream is passed on;
+// an upstream that cannot be reached is a tool error (isError), as a failed
+// built-in call is, so that the model sees it.
+func (s *Server) callUpstream(ctx *fasthttp.RequestCtx, tool store.Tool, args []byte, buf *buffers, out []byte) ([]byte, *rpcError) {
+	c, err := s.upstreamClient(ctx, tool.Gateway)
+	var res json.RawMessage
+	if err == nil {
+		res, err = c.CallTool(ctx, tool.UpstreamName, json.RawMessage(args), nil, nil)
+	}
+	var rpcErr *upstream.RPCError
+	switch {
+	case err == nil:
+		return append(out, res...), nil
+	case errors.As(err, &rpcErr):
+		return out, &rpcError{rpcErr.Code, rpcErr.Message}
+	}
+	s.upstreamErrors.log(s.log, "upstream call failed", zap.String("gateway", tool.Gateway), zap.String("tool", tool.UpstreamName), zap.Error(err))
+	text := "upstream " + tool.Gateway + " unavailable"
+	if errors.Is(err, upstream.ErrOpen) {
+		text += ": it failed repeatedly; retry later"
+	}
+	buf.text = append(buf.text[:0], text...)
+	out = append(out, `{"content":[{"type":"text","text":`...)
+	out = appendString(out, buf.text)
+	return append(out, `}],"isError":true}`...), nil
+}
+
+// --- Admin: /admin/gateways -------------------------------------------------
+
+// gatewayPut is the body of PUT /admin/gateways/{name}, with the Python
+// gateway's field names.
+type gatewayPut struct {
+	URL             string `json:"url"`
+	Transport       string `json:"transport"`         // "streamablehttp" (default)
+	AuthType        string `json:"auth_type"`         // "", "bearer" or "authheaders"
+	AuthToken       string `json:"auth_token"`        // bearer
+	AuthHeaderKey   string `json:"auth_header_key"`   // authheaders
+	AuthHeaderValue string `json:"auth_header_value"` // authheaders
+	Enabled         *bool  `json:"enabled"`
+}
+
+// gatewayView is a gateway as the admin API shows it: never its credential.
+type gatewayView struct {
+	store.Gateway
+	Tools   []string `json:"tools,omitempty"`
+	Skipped []string `json:"skipped,omitempty"` // upstream tools whose names cannot be served
+}
+
+func (s *Server) serveGateways(ctx *fasthttp.RequestCtx, name string) {
+	gb, ok := s.backend.(gatewayBackend)
+	if !ok {
+		writeDetail(ctx, fasthttp.StatusNotFound, "Not Found")
+		return
+	}
+	switch {
+	case name == "" && !ctx.IsGet():
+		methodNotAllowed(ctx, "GET")
+		return
+	case name != "" && !ctx.IsGet() && !ctx.IsPut() && !ctx.IsDelete():
+		methodNotAllowed(ctx, "GET, PUT, DELETE")
+		return
+	}
+	admin, ok := s.authorizeAdmin(ctx)
+	if !ok {
+		return
+	}
+	if name == "" {
+		all, err := gb.Gateways(ctx, nil)
+		if err != nil {
+			s.storeFailed(ctx, "list gateways", err)
+			return
+		}
+		writeAdminJSON(ctx, fasthttp.StatusOK, all)
+		return
+	}
+	if !isToolName(name) || strings.Contains(name, s.opt.ToolNameSeparator) {
+		writeDetail(ctx, fasthttp.StatusBadRequest,
+			"Invalid gateway name: use 1 to 128 characters among A-Z a-z 0-9 _ - . without the tool name separator "+s.opt.ToolNameSeparator)
+		return
+	}
+	switch {
+	case ctx.IsGet():
+		g, err := gb.Gateway(ctx, name, nil)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			writeDetail(ctx, fasthttp.StatusNotFound, "Gateway not found: "+name)
+		case err != nil:
+			s.storeFailed(ctx, "get gateway", err)
+		default:
+			writeAdminJSON(ctx, fasthttp.StatusOK, g)
+		}
+	case ctx.IsDelete():
+		switch err := gb.DeleteGateway(ctx, name); {
+		case errors.Is(err, store.ErrNotFound):
+			writeDetail(ctx, fasthttp.StatusNotFound, "Gateway not found: "+name)
+		case err != nil:
+			s.storeFailed(ctx, "delete gateway", err)
+		default:
+			s.log.Info("admin: gateway deleted", zap.String("by", admin.email), zap.String("gateway", name))
+			ctx.SetStatusCode(fasthttp.StatusNoContent)
+		}
+	default:
+		s.adminPutGateway(ctx, gb, admin, name)
+	}
+}
+
+// adminPutGateway registers an upstream: it must answer, and its tools
+// join the catalogue in the same step.
+func (s *Server) adminPutGateway(ctx *fasthttp.RequestCtx, gb gatewayBackend, admin principal, name string) {
+	var in gatewayPut
+	if !s.readAdminBody(ctx, &in) {
+		return
+	}
+	g := store.Gateway{Name: name, URL: in.URL, Transport: in.Transport, Enabled: in.Enabled == nil || *in.Enabled}
+	if g.Transport == "" {
+		g.Transport = "streamablehttp"
+	}
+	var problem string
+	switch {
+	case !strings.HasPrefix(g.URL, "http://") && !strings.HasPrefix(g.URL, "https://"):
+		problem = "url must be an http:// or https:// URL of the upstream's MCP endpoint"
+	case !strings.EqualFold(g.Transport, "streamablehttp"):
+		problem = `transport must be "streamablehttp" (the sse transport is not supported yet)`
+	}
+	switch in.AuthType {
+	case "":
+	case "bearer":
+		g.AuthHeaderName, g.AuthHeaderValue = "Authorization", "Bearer "+in.AuthToken
+		if in.AuthToken == "" {
+			problem = "auth_type bearer needs auth_token"
+		}
+	case "authheaders":
+		g.AuthHeaderName, g.AuthHeaderValue = in.AuthHeaderKey, in.AuthHeaderValue
+		if in.AuthHeaderKey == "" || in.AuthHeaderValue == "" {
+			problem = "auth_type authheaders needs auth_header_key and auth_header_value"
+		}
+	default:
+		problem = `auth_type must be "", "bearer" or "authheaders"`
+	}
+	if problem == "" && g.AuthHeaderValue != "" && s.opt.UpstreamKey == nil {
+		problem = "credentials of upstreams are stored encrypted: set AUTH_ENCRYPTION_SECRET"
+	}
+	if problem != "" {
+		writeDetail(ctx, fasthttp.StatusBadRequest, problem)
+		return
+	}
+	c := upstream.New(s.upstreamServer(g), nil)
+	defer c.Close(context.Background())
+	listed, err := c.ListTools(ctx)
+	if err != nil {
+		s.log.Warn("admin: gateway did not answer", zap.String("gateway", name), zap.Error(err))
+		writeDetail(ctx, fasthttp.StatusBadGateway, "The upstream did not answer tools/list: "+err.Error())
+		return
+	}
+	view := gatewayView{Gateway: g}
+	var tools []store.Tool
+	for _, t := range listed {
+		full := name + s.opt.ToolNameSeparator + t.Name
+		if !isToolName(full) {
+			view.Skipped = append(view.Skipped, t.Name)
+			continue
+		}
+		desc := t.Description
+		if desc == "" {
+			desc = t.Title
+		}
+		tools = append(tools, store.Tool{Name: full, UpstreamName: t.Name, Description: desc,
+			InputSchema: t.InputSchema, OutputSchema: t.OutputSchema})
+		view.Tools = append(view.Tools, full)
+	}
+	switch err := gb.PutGateway(ctx, g, tools, s.opt.UpstreamKey); {
+	case errors.Is(err, store.ErrConflict):
+		writeDetail(ctx, fasthttp.StatusConflict, strings.TrimPrefix(err.Error(), "put gateway "+name+": "))
+		return
+	case err != nil:
+		s.storeFailed(ctx, "put gateway", err)
+		return
+	}
+	s.log.Info("admin: gateway registered", zap.String("by", admin.email), zap.String("gateway", name),
+		zap.String("url", g.URL), zap.Int("tools", len(tools)), zap.Int("skipped", len(view.Skipped)))
+	writeAdminJSON(ctx, fasthttp.StatusOK, view)
+}

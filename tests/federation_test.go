@@ -1,0 +1,124 @@
+package tests
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mcpgateway/mcpgateway/internal/proctest"
+)
+
+// A real upstream MCP server (the reference "everything" server, from npm)
+// registered through the admin API: its tools are listed and called through
+// the gateway under namespaced names, on every worker, with the credential
+// stored sealed and never shown; when the upstream dies, calls fail fast as
+// tool errors; when it is deleted, its tools are gone.
+func TestFederatedUpstream(t *testing.T) {
+	upURL, up := proctest.MustStartEverything(t)
+	g := serve(t, []string{"AUTH_ENCRYPTION_SECRET=federation-test-secret", "FEDERATION_TIMEOUT=10s"}, "--workers", "2")
+	token := g.token()
+	rpc := func(body string) (int, string) { return httpDo(freshClient, "POST", g.url("/rpc"), token, body) }
+
+	// Refusals first: a bad URL, an upstream that does not answer.
+	if code, body := httpDo(freshClient, "PUT", g.url("/admin/gateways/everything"), token, `{"url":"ftp://x"}`); code != 400 {
+		t.Errorf("bad url: %d %s", code, body)
+	}
+	dead := fmt.Sprintf("http://127.0.0.1:%d/mcp", proctest.MustFreePort(t))
+	if code, body := httpDo(freshClient, "PUT", g.url("/admin/gateways/everything"), token, `{"url":"`+dead+`"}`); code != 502 {
+		t.Errorf("an upstream that does not answer: %d %s", code, body)
+	}
+
+	code, body := httpDo(freshClient, "PUT", g.url("/admin/gateways/everything"), token,
+		`{"url":"`+upURL+`","auth_type":"bearer","auth_token":"upstream-s3cret"}`)
+	if code != 200 || !strings.Contains(body, `"everything-get-sum"`) || strings.Contains(body, "s3cret") {
+		t.Fatalf("register: %d %s", code, body)
+	}
+	if code, body := httpDo(freshClient, "GET", g.url("/admin/gateways"), token, ""); code != 200 || !strings.Contains(body, upURL) || strings.Contains(body, "s3cret") {
+		t.Errorf("list: %d %s", code, body)
+	}
+	if g.Log.Contains("s3cret") {
+		t.Error("the upstream's credential was logged")
+	}
+
+	// Listed with the upstream's schema, on whichever worker answers.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, list := rpc(`{"jsonrpc":"2.0","id":1,"method":"tools/list"}`)
+		var res struct {
+			Result struct {
+				Tools []struct {
+					Name        string          `json:"name"`
+					InputSchema json.RawMessage `json:"inputSchema"`
+				} `json:"tools"`
+			} `json:"result"`
+		}
+		json.Unmarshal([]byte(list), &res)
+		found := false
+		for _, tl := range res.Result.Tools {
+			if tl.Name == "everything-get-sum" {
+				found = strings.Contains(string(tl.InputSchema), `"a"`)
+			}
+		}
+		if found {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("tools/list lacks everything-get-sum with its schema: %s", list)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	// Called both ways, over fresh connections spread on both workers.
+	before := workerRequests(t, g)
+	for i := range 20 {
+		code, body := rpc(fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"everything-get-sum","arguments":{"a":%d,"b":40}}}`, i, i))
+		if code != 200 || !strings.Contains(body, fmt.Sprint(i+40)) || strings.Contains(body, `"isError":true`) {
+			t.Fatalf("tools/call %d: %d %s", i, code, body)
+		}
+	}
+	if code, body := rpc(`{"jsonrpc":"2.0","id":"e","method":"everything-echo","params":{"message":"through the gateway"}}`); code != 200 || !strings.Contains(body, "Echo: through the gateway") {
+		t.Fatalf("the tool named as the method: %d %s", code, body)
+	}
+	if after := workerRequests(t, g); !eachWorkerServed(before, after, 1) {
+		t.Errorf("the calls did not reach both workers: %v -> %v", before, after)
+	}
+	// The upstream's own errors come back as they are.
+	if _, body := rpc(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"everything-get-sum","arguments":{"a":"x"}}}`); !strings.Contains(body, `"error"`) && !strings.Contains(body, `"isError":true`) {
+		t.Errorf("bad arguments: %s", body)
+	}
+
+	// The upstream dies: calls fail as tool errors, and soon at once (the breaker).
+	up.Stop(syscall.SIGKILL, 5*time.Second)
+	var last time.Duration
+	for i := range 12 {
+		start := time.Now()
+		code, body := rpc(fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"everything-echo","arguments":{"message":"x"}}}`, i))
+		last = time.Since(start)
+		if code != 200 || !strings.Contains(body, `"isError":true`) || !strings.Contains(body, "upstream everything unavailable") {
+			t.Fatalf("with the upstream gone: %d %s", code, body)
+		}
+	}
+	if last > time.Second {
+		t.Errorf("the last call with the upstream gone took %v", last)
+	}
+
+	// Deleted: its tools are gone from every worker.
+	if code, body := httpDo(freshClient, "DELETE", g.url("/admin/gateways/everything"), token, ""); code != 204 {
+		t.Fatalf("delete: %d %s", code, body)
+	}
+	deadline = time.Now().Add(5 * time.Second)
+	for {
+		_, b1 := rpc(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"everything-echo","arguments":{"message":"x"}}}`)
+		_, b2 := rpc(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"everything-echo","arguments":{"message":"x"}}}`)
+		if strings.Contains(b1, "Unknown tool") && strings.Contains(b2, "Unknown tool") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after delete: %s / %s", b1, b2)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
