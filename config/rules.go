@@ -154,6 +154,8 @@ var rules = map[string]rule{
 			return false
 		}},
 	"FederationTimeout": {"a duration above 0: " + durSyntax, "longest call to an upstream MCP server", durAbove(0)},
+	"HealthCheckInterval": {"a duration of 0 (never) or more: " + durSyntax,
+		"how often one worker of each instance lists the tools of every upstream again and stores what changed", durAbove(-1)},
 }
 
 // MaxRateLimit bounds UserRateLimit, ToolRateLimit and RateLimitBurst.

@@ -142,6 +142,7 @@ type Settings struct {
 	AuthEncryptionSecret     string        `env:"AUTH_ENCRYPTION_SECRET"`
 	GatewayToolNameSeparator string        `env:"GATEWAY_TOOL_NAME_SEPARATOR"`
 	FederationTimeout        time.Duration `env:"FEDERATION_TIMEOUT"`
+	HealthCheckInterval      time.Duration `env:"HEALTH_CHECK_INTERVAL"` // upstreams' tool lists read again this often (0: never)
 }
 
 // Source says where a setting's value came from.
@@ -275,6 +276,7 @@ func Defaults(profile string) (Settings, error) {
 		CORSEnabled:               true,
 		GatewayToolNameSeparator:  "-",
 		FederationTimeout:         120 * time.Second,
+		HealthCheckInterval:       60 * time.Second,
 	}
 	switch profile {
 	case ProfileGunicorn:

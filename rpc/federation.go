@@ -1,6 +1,7 @@
 package rpc
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -251,21 +252,8 @@ func (s *Server) adminPutGateway(ctx *fasthttp.RequestCtx, gb gatewayBackend, ad
 		return
 	}
 	view := gatewayView{Gateway: g}
-	var tools []store.Tool
-	for _, t := range listed {
-		full := name + s.opt.ToolNameSeparator + t.Name
-		if !isToolName(full) {
-			view.Skipped = append(view.Skipped, t.Name)
-			continue
-		}
-		desc := t.Description
-		if desc == "" {
-			desc = t.Title
-		}
-		tools = append(tools, store.Tool{Name: full, UpstreamName: t.Name, Description: desc,
-			InputSchema: t.InputSchema, OutputSchema: t.OutputSchema})
-		view.Tools = append(view.Tools, full)
-	}
+	tools, names, skipped := s.namespacedTools(name, listed)
+	view.Tools, view.Skipped = names, skipped
 	switch err := gb.PutGateway(ctx, g, tools, s.opt.UpstreamKey); {
 	case errors.Is(err, store.ErrConflict):
 		writeDetail(ctx, fasthttp.StatusConflict, strings.TrimPrefix(err.Error(), "put gateway "+name+": "))
@@ -277,4 +265,99 @@ func (s *Server) adminPutGateway(ctx *fasthttp.RequestCtx, gb gatewayBackend, ad
 	s.log.Info("admin: gateway registered", zap.String("by", admin.email), zap.String("gateway", name),
 		zap.String("url", g.URL), zap.Int("tools", len(tools)), zap.Int("skipped", len(view.Skipped)))
 	writeAdminJSON(ctx, fasthttp.StatusOK, view)
+}
+
+// namespacedTools turns an upstream's tools into the gateway's: names
+// prefixed with the upstream's and the separator; a tool whose name would
+// not be a valid tool name is skipped.
+func (s *Server) namespacedTools(gateway string, listed []upstream.Tool) (tools []store.Tool, names, skipped []string) {
+	for _, t := range listed {
+		full := gateway + s.opt.ToolNameSeparator + t.Name
+		if !isToolName(full) {
+			skipped = append(skipped, t.Name)
+			continue
+		}
+		desc := t.Description
+		if desc == "" {
+			desc = t.Title
+		}
+		input := compactJSON(t.InputSchema)
+		if len(input) == 0 {
+			input = json.RawMessage(`{"type":"object"}`) // what the store keeps for none
+		}
+		tools = append(tools, store.Tool{Name: full, UpstreamName: t.Name, Description: desc,
+			InputSchema: input, OutputSchema: compactJSON(t.OutputSchema), Enabled: true})
+		names = append(names, full)
+	}
+	return tools, names, skipped
+}
+
+// RefreshGateways lists the tools of every enabled upstream again and
+// stores those whose list changed (HEALTH_CHECK_INTERVAL; one worker of
+// each instance runs it). An upstream that does not answer keeps its
+// tools: its calls fail on their own, and its circuit opens.
+func (s *Server) RefreshGateways(ctx context.Context) (changed int, err error) {
+	gb, ok := s.backend.(gatewayBackend)
+	if !ok {
+		return 0, nil
+	}
+	all, ok := s.backend.(allToolsBackend)
+	if !ok {
+		return 0, nil
+	}
+	gateways, err := gb.Gateways(ctx, s.opt.UpstreamKey)
+	if err != nil {
+		return 0, err
+	}
+	current, err := all.AllTools(ctx)
+	if err != nil {
+		return 0, err
+	}
+	for _, g := range gateways {
+		if !g.Enabled {
+			continue
+		}
+		c, err := s.upstreamClient(ctx, g.Name)
+		if err != nil {
+			continue
+		}
+		listed, err := c.ListTools(ctx)
+		if err != nil {
+			s.upstreamErrors.log(s.log, "gateway refresh: the upstream did not answer", zap.String("gateway", g.Name), zap.Error(err))
+			continue
+		}
+		tools, _, _ := s.namespacedTools(g.Name, listed)
+		if sameTools(tools, current, g.Name) {
+			continue
+		}
+		if err := gb.PutGateway(ctx, g, tools, s.opt.UpstreamKey); err != nil {
+			s.log.Warn("gateway refresh: storing the new tool list failed", zap.String("gateway", g.Name), zap.Error(err))
+			continue
+		}
+		s.log.Info("gateway refresh: tool list changed", zap.String("gateway", g.Name), zap.Int("tools", len(tools)))
+		changed++
+	}
+	return changed, nil
+}
+
+// sameTools says whether tools are exactly what the catalogue holds for
+// the gateway.
+func sameTools(tools, catalogue []store.Tool, gateway string) bool {
+	have := map[string]store.Tool{}
+	for _, t := range catalogue {
+		if t.Gateway == gateway {
+			have[t.Name] = t
+		}
+	}
+	if len(have) != len(tools) {
+		return false
+	}
+	for _, t := range tools {
+		h, ok := have[t.Name]
+		if !ok || h.UpstreamName != t.UpstreamName || h.Description != t.Description ||
+			!bytes.Equal(h.InputSchema, t.InputSchema) || !bytes.Equal(h.OutputSchema, t.OutputSchema) {
+			return false
+		}
+	}
+	return true
 }

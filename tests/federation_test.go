@@ -3,7 +3,10 @@ package tests
 import (
 	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -121,4 +124,73 @@ func TestFederatedUpstream(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// fakeUpstream is a minimal MCP server (JSON answers, one session) whose
+// tool list the test changes: what the reference server cannot do.
+func fakeUpstream(t *testing.T) (url string, setTools func(names ...string)) {
+	var mu sync.Mutex
+	tools := []string{"a"}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var m struct {
+			ID     json.RawMessage `json:"id"`
+			Method string          `json:"method"`
+		}
+		json.NewDecoder(r.Body).Decode(&m)
+		w.Header().Set("Content-Type", "application/json")
+		switch m.Method {
+		case "initialize":
+			w.Header().Set("Mcp-Session-Id", "fake-session")
+			fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"result":{"protocolVersion":"2025-11-25","capabilities":{"tools":{}},"serverInfo":{"name":"fake","version":"0"}}}`, m.ID)
+		case "notifications/initialized":
+			w.WriteHeader(http.StatusAccepted)
+		case "tools/list":
+			mu.Lock()
+			var list []string
+			for _, n := range tools {
+				list = append(list, fmt.Sprintf(`{"name":%q,"inputSchema":{"type":"object"}}`, n))
+			}
+			mu.Unlock()
+			fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"result":{"tools":[%s]}}`, m.ID, strings.Join(list, ","))
+		default:
+			fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"error":{"code":-32601,"message":"no"}}`, m.ID)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL + "/mcp", func(names ...string) {
+		mu.Lock()
+		tools = names
+		mu.Unlock()
+	}
+}
+
+// HEALTH_CHECK_INTERVAL: the upstream's tool list is read again, and what
+// changed reaches every worker's tools/list.
+func TestFederatedToolListRefresh(t *testing.T) {
+	url, setTools := fakeUpstream(t)
+	g := serve(t, []string{"HEALTH_CHECK_INTERVAL=500ms"}, "--workers", "2")
+	token := g.token()
+	if code, body := httpDo(freshClient, "PUT", g.url("/admin/gateways/fake"), token, `{"url":"`+url+`"}`); code != 200 || !strings.Contains(body, `"fake-a"`) {
+		t.Fatalf("register: %d %s", code, body)
+	}
+	waitList := func(want, gone string) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for seen := 0; seen < 4; {
+			_, list := httpDo(freshClient, "POST", g.url("/rpc"), token, `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`)
+			if strings.Contains(list, `"`+want+`"`) && !strings.Contains(list, `"`+gone+`"`) {
+				seen++ // on fresh connections: both workers, most likely
+			} else {
+				seen = 0
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("tools/list never had %s without %s: %s", want, gone, list)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	setTools("a", "b")
+	waitList("fake-b", "fake-none")
+	setTools("b")
+	waitList("fake-b", "fake-a")
 }

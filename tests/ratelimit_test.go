@@ -86,8 +86,10 @@ func TestToolRateLimitAcrossWorkers(t *testing.T) {
 // With CACHE_TYPE=redis a limit holds across instances: two instances of
 // two workers each share the user's bucket in Redis (leased in batches, so
 // no call waits for Redis). USER_RATE_LIMIT=1 with a burst of 10, 30 calls
-// alternating between the instances give exactly 10 results in all, not 10
-// per instance, and /metrics counts the refusals and the leases. With the
+// alternating between the instances give 10 results in all, not 10
+// per instance (give or take one batch per worker: tokens leased and not
+// yet used, or a call on credit while a lease is on its way), and /metrics
+// counts the refusals and the leases. With the
 // test's own Redis stopped, calls go on under each instance's own limit.
 func TestUserRateLimitAcrossInstances(t *testing.T) {
 	port := proctest.MustFreePort(t)
@@ -120,8 +122,12 @@ func TestUserRateLimitAcrossInstances(t *testing.T) {
 		}
 		time.Sleep(30 * time.Millisecond) // the background leases settle
 	}
-	if statuses[200] != 10 || statuses[429] != 20 {
-		t.Fatalf("statuses %v over two instances; want exactly 10 × 200 (the shared burst) and 20 × 429", statuses)
+	// The shared burst is 10. Each of the 4 workers may hold one batch (1
+	// token) it leased and has not used yet, or owe one it ran on credit
+	// while a lease was on its way (slow under CI load): the documented
+	// bound. Per instance alone, the two instances would allow 20.
+	if statuses[200] < 10-4 || statuses[200] > 10+4 || statuses[200]+statuses[429] != 30 {
+		t.Fatalf("statuses %v over two instances; want 10 ± 4 (the shared burst, one batch per worker either way) × 200, the rest 429", statuses)
 	}
 	if ok[a] == 0 || ok[b] == 0 {
 		t.Errorf("results per instance: a %d, b %d; want both to serve some", ok[a], ok[b])
@@ -132,8 +138,8 @@ func TestUserRateLimitAcrossInstances(t *testing.T) {
 		limited += metricValue(t, m, `mcpgateway_rate_limited_total{limit="user"}`)
 		leases += metricValue(t, m, `mcpgateway_rate_limit_leases_total`)
 	}
-	if limited != 20 || leases < 4 {
-		t.Errorf("/metrics: %v calls rate limited (want 20), %v leases (want one per worker at least)", limited, leases)
+	if limited != float64(statuses[429]) || leases < 4 {
+		t.Errorf("/metrics: %v calls rate limited (want %d), %v leases (want one per worker at least)", limited, statuses[429], leases)
 	}
 	t.Logf("statuses %v; results a %d, b %d; leases %v", statuses, ok[a], ok[b], leases)
 

@@ -69,10 +69,17 @@ func Worker(ctx context.Context, s config.Settings, version string, info worker.
 		return worker.App{}, err
 	}
 	c := startChecks(ctx, srv, info.ReportDatabase, info.Logger)
+	stopRefresh := func() {}
+	if info.Slot == 0 && s.HealthCheckInterval > 0 {
+		// One worker of each instance refreshes the upstreams' tool lists:
+		// the others see the result through the store's catalogue.
+		stopRefresh = every(s.HealthCheckInterval, func(ctx context.Context) { srv.RefreshGateways(ctx) })
+	}
 	return worker.App{
 		Handler:   srv.Handler,
 		Essential: srv.Essential,
 		Close: func() {
+			stopRefresh()
 			c.stop()
 			st.Close()
 			if limits != nil {
@@ -138,4 +145,25 @@ func (c *checks) check(ctx context.Context) {
 func (c *checks) stop() {
 	c.once.Do(func() { close(c.quit) })
 	<-c.done
+}
+
+// every runs f every interval, with a context cancelled by the returned
+// stop, which waits for a run under way.
+func every(interval time.Duration, f func(ctx context.Context)) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(interval)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				f(ctx)
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
 }
