@@ -11,6 +11,7 @@ import (
 	"github.com/valyala/fasthttp"
 	"go.uber.org/zap"
 
+	"github.com/mcpgateway/mcpgateway/internal/gatewayspec"
 	"github.com/mcpgateway/mcpgateway/store"
 )
 
@@ -300,18 +301,7 @@ func (s *Server) adminPutTool(ctx *fasthttp.RequestCtx, caller principal, name s
 
 // isToolName allows the characters of MCP's tool-name guidance (2025-11-25)
 // that are safe in a path segment.
-func isToolName(s string) bool {
-	if len(s) == 0 || len(s) > 128 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-' || c == '.') {
-			return false
-		}
-	}
-	return true
-}
+func isToolName(s string) bool { return gatewayspec.ValidToolName(s) }
 
 // --- Helpers --------------------------------------------------------------------
 

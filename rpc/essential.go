@@ -8,13 +8,14 @@ import (
 
 // Request priority (worker.App.Essential): a worker that sheds load admits
 // essential requests first. For MCP they are the ones that let a client
-// connect and discover what it may call (initialize, ping, the lists), which
-// are cheap and without which a client cannot start at all, before the tool
-// calls that fill the worker.
+// connect and discover what it may call (initialize, server/discover, ping,
+// the lists), which are cheap and without which a client cannot start at
+// all, before the tool calls that fill the worker.
 
-// essentialMethods are the essential JSON-RPC methods.
+// essentialMethods are the essential JSON-RPC methods. server/discover is
+// 2026-07-28's first request, as initialize is the earlier revisions'.
 var essentialMethods = [...]string{
-	"initialize", "notifications/initialized", "ping",
+	"initialize", "notifications/initialized", "ping", "server/discover",
 	"tools/list", "resources/list", "prompts/list",
 }
 

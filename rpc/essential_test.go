@@ -63,6 +63,8 @@ func TestEssential(t *testing.T) {
 		{"empty object", "POST", "/mcp", `{}`, nil, false},
 		{"object longer than the peek", "POST", "/mcp", long, nil, false},
 		{"header says essential, body agrees", "POST", "/mcp", `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`, []string{"Mcp-Method", "tools/list"}, true},
+		{"server/discover (2026-07-28)", "POST", "/mcp", `{"jsonrpc":"2.0","id":1,"method":"server/discover","params":{"_meta":{}}}`,
+			[]string{"Mcp-Method", "server/discover", "MCP-Protocol-Version", "2026-07-28"}, true},
 		{"header says tools/call", "POST", "/mcp", `{"jsonrpc":"2.0","id":1,"method":"ping"}`, []string{"Mcp-Method", "tools/call"}, false},
 		{"header lies", "POST", "/mcp", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x"}}`, []string{"Mcp-Method", "ping"}, false},
 		{"other path", "POST", "/admin/tools", `{"jsonrpc":"2.0","id":1,"method":"ping"}`, nil, false},

@@ -13,6 +13,7 @@ import (
 	"github.com/valyala/fasthttp"
 	"go.uber.org/zap"
 
+	"github.com/mcpgateway/mcpgateway/internal/gatewayspec"
 	"github.com/mcpgateway/mcpgateway/store"
 	"github.com/mcpgateway/mcpgateway/upstream"
 )
@@ -96,6 +97,35 @@ func (s *Server) upstreamClient(ctx context.Context, name string) (*upstream.Cli
 	return e.client, nil
 }
 
+// UpstreamEvent is what Options.OnUpstream counts.
+type UpstreamEvent int
+
+const (
+	UpstreamAnswered    UpstreamEvent = iota // the upstream answered (a result or a JSON-RPC error)
+	UpstreamFailed                           // it did not: refused, timed out, broke the stream
+	UpstreamCircuitOpen                      // refused at once: its circuit is open
+)
+
+func (s *Server) noteUpstream(e UpstreamEvent) {
+	if s.opt.OnUpstream != nil {
+		s.opt.OnUpstream(e)
+	}
+}
+
+// UpstreamsOpen counts the upstreams whose circuit this worker holds open.
+func (s *Server) UpstreamsOpen() int {
+	u := &s.upstreams
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	n := 0
+	for _, e := range u.clients {
+		if e.client.Breaker().State() != upstream.Closed {
+			n++
+		}
+	}
+	return n
+}
+
 // callUpstream forwards a tools/call of an upstream's tool and appends the
 // upstream's result as it is. A JSON-RPC error of the upstream is passed on;
 // an upstream that cannot be reached is a tool error (isError), as a failed
@@ -109,9 +139,15 @@ func (s *Server) callUpstream(ctx *fasthttp.RequestCtx, tool store.Tool, args []
 	var rpcErr *upstream.RPCError
 	switch {
 	case err == nil:
+		s.noteUpstream(UpstreamAnswered)
 		return append(out, res...), nil
 	case errors.As(err, &rpcErr):
+		s.noteUpstream(UpstreamAnswered)
 		return out, &rpcError{rpcErr.Code, rpcErr.Message}
+	case errors.Is(err, upstream.ErrOpen):
+		s.noteUpstream(UpstreamCircuitOpen)
+	default:
+		s.noteUpstream(UpstreamFailed)
 	}
 	s.upstreamErrors.log(s.log, "upstream call failed", zap.String("gateway", tool.Gateway), zap.String("tool", tool.UpstreamName), zap.Error(err))
 	text := "upstream " + tool.Gateway + " unavailable"
@@ -125,18 +161,6 @@ func (s *Server) callUpstream(ctx *fasthttp.RequestCtx, tool store.Tool, args []
 }
 
 // --- Admin: /admin/gateways -------------------------------------------------
-
-// gatewayPut is the body of PUT /admin/gateways/{name}, with the Python
-// gateway's field names.
-type gatewayPut struct {
-	URL             string `json:"url"`
-	Transport       string `json:"transport"`         // "streamablehttp" (default)
-	AuthType        string `json:"auth_type"`         // "", "bearer" or "authheaders"
-	AuthToken       string `json:"auth_token"`        // bearer
-	AuthHeaderKey   string `json:"auth_header_key"`   // authheaders
-	AuthHeaderValue string `json:"auth_header_value"` // authheaders
-	Enabled         *bool  `json:"enabled"`
-}
 
 // gatewayView is a gateway as the admin API shows it: never its credential.
 type gatewayView struct {
@@ -172,7 +196,7 @@ func (s *Server) serveGateways(ctx *fasthttp.RequestCtx, name string) {
 		writeAdminJSON(ctx, fasthttp.StatusOK, all)
 		return
 	}
-	if !isToolName(name) || strings.Contains(name, s.opt.ToolNameSeparator) {
+	if !gatewayspec.ValidName(name, s.opt.ToolNameSeparator) {
 		writeDetail(ctx, fasthttp.StatusBadRequest,
 			"Invalid gateway name: use 1 to 128 characters among A-Z a-z 0-9 _ - . without the tool name separator "+s.opt.ToolNameSeparator)
 		return
@@ -206,55 +230,27 @@ func (s *Server) serveGateways(ctx *fasthttp.RequestCtx, name string) {
 // adminPutGateway registers an upstream: it must answer, and its tools
 // join the catalogue in the same step.
 func (s *Server) adminPutGateway(ctx *fasthttp.RequestCtx, gb gatewayBackend, admin principal, name string) {
-	var in gatewayPut
+	var in gatewayspec.Spec
 	if !s.readAdminBody(ctx, &in) {
 		return
 	}
-	g := store.Gateway{Name: name, URL: in.URL, Transport: in.Transport, Enabled: in.Enabled == nil || *in.Enabled}
-	if g.Transport == "" {
-		g.Transport = "streamablehttp"
-	}
-	var problem string
-	switch {
-	case !strings.HasPrefix(g.URL, "http://") && !strings.HasPrefix(g.URL, "https://"):
-		problem = "url must be an http:// or https:// URL of the upstream's MCP endpoint"
-	case !strings.EqualFold(g.Transport, "streamablehttp"):
-		problem = `transport must be "streamablehttp" (the sse transport is not supported yet)`
-	}
-	switch in.AuthType {
-	case "":
-	case "bearer":
-		g.AuthHeaderName, g.AuthHeaderValue = "Authorization", "Bearer "+in.AuthToken
-		if in.AuthToken == "" {
-			problem = "auth_type bearer needs auth_token"
-		}
-	case "authheaders":
-		g.AuthHeaderName, g.AuthHeaderValue = in.AuthHeaderKey, in.AuthHeaderValue
-		if in.AuthHeaderKey == "" || in.AuthHeaderValue == "" {
-			problem = "auth_type authheaders needs auth_header_key and auth_header_value"
-		}
-	default:
-		problem = `auth_type must be "", "bearer" or "authheaders"`
-	}
-	if problem == "" && g.AuthHeaderValue != "" && s.opt.UpstreamKey == nil {
-		problem = "credentials of upstreams are stored encrypted: set AUTH_ENCRYPTION_SECRET"
-	}
-	if problem != "" {
-		writeDetail(ctx, fasthttp.StatusBadRequest, problem)
+	if in.Name != "" && in.Name != name {
+		writeDetail(ctx, fasthttp.StatusBadRequest, "name in the body differs from the path's: "+in.Name)
 		return
 	}
-	c := upstream.New(s.upstreamServer(g), nil)
-	defer c.Close(context.Background())
-	listed, err := c.ListTools(ctx)
+	in.Name = name
+	g, err := s.checkGateway(in)
 	if err != nil {
-		s.log.Warn("admin: gateway did not answer", zap.String("gateway", name), zap.Error(err))
-		writeDetail(ctx, fasthttp.StatusBadGateway, "The upstream did not answer tools/list: "+err.Error())
+		writeDetail(ctx, fasthttp.StatusBadRequest, err.Error())
 		return
 	}
-	view := gatewayView{Gateway: g}
-	tools, names, skipped := s.namespacedTools(name, listed)
-	view.Tools, view.Skipped = names, skipped
-	switch err := gb.PutGateway(ctx, g, tools, s.opt.UpstreamKey); {
+	view, err := s.registerGateway(ctx, gb, g)
+	var down *upstreamDown
+	switch {
+	case errors.As(err, &down):
+		s.log.Warn("admin: gateway did not answer", zap.String("gateway", name), zap.Error(err))
+		writeDetail(ctx, fasthttp.StatusBadGateway, "The upstream did not answer tools/list: "+down.err.Error())
+		return
 	case errors.Is(err, store.ErrConflict):
 		writeDetail(ctx, fasthttp.StatusConflict, strings.TrimPrefix(err.Error(), "put gateway "+name+": "))
 		return
@@ -263,8 +259,67 @@ func (s *Server) adminPutGateway(ctx *fasthttp.RequestCtx, gb gatewayBackend, ad
 		return
 	}
 	s.log.Info("admin: gateway registered", zap.String("by", admin.email), zap.String("gateway", name),
-		zap.String("url", g.URL), zap.Int("tools", len(tools)), zap.Int("skipped", len(view.Skipped)))
+		zap.String("url", g.URL), zap.Int("tools", len(view.Tools)), zap.Int("skipped", len(view.Skipped)))
 	writeAdminJSON(ctx, fasthttp.StatusOK, view)
+}
+
+// upstreamDown is a registration the upstream did not answer.
+type upstreamDown struct{ err error }
+
+func (e *upstreamDown) Error() string { return "the upstream did not answer: " + e.err.Error() }
+
+// registerGateway connects to an upstream, lists its tools, and stores it
+// with them in one step.
+func (s *Server) registerGateway(ctx context.Context, gb gatewayBackend, g store.Gateway) (gatewayView, error) {
+	c := upstream.New(s.upstreamServer(g), nil)
+	defer c.Close(context.Background())
+	listed, err := c.ListTools(ctx)
+	if err != nil {
+		return gatewayView{}, &upstreamDown{err}
+	}
+	view := gatewayView{Gateway: g}
+	tools, names, skipped := s.namespacedTools(g.Name, listed)
+	view.Tools, view.Skipped = names, skipped
+	return view, gb.PutGateway(ctx, g, tools, s.opt.UpstreamKey)
+}
+
+// SyncGateways registers the upstreams of GATEWAYS_FILE that the store does
+// not hold as written (new ones, or a changed URL or credential); one worker
+// of each instance runs it at start and with every refresh, so an upstream
+// that was down at start is registered once it answers. Upstreams added
+// through the admin API are left alone.
+func (s *Server) SyncGateways(ctx context.Context, specs []gatewayspec.Spec) {
+	gb, ok := s.backend.(gatewayBackend)
+	if !ok {
+		return
+	}
+	for _, spec := range specs {
+		g, err := s.checkGateway(spec)
+		if err != nil { // the master checked the file: only a changed secret gets here
+			s.log.Error("GATEWAYS_FILE: gateway refused", zap.String("gateway", spec.Name), zap.Error(err))
+			continue
+		}
+		if stored, err := gb.Gateway(ctx, g.Name, s.opt.UpstreamKey); err == nil && stored == g {
+			continue
+		}
+		view, err := s.registerGateway(ctx, gb, g)
+		if err != nil {
+			s.upstreamErrors.log(s.log, "GATEWAYS_FILE: gateway not registered yet", zap.String("gateway", g.Name), zap.Error(err))
+			continue
+		}
+		s.log.Info("GATEWAYS_FILE: gateway registered", zap.String("gateway", g.Name), zap.String("url", g.URL),
+			zap.Int("tools", len(view.Tools)), zap.Int("skipped", len(view.Skipped)))
+	}
+}
+
+// checkGateway turns a spec into the record to store.
+func (s *Server) checkGateway(in gatewayspec.Spec) (store.Gateway, error) {
+	c, err := in.Check(s.opt.UpstreamKey != nil)
+	if err != nil {
+		return store.Gateway{}, err
+	}
+	return store.Gateway{Name: c.Name, URL: c.URL, Transport: c.Transport, Enabled: c.Enabled,
+		AuthHeaderName: c.HeaderName, AuthHeaderValue: c.HeaderValue}, nil
 }
 
 // namespacedTools turns an upstream's tools into the gateway's: names

@@ -31,16 +31,24 @@ func FuzzDecodeRequest(f *testing.F) {
 		"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"\xff\"}",
 		`{"jsonrpc":"2.0","id":1,"method":"convert_time","params":{"source_timezone":"Europe/Berlin","target_timezone":"Europe/Dublin","time":"24:00"}}`,
 		`{"jsonrpc":"2.0","id":1,"result":{}}`,
+		`{"jsonrpc":"2.0","id":1,"method":"server/discover","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}`,
+		`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get_system_time","arguments":{},"_meta":{"io.modelcontextprotocol/protocolVersion":"x","io.modelcontextprotocol/clientCapabilities":{}}}}`,
 	} {
 		f.Add([]byte(seed))
 	}
 	s, _ := newTestServer(f, func(o *Options) { o.AuthRequired = false; o.MaxBatchSize = 10 })
 	f.Fuzz(func(t *testing.T, body []byte) {
-		for _, path := range []string{"/rpc", "/mcp"} {
+		// /mcp a second time as 2026-07-28, with the headers of a tool call.
+		for i, path := range []string{"/rpc", "/mcp", "/mcp"} {
 			var req fasthttp.Request
 			req.Header.SetMethod("POST")
 			req.SetRequestURI(path)
 			req.SetBody(body)
+			if i == 2 {
+				req.Header.Set("MCP-Protocol-Version", "2026-07-28")
+				req.Header.Set("Mcp-Method", "tools/call")
+				req.Header.Set("Mcp-Name", "get_system_time")
+			}
 			var ctx fasthttp.RequestCtx
 			ctx.Init(&req, nil, nil)
 			s.Handler(&ctx)

@@ -127,6 +127,9 @@ func TestVersion(t *testing.T) {
 		m["database"] != "sqlite" || m["cache"] != "memory" {
 		t.Fatalf("version: %d %s", r.status, r.body)
 	}
+	if !strings.Contains(string(r.body), `"mcp_protocol_versions":["2026-07-28","2025-11-25","2025-06-18","2025-03-26"]`) {
+		t.Errorf("MCP revisions: %s", r.body)
+	}
 	if r := call(s, "POST", "/version", "", bearer(mint(t, nil))...); r.status != 405 {
 		t.Errorf("POST /version: %d", r.status)
 	}

@@ -8,14 +8,16 @@ import (
 	"github.com/valyala/fasthttp"
 )
 
-// JSON-RPC 2.0 error codes, and the one code of the MCP transport.
+// JSON-RPC 2.0 error codes, and those of MCP.
 const (
-	codeParseError      = -32700
-	codeInvalidRequest  = -32600
-	codeMethodNotFound  = -32601
-	codeInvalidParams   = -32602
-	codeInternalError   = -32603
-	codeSessionNotFound = -32001 // /mcp: unknown or ended Mcp-Session-Id (as the MCP SDKs use)
+	codeParseError         = -32700
+	codeInvalidRequest     = -32600
+	codeMethodNotFound     = -32601
+	codeInvalidParams      = -32602
+	codeInternalError      = -32603
+	codeSessionNotFound    = -32001 // /mcp: unknown or ended Mcp-Session-Id (as the MCP SDKs use)
+	codeHeaderMismatch     = -32020 // MCP 2026-07-28: a standard header missing or unequal to the body
+	codeUnsupportedVersion = -32022 // MCP 2026-07-28: UnsupportedProtocolVersionError
 )
 
 // rpcError is a JSON-RPC error object.
@@ -195,12 +197,15 @@ func (s *Server) invokeSafe(ctx *fasthttp.RequestCtx, m *message, buf *buffers, 
 		}
 	}()
 	out = appendResultHead(out, m.id)
+	start := len(out)
 	out, rerr := s.invoke(ctx, m, buf, out)
 	switch {
 	case m.id == nil: // a notification: ran for its effect, no reply
 		return out[:mark]
 	case rerr != nil:
 		return appendError(out[:mark], m.id, rerr.code, rerr.msg)
+	case buf.rev.modern():
+		return append(s.completeResult(out, start, m.method), '}') // mcp_modern.go
 	default:
 		return append(out, '}')
 	}

@@ -58,7 +58,7 @@ func TestHeyPayloadFile(t *testing.T) {
 
 func TestInitialize(t *testing.T) {
 	s, _ := newTestServer(t, nil)
-	for _, v := range protocolVersions {
+	for _, v := range sessionVersions {
 		res := rpcResult(t, s, `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"`+v+`","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`)
 		if res["protocolVersion"] != v {
 			t.Errorf("asked %s, got %v", v, res["protocolVersion"])
@@ -66,13 +66,14 @@ func TestInitialize(t *testing.T) {
 	}
 	for _, body := range []string{
 		`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"1999-01-01"}}`,
+		`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2026-07-28"}}`,
 		`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}`,
 		`{"jsonrpc":"2.0","id":1,"method":"initialize"}`,
 		`{"jsonrpc":"2.0","id":1,"method":"initialize","params":null}`,
 	} {
 		res := rpcResult(t, s, body)
-		if res["protocolVersion"] != protocolVersions[0] {
-			t.Errorf("%s: got %v, want the newest %s", body, res["protocolVersion"], protocolVersions[0])
+		if res["protocolVersion"] != sessionVersions[0] {
+			t.Errorf("%s: got %v, want the newest %s", body, res["protocolVersion"], sessionVersions[0])
 		}
 	}
 	res := rpcResult(t, s, `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18"}}`)

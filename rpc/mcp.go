@@ -24,8 +24,10 @@ import (
 // which the specification allows).
 //
 // Each request is served by the rules of one MCP revision (docs/mcp.md,
-// section 1): initialize negotiates it and records it in the session id, and
-// every later request of the session gets the session's revision.
+// section 1). A request of the modern era (2026-07-28) carries its revision
+// and is served without a session (mcp_modern.go). Otherwise initialize
+// negotiates a legacy revision and records it in the session id, and every
+// later request of the session gets the session's revision.
 
 const (
 	headerSessionID       = "Mcp-Session-Id"
@@ -43,18 +45,26 @@ const (
 	rev20250326                 // the only revision with JSON-RPC batches
 	rev20250618
 	rev20251125
-	revNewest = rev20251125
+	rev20260728 // the modern era: no initialize, no sessions (mcp_modern.go)
+
+	revNewestSession = rev20251125 // the newest with initialize and sessions
+	revNewest        = rev20260728
 )
 
-var revisionNames = [...]string{rev20250326: "2025-03-26", rev20250618: "2025-06-18", rev20251125: "2025-11-25"}
+var revisionNames = [...]string{rev20250326: "2025-03-26", rev20250618: "2025-06-18", rev20251125: "2025-11-25",
+	rev20260728: "2026-07-28"}
 
 // protocolVersions are the revisions the gateway speaks, newest first
-// (/version, error messages). All have sessions and initialize; 2026-07-28,
-// which has neither, is not served yet (docs/mcp.md, gap G4). 2024-11-05 is
-// not served: its transport, HTTP+SSE, never was.
-var protocolVersions = []string{rev20251125.String(), rev20250618.String(), rev20250326.String()}
+// (/version, server/discover, the errors that list them). 2026-07-28 is
+// served per request; the others through initialize and a session.
+// 2024-11-05 is not served: its transport, HTTP+SSE, never was.
+var protocolVersions = []string{rev20260728.String(), rev20251125.String(), rev20250618.String(), rev20250326.String()}
 
 func (r revision) String() string { return revisionNames[r] }
+
+// modern reports whether r is of the modern era, whose requests carry their
+// revision in _meta and need no session (2026-07-28 versioning).
+func (r revision) modern() bool { return r >= rev20260728 }
 
 // parseRevision returns the revision named v, or revNone (no allocation).
 func parseRevision(v []byte) revision {
@@ -87,7 +97,7 @@ func assumedRevision(header revision) revision {
 // version negotiation). Only session revisions are negotiated, so a client
 // asking for 2026-07-28, which has no initialize, gets 2025-11-25 as well.
 func negotiate(params []byte) (revision, *rpcError) {
-	rev := revNewest
+	rev := revNewestSession
 	if params == nil {
 		return rev, nil
 	}
@@ -105,7 +115,7 @@ func negotiate(params []byte) (revision, *rpcError) {
 		if v[0] != '"' {
 			return rev, &rpcError{codeInvalidParams, "Invalid params: protocolVersion must be a string"}
 		}
-		if r := parseRevision(unquote(v)); r != revNone {
+		if r := parseRevision(unquote(v)); r != revNone && !r.modern() {
 			rev = r
 		}
 	}
@@ -124,7 +134,7 @@ func checkVersionHeader(ctx *fasthttp.RequestCtx, t transport) (revision, bool) 
 		return rev, true
 	}
 	// A revision unknown here is most likely newer: its error form is the
-	// newest's. /rpc answers as JSON-RPC 2.0 does.
+	// newest's (no id). /rpc answers as JSON-RPC 2.0 does.
 	form := revNewest
 	if t == transportRPC {
 		form = revNone
@@ -147,6 +157,10 @@ func (s *Server) serveMCP(ctx *fasthttp.RequestCtx) {
 	if !ok {
 		return
 	}
+	if post && s.modernRequest(ctx) {
+		s.serveModern(ctx, p) // mcp_modern.go
+		return
+	}
 	header, ok := checkVersionHeader(ctx, transportMCP)
 	if !ok {
 		return
@@ -159,11 +173,7 @@ func (s *Server) serveMCP(ctx *fasthttp.RequestCtx) {
 		return
 	}
 
-	if accept := ctx.Request.Header.Peek("Accept"); len(accept) > 0 && !acceptsJSON(accept) {
-		writeDetail(ctx, fasthttp.StatusNotAcceptable, "Not Acceptable: the client must accept application/json")
-		return
-	}
-	body, ok := s.checkBody(ctx)
+	body, ok := s.mcpBody(ctx)
 	if !ok {
 		return
 	}
@@ -286,6 +296,17 @@ func initializeRequest(v []byte) (message, bool) {
 	}
 	m, perr := parse(v, transportMCP)
 	return m, perr == nil && !m.response && m.id != nil && string(m.method) == "initialize"
+}
+
+// mcpBody returns the body of a POST /mcp after the checks both eras share:
+// 406 when Accept, sent, excludes JSON (every answer here is
+// application/json), 413 when the body is too large.
+func (s *Server) mcpBody(ctx *fasthttp.RequestCtx) ([]byte, bool) {
+	if accept := ctx.Request.Header.Peek("Accept"); len(accept) > 0 && !acceptsJSON(accept) {
+		writeDetail(ctx, fasthttp.StatusNotAcceptable, "Not Acceptable: the client must accept application/json")
+		return nil, false
+	}
+	return s.checkBody(ctx)
 }
 
 func acceptsJSON(accept []byte) bool {
@@ -418,7 +439,7 @@ func (ss *sessions) decode(id []byte, subject string, now time.Time) (session, b
 		}
 	}
 	rev := revision(raw[24])
-	if rev == revNone || rev > revNewest {
+	if rev == revNone || rev > revNewestSession {
 		return session{}, false
 	}
 	issued := time.Unix(int64(binary.BigEndian.Uint64(raw[16:24])), 0)

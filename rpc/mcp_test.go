@@ -24,6 +24,9 @@ import (
 
 const mcpInit = `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`
 
+// sessionVersions are the revisions initialize negotiates, newest first.
+var sessionVersions = []string{"2025-11-25", "2025-06-18", "2025-03-26"}
+
 // mcpCall posts to /mcp with a token and the given session id ("" for none).
 func mcpCall(t *testing.T, s *Server, tok, sid, body string, headers ...string) result {
 	t.Helper()
@@ -164,14 +167,15 @@ func TestMCPTransportErrors(t *testing.T) {
 	if r := call(s, "PUT", "/mcp", ""); r.status != 405 {
 		t.Errorf("PUT: %d", r.status)
 	}
-	for _, v := range []string{"1999-01-01", "2024-11-05", "2026-07-28", "2025-06-18 "} {
+	// (2026-07-28 is served, without a session: mcp_modern_test.go.)
+	for _, v := range []string{"1999-01-01", "2024-11-05", "2025-06-18 "} {
 		r = mcpCall(t, s, tok, sid, ping, "MCP-Protocol-Version", v)
 		if r.status != 400 || !strings.Contains(string(r.body), "unsupported MCP-Protocol-Version") {
 			t.Errorf("protocol version %q: %d %s", v, r.status, r.body)
 		}
 	}
 	// A supported version that is not the session's: 400 too.
-	for _, v := range protocolVersions {
+	for _, v := range sessionVersions {
 		r := mcpCall(t, s, tok, sid, ping, "MCP-Protocol-Version", v)
 		want := 400
 		if v == "2025-06-18" {
@@ -371,8 +375,8 @@ func TestMCPRevisionPerRequest(t *testing.T) {
 	if r := mcpCall(t, s, tok, "nonsense", ping); r.status != 404 || !strings.Contains(string(r.body), `"id":null`) {
 		t.Errorf("unknown session, no header: %d %s", r.status, r.body)
 	}
-	if r := mcpCall(t, s, tok, sid11, ping, "MCP-Protocol-Version", "2026-07-28"); r.status != 400 || strings.Contains(string(r.body), `"id"`) {
-		t.Errorf("2026-07-28 header: %d %s", r.status, r.body)
+	if r := mcpCall(t, s, tok, sid11, ping, "MCP-Protocol-Version", "2099-01-01"); r.status != 400 || strings.Contains(string(r.body), `"id"`) {
+		t.Errorf("2099-01-01 header: %d %s", r.status, r.body)
 	}
 
 	// An id of the v1 form (no revision) is not a session any more.
@@ -380,8 +384,9 @@ func TestMCPRevisionPerRequest(t *testing.T) {
 		t.Errorf("v1 session id: %d %s", r.status, r.body)
 	}
 
-	// /rpc needs no header, but one that is sent must be supported.
-	for v, want := range map[string]int{"": 200, "2025-06-18": 200, "2025-11-25": 200, "1999-01-01": 400, "2026-07-28": 400} {
+	// /rpc needs no header, but one that is sent must be served (2026-07-28
+	// included: /rpc stays plain JSON-RPC whatever the revision named).
+	for v, want := range map[string]int{"": 200, "2025-06-18": 200, "2025-11-25": 200, "1999-01-01": 400, "2026-07-28": 200} {
 		h := []string{"Authorization", "Bearer " + tok}
 		if v != "" {
 			h = append(h, "MCP-Protocol-Version", v)
@@ -472,7 +477,7 @@ func TestMCPSessionExpiry(t *testing.T) {
 	}
 	// Without a secret ids still work in the process that issued them.
 	anon, _ := newSessions("", "")
-	if _, ok := anon.decode([]byte(anon.issue("", revNewest, now)), "", now); !ok {
+	if _, ok := anon.decode([]byte(anon.issue("", revNewestSession, now)), "", now); !ok {
 		t.Error("per-process key")
 	}
 	// During a key rotation ids of the previous key still pass; ids of the
@@ -515,14 +520,16 @@ func serve(t *testing.T, s *Server) string {
 
 // roundTripper adds the bearer token, spreads requests over several
 // endpoints (as the kernel spreads connections over worker processes) and
-// records what happened.
+// records what happened: "METHOD host Mcp-Method status" ("-" for no
+// Mcp-Method), and how many responses carried an Mcp-Session-Id.
 type roundTripper struct {
 	token string
 	hosts []string
 	next  atomic.Uint64
 
-	mu  sync.Mutex
-	log []string
+	mu         sync.Mutex
+	log        []string
+	sessionIDs int
 }
 
 func (rt *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -531,13 +538,20 @@ func (rt *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 	host := rt.hosts[int(rt.next.Add(1))%len(rt.hosts)]
 	req.URL.Host = host
 	req.Host = host
+	method := req.Header.Get("Mcp-Method")
+	if method == "" {
+		method = "-"
+	}
 	resp, err := http.DefaultTransport.RoundTrip(req)
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
 	if err != nil {
-		rt.log = append(rt.log, fmt.Sprintf("%s %s: %v", req.Method, host, err))
-	} else {
-		rt.log = append(rt.log, fmt.Sprintf("%s %s %d", req.Method, host, resp.StatusCode))
+		rt.log = append(rt.log, fmt.Sprintf("%s %s %s: %v", req.Method, host, method, err))
+		return resp, err
+	}
+	rt.log = append(rt.log, fmt.Sprintf("%s %s %s %d", req.Method, host, method, resp.StatusCode))
+	if resp.Header.Get("Mcp-Session-Id") != "" {
+		rt.sessionIDs++
 	}
 	return resp, err
 }
@@ -548,31 +562,40 @@ func (rt *roundTripper) requests() string {
 	return strings.Join(rt.log, "\n")
 }
 
-func TestMCPGoSDKClient(t *testing.T) {
-	// Two "worker processes" over one store: the SDK's consecutive requests
-	// alternate.
-	servers, _ := newMCPServers(t, 2)
-	s1, s2 := servers[0], servers[1]
-	u1, u2 := serve(t, s1), serve(t, s2)
-	host := func(u string) string { return strings.TrimSuffix(strings.TrimPrefix(u, "http://"), "/mcp") }
-	rt := &roundTripper{token: mint(t, nil), hosts: []string{host(u1), host(u2)}}
+func (rt *roundTripper) count() int {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	return len(rt.log)
+}
 
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
+// sdkConnect connects the official Go SDK's client to two "worker
+// processes" over one store: its consecutive requests alternate.
+// version is the revision it asks for ("": the SDK's newest).
+func sdkConnect(t *testing.T, ctx context.Context, version string) (*mcp.ClientSession, *roundTripper, []*Server) {
+	t.Helper()
+	servers, _ := newMCPServers(t, 2)
+	var hosts []string
+	for _, s := range servers {
+		hosts = append(hosts, strings.TrimSuffix(strings.TrimPrefix(serve(t, s), "http://"), "/mcp"))
+	}
+	rt := &roundTripper{token: mint(t, nil), hosts: hosts}
 	client := mcp.NewClient(&mcp.Implementation{Name: "rpc-test", Version: "1.0.0"}, nil)
-	transport := &mcp.StreamableClientTransport{Endpoint: u1, HTTPClient: &http.Client{Transport: rt}, MaxRetries: -1}
-	session, err := client.Connect(ctx, transport, nil)
+	transport := &mcp.StreamableClientTransport{Endpoint: "http://" + hosts[0] + "/mcp", HTTPClient: &http.Client{Transport: rt}, MaxRetries: -1}
+	session, err := client.Connect(ctx, transport, &mcp.ClientSessionOptions{ProtocolVersion: version})
 	if err != nil {
 		t.Fatalf("connect: %v\n%s", err, rt.requests())
 	}
-	if session.ID() == "" {
-		t.Error("no session id")
-	}
 	init := session.InitializeResult()
-	if init.ServerInfo.Name != "mcpgateway" || init.ServerInfo.Version != "1.2.3-test" || init.Capabilities.Tools == nil {
-		t.Errorf("initialize result: %+v", init)
+	if init.ServerInfo == nil || init.ServerInfo.Name != "mcpgateway" || init.ServerInfo.Version != "1.2.3-test" || init.Capabilities.Tools == nil {
+		t.Errorf("initialize or discover result: %+v", init)
 	}
+	return session, rt, servers
+}
 
+// sdkListAndCall lists the tools and calls them: a success, a tool error
+// and an unknown tool.
+func sdkListAndCall(t *testing.T, ctx context.Context, session *mcp.ClientSession, rt *roundTripper) {
+	t.Helper()
 	tools, err := session.ListTools(ctx, nil)
 	if err != nil {
 		t.Fatalf("list tools: %v\n%s", err, rt.requests())
@@ -609,36 +632,97 @@ func TestMCPGoSDKClient(t *testing.T) {
 	if _, err := session.CallTool(ctx, &mcp.CallToolParams{Name: "no_such_tool"}); err == nil || !strings.Contains(err.Error(), "Unknown tool: no_such_tool") {
 		t.Errorf("unknown tool: %v", err)
 	}
-	if err := session.Ping(ctx, nil); err != nil {
-		t.Errorf("ping: %v", err)
-	}
-	sid := session.ID()
-	if err := session.Close(); err != nil {
-		t.Errorf("close: %v", err)
-	}
-	// The SDK's DELETE ended the session on both servers.
-	for _, s := range servers {
-		if r := mcpCall(t, s, rt.token, sid, ping); r.status != 404 {
-			t.Errorf("session after Close: %d %s", r.status, r.body)
-		}
-	}
+}
 
-	log := rt.requests()
-	t.Logf("requests:\n%s", log)
-	for _, want := range []string{" 405", "DELETE "} {
-		if !strings.Contains(log, want) {
-			t.Errorf("expected %q among the requests", want)
+// TestMCPGoSDKClient: the official Go SDK (v1.8.0) in both eras.
+func TestMCPGoSDKClient(t *testing.T) {
+	// By default the SDK probes server/discover at 2026-07-28 and, answered,
+	// stays stateless: no initialize, no session id, no GET or DELETE. It
+	// keeps tools/list for the ttlMs of the result.
+	t.Run("2026-07-28", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		session, rt, _ := sdkConnect(t, ctx, "")
+		if v := session.InitializeResult().ProtocolVersion; v != "2026-07-28" || session.ID() != "" {
+			t.Fatalf("revision %s, session id %q\n%s", v, session.ID(), rt.requests())
 		}
-	}
-	if strings.Contains(log, "POST "+host(u1)) == false || strings.Contains(log, "POST "+host(u2)) == false {
-		t.Error("requests did not reach both servers")
-	}
-	for _, line := range strings.Split(log, "\n") {
-		if strings.HasPrefix(line, "POST") && strings.HasSuffix(line, " 404") {
-			t.Errorf("a session was not recognised: %s", line)
+		sdkListAndCall(t, ctx, session, rt)
+		n := rt.count()
+		if _, err := session.ListTools(ctx, nil); err != nil || rt.count() != n {
+			t.Errorf("second tools/list within ttlMs: %v, %d requests more", err, rt.count()-n)
 		}
-		if strings.HasPrefix(line, "DELETE") && !strings.HasSuffix(line, " 204") {
-			t.Errorf("the session was not ended: %s", line)
+		// ping was removed in 2026-07-28: 404, -32601.
+		if err := session.Ping(ctx, nil); err == nil || !strings.Contains(err.Error(), "Method not found: ping") {
+			t.Errorf("ping: %v", err)
 		}
-	}
+		if err := session.Close(); err != nil {
+			t.Errorf("close: %v", err)
+		}
+
+		log := rt.requests()
+		t.Logf("requests:\n%s", log)
+		lines := strings.Split(log, "\n")
+		if !strings.Contains(lines[0], " server/discover 200") {
+			t.Errorf("first request: %s", lines[0])
+		}
+		for _, line := range lines {
+			if !strings.HasPrefix(line, "POST ") || strings.Contains(line, " initialize ") || strings.Contains(line, " - ") {
+				t.Errorf("not a stateless request: %s", line)
+			}
+		}
+		if rt.sessionIDs != 0 {
+			t.Errorf("%d responses carried an Mcp-Session-Id", rt.sessionIDs)
+		}
+		for _, h := range rt.hosts {
+			if !strings.Contains(log, "POST "+h+" ") {
+				t.Errorf("no request reached %s", h)
+			}
+		}
+	})
+
+	// Asked for 2025-11-25, it initializes a session, which works on both
+	// servers, and its DELETE ends it on both.
+	t.Run("2025-11-25", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		session, rt, servers := sdkConnect(t, ctx, "2025-11-25")
+		if v := session.InitializeResult().ProtocolVersion; v != "2025-11-25" || session.ID() == "" {
+			t.Fatalf("revision %s, session id %q\n%s", v, session.ID(), rt.requests())
+		}
+		sdkListAndCall(t, ctx, session, rt)
+		if err := session.Ping(ctx, nil); err != nil {
+			t.Errorf("ping: %v", err)
+		}
+		sid := session.ID()
+		if err := session.Close(); err != nil {
+			t.Errorf("close: %v", err)
+		}
+		// The SDK's DELETE ended the session on both servers.
+		for _, s := range servers {
+			if r := mcpCall(t, s, rt.token, sid, ping); r.status != 404 {
+				t.Errorf("session after Close: %d %s", r.status, r.body)
+			}
+		}
+
+		log := rt.requests()
+		t.Logf("requests:\n%s", log)
+		for _, want := range []string{" 405", "DELETE "} {
+			if !strings.Contains(log, want) {
+				t.Errorf("expected %q among the requests", want)
+			}
+		}
+		for _, h := range rt.hosts {
+			if !strings.Contains(log, "POST "+h+" ") {
+				t.Errorf("no request reached %s", h)
+			}
+		}
+		for _, line := range strings.Split(log, "\n") {
+			if strings.HasPrefix(line, "POST") && strings.HasSuffix(line, " 404") {
+				t.Errorf("a session was not recognised: %s", line)
+			}
+			if strings.HasPrefix(line, "DELETE") && !strings.HasSuffix(line, " 204") {
+				t.Errorf("the session was not ended: %s", line)
+			}
+		}
+	})
 }

@@ -22,6 +22,10 @@ func (s *Server) invoke(ctx *fasthttp.RequestCtx, m *message, buf *buffers, out 
 		return s.toolsList(ctx, m.params, out)
 	case "tools/call":
 		return s.toolsCall(ctx, m.params, buf, out)
+	case "server/discover":
+		if buf.rev.modern() { // a method of 2026-07-28 only
+			return append(out, s.discoverResult...), nil
+		}
 	}
 	if bytes.HasPrefix(m.method, []byte("notifications/")) {
 		// Notifications (initialized, cancelled, ...) need no action here.
@@ -40,10 +44,14 @@ func (s *Server) initialize(params []byte, out []byte) ([]byte, *rpcError) {
 	}
 	out = append(out, `{"protocolVersion":`...)
 	out = appendString(out, rev.String())
-	out = append(out, `,"capabilities":{"tools":{"listChanged":false}},"serverInfo":{"name":"`+serverName+`","version":`...)
+	out = append(out, `,"capabilities":`+serverCapabilities+`,"serverInfo":{"name":"`+serverName+`","version":`...)
 	out = appendString(out, s.opt.Version)
 	return append(out, "}}"...), nil
 }
+
+// serverCapabilities are what initialize and server/discover declare: tools
+// only, and no list_changed notifications.
+const serverCapabilities = `{"tools":{"listChanged":false}}`
 
 // fallbackSchema stands in for a stored input schema that is missing or not
 // valid JSON, so that one bad row cannot make tools/list invalid JSON.

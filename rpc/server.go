@@ -82,8 +82,13 @@ type Options struct {
 	// loopback nor the host of an allowed origin then gets 403 (DNS rebinding).
 	LoopbackOnly bool
 
-	Version string      // reported by initialize and /version
+	Version string      // reported by initialize, server/discover and /version
 	Logger  *zap.Logger // nil: no logging
+
+	// CacheTTL is the freshness hint (ttlMs) of the results MCP 2026-07-28
+	// lets clients cache: tools/list and server/discover. The gateway passes
+	// CACHE_TTL, the lifetime of its own cached catalogue (0: 60 s).
+	CacheTTL time.Duration
 
 	// OnPanic, when set, is called for every panic the handlers recover, so
 	// the embedding server can count it where it counts everything else
@@ -113,6 +118,7 @@ type Options struct {
 	UpstreamKey       []byte
 	ToolNameSeparator string
 	FederationTimeout time.Duration
+	OnUpstream        func(UpstreamEvent) // counts forwarded calls by outcome
 
 	// Readiness, when set, decides GET /ready for the whole server, which
 	// this package knows nothing of (worker processes, the database checks
@@ -127,6 +133,7 @@ type Options struct {
 const (
 	defaultMaxBodySize  = 1 << 20
 	defaultMaxBatchSize = 100
+	defaultCacheTTL     = 60 * time.Second
 	serverName          = "mcpgateway"
 )
 
@@ -151,6 +158,13 @@ type Server struct {
 	unavailableLogged atomic.Int64 // unix ns of the latest "database unavailable" log line (storeError)
 
 	versionBody []byte // /version never changes: encoded once
+
+	// What MCP 2026-07-28 results carry, encoded once (mcp_modern.go):
+	// the server/discover result, the _meta member with serverInfo and the
+	// caching hints.
+	discoverResult []byte
+	resultMeta     []byte
+	cacheHints     []byte
 
 	// tombstones end MCP sessions everywhere (DELETE /mcp); nil: the
 	// Backend keeps no revocations, and DELETE /mcp answers 405.
@@ -194,6 +208,9 @@ func New(o Options, b Backend) (*Server, error) {
 	if o.Version == "" {
 		o.Version = "dev"
 	}
+	if o.CacheTTL <= 0 {
+		o.CacheTTL = defaultCacheTTL
+	}
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
 	}
@@ -212,6 +229,7 @@ func New(o Options, b Backend) (*Server, error) {
 	s.sessions = sess
 	s.tombstones, _ = b.(revocationBackend)
 	s.versionBody = s.encodeVersion()
+	s.encodeModern()
 	return s, nil
 }
 
@@ -342,14 +360,21 @@ func (s *Server) encodeVersion() []byte {
 	b = appendString(b, s.backend.Dialect())
 	b = append(b, `,"cache":`...)
 	b = appendString(b, s.backend.CacheType())
-	b = append(b, `,"mcp_protocol_versions":[`...)
-	for i, v := range protocolVersions {
+	b = append(b, `,"mcp_protocol_versions":`...)
+	b = appendStrings(b, protocolVersions)
+	return append(b, '}')
+}
+
+// appendStrings appends a JSON array of strings.
+func appendStrings(b []byte, list []string) []byte {
+	b = append(b, '[')
+	for i, v := range list {
 		if i > 0 {
 			b = append(b, ',')
 		}
 		b = appendString(b, v)
 	}
-	return append(b, "]}"...)
+	return append(b, ']')
 }
 
 // requestTime is the time fasthttp read when the request arrived: reusing it

@@ -59,7 +59,7 @@ func RPCOptions(s config.Settings, version string, log *zap.Logger) rpc.Options 
 		JWTSecretKeyPrevious: s.JWTSecretKeyPrevious, JWTPublicKeyPEM: s.JWTPublicKeyPEM,
 		RequireTokenExpiration: s.RequireTokenExpiration, RequireJTI: s.RequireJTI,
 		RequireUserInDB: s.RequireUserInDB, MaxRequestBodySize: s.MaxRequestBodySize,
-		MaxBatchSize: s.MaxBatchSize, Version: version, Logger: log,
+		MaxBatchSize: s.MaxBatchSize, Version: version, Logger: log, CacheTTL: s.CacheTTL,
 		AllowedOrigins: s.AllowedOrigins, CORSEnabled: s.CORSEnabled,
 		LoopbackOnly:  config.LoopbackOnly(s.Bind),
 		UserRateLimit: s.UserRateLimit, ToolRateLimit: s.ToolRateLimit, RateLimitBurst: s.RateLimitBurst,
