@@ -33,6 +33,7 @@ var bootstrapOnly = map[string]string{
 var derivedOnly = map[string]string{
 	"BackpressureAuto": `it follows Backpressure: write Backpressure = "auto" or "auto:N"`,
 	"JWTPublicKeyPEM":  "the master reads it from JWTPublicKeyPath (and JWTPublicKeyPathPrevious): set those",
+	"GatewaysJSON":     "the master reads it from GatewaysFile: set that",
 }
 
 // confNoEffect are Gunicorn conf names accepted with a warning.

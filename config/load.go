@@ -102,6 +102,9 @@ func Load(in Input) (*Resolved, error) {
 		if err := b.loadJWTKeys(dir); err != nil {
 			return nil, err
 		}
+		if err := b.loadGateways(dir); err != nil {
+			return nil, err
+		}
 	}
 	if in.Command == nil && !in.NoSecretCheck {
 		if err := b.checkSecret(); err != nil {

@@ -154,6 +154,10 @@ var rules = map[string]rule{
 			return false
 		}},
 	"FederationTimeout": {"a duration above 0: " + durSyntax, "longest call to an upstream MCP server", durAbove(0)},
+	"GatewaysFile": {`empty, or the path of a JSON file {"gateways":[{"name","url","transport","auth_type","auth_token","auth_header_key","auth_header_value","enabled"}]}`,
+		"upstream MCP servers registered at start (docs/federation.md)", nil},
+	"GatewaysJSON": {"nothing of its own: it is read from GatewaysFile",
+		"the upstreams of GatewaysFile, as the master read and checked them", nil},
 	"HealthCheckInterval": {"a duration of 0 (never) or more: " + durSyntax,
 		"how often one worker of each instance lists the tools of every upstream again and stores what changed", durAbove(-1)},
 }
@@ -294,6 +298,10 @@ func maskValue(field, value string) string {
 	case "JWTPublicKeyPEM":
 		if value != "" {
 			return fmt.Sprintf("(%d PEM key(s), %d bytes)", strings.Count(value, "-----BEGIN "), len(value))
+		}
+	case "GatewaysJSON": // holds credentials
+		if value != "" {
+			return fmt.Sprintf("(%d bytes, credentials not shown)", len(value))
 		}
 	}
 	return value

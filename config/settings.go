@@ -143,6 +143,8 @@ type Settings struct {
 	GatewayToolNameSeparator string        `env:"GATEWAY_TOOL_NAME_SEPARATOR"`
 	FederationTimeout        time.Duration `env:"FEDERATION_TIMEOUT"`
 	HealthCheckInterval      time.Duration `env:"HEALTH_CHECK_INTERVAL"` // upstreams' tool lists read again this often (0: never)
+	GatewaysFile             string        `env:"GATEWAYS_FILE"`         // upstreams to register, JSON (docs/federation.md)
+	GatewaysJSON             string        // derived: GatewaysFile as the master read and checked it (workers read no files)
 }
 
 // Source says where a setting's value came from.

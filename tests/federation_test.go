@@ -5,8 +5,11 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -107,6 +110,23 @@ func TestFederatedUpstream(t *testing.T) {
 	if last > time.Second {
 		t.Errorf("the last call with the upstream gone took %v", last)
 	}
+	// /metrics: calls by outcome, and the open circuit (the gauge is
+	// sampled every second).
+	deadline = time.Now().Add(5 * time.Second)
+	for {
+		_, m := get(t, g.url("/metrics"))
+		answered := metricValue(t, m, `mcpgateway_upstream_calls_total{outcome="answered"}`)
+		failed := metricValue(t, m, `mcpgateway_upstream_calls_total{outcome="failed"}`)
+		open := metricValue(t, m, `mcpgateway_upstream_calls_total{outcome="circuit_open"}`)
+		if answered >= 21 && failed >= 5 && open >= 1 && failed+open == 12 && metricValue(t, m, "mcpgateway_upstream_circuits_open") == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/metrics: upstream calls answered %v, failed %v, circuit open %v; circuits open %v",
+				answered, failed, open, metricValue(t, m, "mcpgateway_upstream_circuits_open"))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 
 	// Deleted: its tools are gone from every worker.
 	if code, body := httpDo(freshClient, "DELETE", g.url("/admin/gateways/everything"), token, ""); code != 204 {
@@ -128,10 +148,15 @@ func TestFederatedUpstream(t *testing.T) {
 
 // fakeUpstream is a minimal MCP server (JSON answers, one session) whose
 // tool list the test changes: what the reference server cannot do.
-func fakeUpstream(t *testing.T) (url string, setTools func(names ...string)) {
+func fakeUpstream(t *testing.T) (url string, setTools func(names ...string), setDown func(bool)) {
 	var mu sync.Mutex
 	tools := []string{"a"}
+	var down atomic.Bool
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if down.Load() {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return
+		}
 		var m struct {
 			ID     json.RawMessage `json:"id"`
 			Method string          `json:"method"`
@@ -161,13 +186,13 @@ func fakeUpstream(t *testing.T) (url string, setTools func(names ...string)) {
 		mu.Lock()
 		tools = names
 		mu.Unlock()
-	}
+	}, down.Store
 }
 
 // HEALTH_CHECK_INTERVAL: the upstream's tool list is read again, and what
 // changed reaches every worker's tools/list.
 func TestFederatedToolListRefresh(t *testing.T) {
-	url, setTools := fakeUpstream(t)
+	url, setTools, _ := fakeUpstream(t)
 	g := serve(t, []string{"HEALTH_CHECK_INTERVAL=500ms"}, "--workers", "2")
 	token := g.token()
 	if code, body := httpDo(freshClient, "PUT", g.url("/admin/gateways/fake"), token, `{"url":"`+url+`"}`); code != 200 || !strings.Contains(body, `"fake-a"`) {
@@ -193,4 +218,48 @@ func TestFederatedToolListRefresh(t *testing.T) {
 	waitList("fake-b", "fake-none")
 	setTools("b")
 	waitList("fake-b", "fake-a")
+}
+
+// GATEWAYS_FILE: upstreams registered at start without the admin API; one
+// that is down at start is registered once it answers (the refresh).
+func TestGatewaysFile(t *testing.T) {
+	upURL, _ := proctest.MustStartEverything(t)
+	late, setLate, setDown := fakeUpstream(t)
+	setLate("x")
+	setDown(true) // down when the gateway starts
+	dir := t.TempDir()
+	file := `{"gateways":[{"name":"everything","url":"` + upURL + `"},{"name":"fake","url":"` + late + `"}]}`
+	if err := os.WriteFile(filepath.Join(dir, "gateways.json"), []byte(file), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	g := serve(t, []string{"GATEWAYS_FILE=" + filepath.Join(dir, "gateways.json"), "HEALTH_CHECK_INTERVAL=500ms"}, "--workers", "2")
+	token := g.token()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, list := httpDo(freshClient, "POST", g.url("/rpc"), token, `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`)
+		if strings.Contains(list, `"fake-x"`) {
+			t.Fatalf("an upstream that is down was registered: %s", list)
+		}
+		if strings.Contains(list, `"everything-echo"`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the file's upstream was not registered: %s", list)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	setDown(false) // back: the next refresh registers it
+	for {
+		_, list := httpDo(freshClient, "POST", g.url("/rpc"), token, `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`)
+		if strings.Contains(list, `"everything-echo"`) && strings.Contains(list, `"fake-x"`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the file's upstreams were not registered: %s", list)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if code, body := httpDo(freshClient, "POST", g.url("/rpc"), token, `{"jsonrpc":"2.0","id":2,"method":"everything-echo","params":{"message":"from the file"}}`); code != 200 || !strings.Contains(body, "Echo: from the file") {
+		t.Fatalf("call: %d %s", code, body)
+	}
 }

@@ -148,6 +148,15 @@ func buildFamilies(s protocol.Snapshot, now int64, info BuildInfo, queues []List
 		counter(rl[2], "cause", "table_full"), counter(rl[4], "cause", "redis"))
 	add("rate_limit_leases_total", "Leases of tokens from the buckets shared by instances in Redis (CACHE_TYPE=redis), failed ones included.", "counter", counter(rl[3]+rl[4]))
 
+	up := t.Upstream
+	add("upstream_calls_total", "Tool calls forwarded to upstream MCP servers, by outcome: answered (a result or the upstream's JSON-RPC error), failed (not answered: refused, timed out, a broken stream), circuit_open (refused at once, its circuit breaker open).", "counter",
+		counter(up[0], "outcome", "answered"), counter(up[1], "outcome", "failed"), counter(up[2], "outcome", "circuit_open"))
+	var upOpen uint64
+	for _, wk := range s.Workers {
+		upOpen = max(upOpen, wk.UpstreamsOpen)
+	}
+	add("upstream_circuits_open", "Upstream MCP servers whose circuit breaker is open: the most that any live worker holds open (each worker has its own breakers).", "gauge", gauge(float64(upOpen)))
+
 	var inFlight, conns uint64
 	for _, wk := range s.Workers {
 		inFlight += wk.InFlight

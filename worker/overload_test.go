@@ -90,46 +90,6 @@ func TestShedderActsOnAStandingQueueOnly(t *testing.T) {
 	}
 }
 
-// Vegas: the limit falls while latency grows with concurrency (a queue
-// inside the worker), rises again once latency is back at its minimum and
-// the limit is in use, and never moves on a limit far above what is used.
-func TestLimiterFollowsLatency(t *testing.T) {
-	const ms = int64(time.Millisecond)
-	l := newLimiter(64, testRow(t))
-	now := int64(1e9)
-	run := func(windows int, inFlight int64, rtt func(inFlight int64) int64) {
-		for range windows {
-			for range 20 {
-				now += 5 * ms
-				n := min(inFlight, l.current())
-				l.sample(now, rtt(n), n)
-			}
-		}
-	}
-	run(10, 1, func(int64) int64 { return 2 * ms }) // the minimum, at low load
-	if l.current() != 64 {
-		t.Fatalf("limit %d after light load, want the ceiling 64 (nothing to adapt to)", l.current())
-	}
-	run(30, 40, func(n int64) int64 { return 2 * ms * n }) // a resource that slows with load
-	low := l.current()
-	if low > 16 {
-		t.Fatalf("limit %d while latency grows with concurrency, want it well below 40", low)
-	}
-	if got := l.row.Load(protocol.FLimit); got != uint64(low) {
-		t.Errorf("FLimit %d, want %d", got, low)
-	}
-	run(30, 40, func(int64) int64 { return 2 * ms }) // the resource recovered
-	if l.current() < 40 {
-		t.Fatalf("limit %d after latency came back to its minimum, want >= 40 (from %d)", l.current(), low)
-	}
-	for range 50 {
-		run(1, 40, func(int64) int64 { return 2*ms + (now/ms%7)*ms/10 }) // noise, 40 in flight
-	}
-	if l.current() < 40 {
-		t.Fatalf("limit %d fell on latency noise", l.current())
-	}
-}
-
 func TestQueueDelayOfPlainConnsIsZero(t *testing.T) {
 	a, b := net.Pipe()
 	defer a.Close()

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/tls"
 	"fmt"
+	"github.com/mcpgateway/mcpgateway/internal/adaptive"
 	"net"
 	"runtime/debug"
 	"strconv"
@@ -50,7 +51,7 @@ func (w *worker) serve() {
 		if ceiling <= 0 {
 			ceiling = max(w.opts.WorkerConnections, 1)
 		}
-		w.limiter = newLimiter(ceiling, w.row)
+		w.limiter = adaptive.New(ceiling, func(limit int64) { w.row.Store(protocol.FLimit, uint64(limit)) })
 	} else {
 		w.row.Store(protocol.FLimit, uint64(max(w.opts.Backpressure, 0)))
 	}
@@ -222,7 +223,7 @@ func (w *worker) answerAtOnce(ctx *fasthttp.RequestCtx, start int64) bool {
 // --backpressure auto, else the fixed --backpressure.
 func (w *worker) limit() uint64 {
 	if w.limiter != nil {
-		return uint64(w.limiter.current())
+		return uint64(w.limiter.Current())
 	}
 	return uint64(max(w.opts.Backpressure, 0))
 }
@@ -319,7 +320,7 @@ func (w *worker) finish(ctx *fasthttp.RequestCtx, req *inflightRequest, start in
 	}
 	if w.limiter != nil {
 		now := protocol.Nanotime()
-		w.limiter.sample(now, now-start, int64(w.row.Load(protocol.FInFlight)))
+		w.limiter.Sample(now, now-start, int64(w.row.Load(protocol.FInFlight)))
 	}
 	w.row.Sub(protocol.FInFlight, 1)
 	w.account(ctx, start)

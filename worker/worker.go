@@ -11,6 +11,7 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
+	"github.com/mcpgateway/mcpgateway/internal/adaptive"
 	"io"
 	"net"
 	"os"
@@ -60,6 +61,10 @@ type Info struct {
 	// row (protocol.CRateLimitedUser and the like), which /metrics reports.
 	Count func(f protocol.Field, n uint64)
 
+	// SetGauge sets one of the application's gauges in this worker's row
+	// (protocol.FUpstreamsOpen and the like).
+	SetGauge func(f protocol.Field, v uint64)
+
 	// ReportDatabase publishes the outcome of the application's latest
 	// database check in this worker's row: readiness, also the master's on
 	// the health port, fails while the latest check of the server failed.
@@ -91,9 +96,9 @@ type worker struct {
 	httpMode  string      // HTTPAuto, HTTP1 or HTTP2
 	conns     connSet
 	inflight  tracker
-	shed      *shedder      // by queueing delay (overload.go)
-	limiter   *limiter      // the adaptive in-flight limit; nil: fixed (opts.Backpressure)
-	refusers  chan struct{} // connections being refused (refuseConn), at most maxRefusers
+	shed      *shedder        // by queueing delay (overload.go)
+	limiter   *adaptive.Limit // the adaptive in-flight limit; nil: fixed (opts.Backpressure)
+	refusers  chan struct{}   // connections being refused (refuseConn), at most maxRefusers
 
 	queueCheckedAt atomic.Int64   // Nanotime of the last look at the accept queue
 	queueDeep      atomic.Bool    // what it showed
@@ -214,6 +219,7 @@ func (w *worker) run(setup Setup) int {
 		Logger: w.log, Table: w.table, Options: w.opts,
 		CountPanic:     func() { w.row.Add(protocol.CPanics, 1) },
 		Count:          func(f protocol.Field, n uint64) { w.row.Add(f, n) },
+		SetGauge:       w.row.Store,
 		ReportDatabase: w.reportDatabase,
 	})
 	if err != nil {

@@ -130,6 +130,10 @@ const (
 	FLimit
 	FShedding
 	FQueueOverTarget
+
+	// Federation (rpc/federation.go): how many upstreams this worker's
+	// circuit breakers hold open now.
+	FUpstreamsOpen
 )
 
 // FDBCheck values.
@@ -149,7 +153,9 @@ const (
 //	57..59   refusals by reason (queue_delay, in_flight, connections); 60..63 reserved for more
 //	64..95   the queue-delay histogram: sum, then QueueBuckets (up to 31 buckets)
 //	96..100  rate limits: refused by the user's and the tool's limit, let
-//	         through with no slot, Redis leases, failed leases; to 111 reserved
+//	         through with no slot, Redis leases, failed leases; to 103 reserved
+//	104..106 calls to upstream MCP servers: answered, failed, refused by an
+//	         open circuit; to 111 reserved
 //	112..127 free
 //
 // CRefused stays the total of refusals; the per-reason words split it.
@@ -181,6 +187,14 @@ const (
 	CRateLimitFull
 	CRateLeases
 	CRateLeaseFailures
+)
+
+// Calls to upstream MCP servers (rpc/federation.go), in the order of
+// Counters.Upstream.
+const (
+	CUpstreamAnswered Field = 104 + iota
+	CUpstreamFailed
+	CUpstreamCircuitOpen
 )
 
 // The queue-delay histogram: the time from a request's first bytes reaching
@@ -544,6 +558,10 @@ type Counters struct {
 	// RateLimits: refused by the user's limit, by the tool's, let through
 	// with no slot in the table, Redis leases, failed leases.
 	RateLimits [5]uint64
+
+	// Upstream: calls to upstream MCP servers answered, failed, and refused
+	// at once by an open circuit.
+	Upstream [3]uint64
 }
 
 // RefusalReasons names Counters.RefusedBy, in order, for metrics.
@@ -580,6 +598,9 @@ func (c *Counters) add(r words) {
 	for i := range c.RateLimits {
 		c.RateLimits[i] += r.Load(CRateLimitedUser + Field(i))
 	}
+	for i := range c.Upstream {
+		c.Upstream[i] += r.Load(CUpstreamAnswered + Field(i))
+	}
 }
 
 // WorkerStatus is one live worker as a snapshot sees it.
@@ -596,6 +617,7 @@ type WorkerStatus struct {
 	Limit           uint64 // in-flight limit in force; 0: none
 	Shedding        bool   // shedding by queueing delay
 	QueueOverTarget uint64 // thousandths of the last interval's requests that waited past the target
+	UpstreamsOpen   uint64 // upstreams whose circuit this worker holds open
 }
 
 // Snapshot is a consistent view of the whole server.
@@ -673,6 +695,7 @@ func (t *Table) read() Snapshot {
 			OldestStart: int64(r.Load(FOldestStart)),
 			DBCheckAt:   int64(r.Load(FDBCheckAt)), DBCheck: r.Load(FDBCheck),
 			Limit: r.Load(FLimit), Shedding: r.Load(FShedding) == 1, QueueOverTarget: r.Load(FQueueOverTarget),
+			UpstreamsOpen: r.Load(FUpstreamsOpen),
 		}
 		w.Counters.add(r)
 		s.Total.add(r)

@@ -54,6 +54,9 @@ func Worker(ctx context.Context, s config.Settings, version string, info worker.
 			o.OnRateLimit = func(e rpc.RateLimitEvent) {
 				info.Count(rateLimitCounters[e], 1)
 			}
+			o.OnUpstream = func(e rpc.UpstreamEvent) {
+				info.Count(protocol.CUpstreamAnswered+protocol.Field(e), 1)
+			}
 		}
 		if info.Table != nil {
 			o.Readiness = func(b []byte) ([]byte, bool) {
@@ -69,11 +72,34 @@ func Worker(ctx context.Context, s config.Settings, version string, info worker.
 		return worker.App{}, err
 	}
 	c := startChecks(ctx, srv, info.ReportDatabase, info.Logger)
-	stopRefresh := func() {}
-	if info.Slot == 0 && s.HealthCheckInterval > 0 {
-		// One worker of each instance refreshes the upstreams' tool lists:
-		// the others see the result through the store's catalogue.
-		stopRefresh = every(s.HealthCheckInterval, func(ctx context.Context) { srv.RefreshGateways(ctx) })
+	var stops []func()
+	if info.SetGauge != nil {
+		stops = append(stops, every(time.Second, func(context.Context) {
+			info.SetGauge(protocol.FUpstreamsOpen, uint64(srv.UpstreamsOpen()))
+		}))
+	}
+	if info.Slot == 0 {
+		// One worker of each instance registers the upstreams of
+		// GATEWAYS_FILE and refreshes the upstreams' tool lists: the others
+		// see the result through the store's catalogue.
+		specs, err := config.ParseGateways(s.GatewaysJSON)
+		if err != nil { // the master wrote it: cannot happen
+			info.Logger.Error("GATEWAYS_FILE: unreadable as handed over", zap.Error(err))
+		}
+		if len(specs) > 0 {
+			stops = append(stops, once(func(ctx context.Context) { srv.SyncGateways(ctx, specs) }))
+		}
+		if s.HealthCheckInterval > 0 {
+			stops = append(stops, every(s.HealthCheckInterval, func(ctx context.Context) {
+				srv.SyncGateways(ctx, specs)
+				srv.RefreshGateways(ctx)
+			}))
+		}
+	}
+	stopRefresh := func() {
+		for _, stop := range stops {
+			stop()
+		}
 	}
 	return worker.App{
 		Handler:   srv.Handler,
@@ -164,6 +190,18 @@ func every(interval time.Duration, f func(ctx context.Context)) (stop func()) {
 				f(ctx)
 			}
 		}
+	}()
+	return func() { cancel(); <-done }
+}
+
+// once runs f in the background, with a context cancelled by the returned
+// stop, which waits for it.
+func once(f func(ctx context.Context)) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f(ctx)
 	}()
 	return func() { cancel(); <-done }
 }
