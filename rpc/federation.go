@@ -104,6 +104,7 @@ const (
 	UpstreamAnswered    UpstreamEvent = iota // the upstream answered (a result or a JSON-RPC error)
 	UpstreamFailed                           // it did not: refused, timed out, broke the stream
 	UpstreamCircuitOpen                      // refused at once: its circuit is open
+	UpstreamBusy                             // refused at once: its in-flight limit is reached (503)
 )
 
 func (s *Server) noteUpstream(e UpstreamEvent) {
@@ -144,6 +145,12 @@ func (s *Server) callUpstream(ctx *fasthttp.RequestCtx, tool store.Tool, args []
 	case errors.As(err, &rpcErr):
 		s.noteUpstream(UpstreamAnswered)
 		return out, &rpcError{rpcErr.Code, rpcErr.Message}
+	case errors.Is(err, upstream.ErrBusy):
+		// Backpressure, as the worker's in-flight limit refuses: a 503
+		// with Retry-After for a single message, counted as refused.
+		s.noteUpstream(UpstreamBusy)
+		ctx.SetUserValue(unavailableKey{}, true)
+		return out, &rpcError{codeUnavailable, "Upstream " + tool.Gateway + " busy: too many calls in flight; retry shortly"}
 	case errors.Is(err, upstream.ErrOpen):
 		s.noteUpstream(UpstreamCircuitOpen)
 	default:

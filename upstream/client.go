@@ -20,6 +20,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/mcpgateway/mcpgateway/internal/adaptive"
 )
 
 // Versions are the protocol revisions the client offers, newest first: it
@@ -32,7 +34,21 @@ type Server struct {
 	URL     string      // its Streamable HTTP endpoint, e.g. http://host:3001/mcp
 	Header  http.Header // sent with every request (Authorization and the like); never logged
 	Timeout time.Duration
+
+	// MaxInFlight is the ceiling of the adaptive limit on concurrent
+	// tools/call to this upstream from this client (0: DefaultMaxInFlight).
+	MaxInFlight int
 }
+
+// DefaultMaxInFlight is the default ceiling of an upstream's in-flight
+// calls, per worker.
+const DefaultMaxInFlight = 64
+
+// ErrBusy is a call refused at once: the upstream's in-flight limit is
+// reached. The limit adapts to the upstream's latency (TCP Vegas, as the
+// worker's --backpressure auto): a 1 ms tool and a 600 s model call do not
+// share one number.
+var ErrBusy = errors.New("upstream busy: its limit of calls in flight is reached")
 
 // DefaultTimeout bounds one exchange with an upstream when Server.Timeout
 // is 0; a call's own context may end it sooner.
@@ -41,10 +57,13 @@ const DefaultTimeout = 60 * time.Second
 // Client talks to one upstream server. It is safe for concurrent use: calls
 // share one session and a pool of keep-alive connections.
 type Client struct {
-	srv     Server
-	http    *http.Client
-	breaker *Breaker
-	nextID  atomic.Int64
+	srv      Server
+	http     *http.Client
+	breaker  *Breaker
+	nextID   atomic.Int64
+	limit    *adaptive.Limit
+	inFlight atomic.Int64
+	base     time.Time // the limit's clock
 
 	mu      sync.Mutex
 	ready   bool   // initialized: the session below is the one to use
@@ -100,8 +119,15 @@ func New(srv Server, transport http.RoundTripper) *Client {
 	if transport == nil {
 		transport = NewTransport()
 	}
-	return &Client{srv: srv, http: &http.Client{Transport: transport}, breaker: NewBreaker(DefaultBreaker)}
+	if srv.MaxInFlight <= 0 {
+		srv.MaxInFlight = DefaultMaxInFlight
+	}
+	return &Client{srv: srv, http: &http.Client{Transport: transport}, breaker: NewBreaker(DefaultBreaker),
+		limit: adaptive.New(srv.MaxInFlight, nil), base: time.Now()}
 }
+
+// InFlightLimit is the adaptive limit on concurrent calls in force.
+func (c *Client) InFlightLimit() int64 { return c.limit.Current() }
 
 // NewTransport is a pool of keep-alive connections for one upstream.
 func NewTransport() *http.Transport {
@@ -211,7 +237,21 @@ func (c *Client) CallTool(ctx context.Context, name string, args json.RawMessage
 	if progressToken != nil {
 		params["_meta"] = map[string]any{"progressToken": progressToken}
 	}
-	return c.call(ctx, "tools/call", params, onNote, false)
+	n := c.inFlight.Add(1)
+	defer c.inFlight.Add(-1)
+	if n > c.limit.Current() {
+		return nil, fmt.Errorf("tools/call %s: %w", c.srv.Name, ErrBusy)
+	}
+	start := time.Since(c.base)
+	res, err := c.call(ctx, "tools/call", params, onNote, false)
+	var rpcErr *RPCError
+	if err == nil || errors.As(err, &rpcErr) {
+		// Only answers tell the upstream's latency: a refused connection
+		// is fast and says nothing of its queue.
+		now := time.Since(c.base)
+		c.limit.Sample(int64(now), int64(now-start), n)
+	}
+	return res, err
 }
 
 // Close ends the session at the upstream (DELETE), if it has one.

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -232,4 +233,88 @@ func TestHeadersAndJSONAnswers(t *testing.T) {
 	if strings.Join(seen, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("requests:\n%s\nwant:\n%s", strings.Join(seen, "\n"), strings.Join(want, "\n"))
 	}
+}
+
+// jsonUpstream is a minimal MCP server answering JSON, whose tools/call
+// runs handle first.
+func jsonUpstream(t *testing.T, handle func()) *httptest.Server {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var m struct {
+			ID     json.RawMessage `json:"id"`
+			Method string          `json:"method"`
+		}
+		json.NewDecoder(r.Body).Decode(&m)
+		w.Header().Set("Content-Type", "application/json")
+		switch m.Method {
+		case "initialize":
+			fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"result":{"protocolVersion":"2025-11-25","capabilities":{},"serverInfo":{"name":"fake","version":"0"}}}`, m.ID)
+		case "notifications/initialized":
+			w.WriteHeader(http.StatusAccepted)
+		default:
+			handle()
+			fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"result":{"content":[],"isError":false}}`, m.ID)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// Past the in-flight limit a call is refused at once with ErrBusy, and the
+// limit adapts: it falls while the upstream slows with concurrency.
+func TestInFlightLimit(t *testing.T) {
+	release := make(chan struct{})
+	var started sync.WaitGroup
+	started.Add(2)
+	blocked := jsonUpstream(t, func() { started.Done(); <-release })
+	c := New(Server{Name: "blocked", URL: blocked.URL, MaxInFlight: 2}, nil)
+	done := make(chan error, 2)
+	for range 2 {
+		go func() {
+			_, err := c.CallTool(context.Background(), "x", nil, nil, nil)
+			done <- err
+		}()
+	}
+	started.Wait()
+	start := time.Now()
+	if _, err := c.CallTool(context.Background(), "x", nil, nil, nil); !errors.Is(err, ErrBusy) || time.Since(start) > time.Second {
+		t.Fatalf("a third call with 2 in flight and a limit of 2: %v after %v, want ErrBusy at once", err, time.Since(start))
+	}
+	close(release)
+	for range 2 {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// An upstream whose latency grows with the calls in flight (a queue).
+	var inFlight atomic.Int64
+	slow := jsonUpstream(t, func() {
+		n := inFlight.Add(1)
+		defer inFlight.Add(-1)
+		time.Sleep(time.Duration(n) * time.Millisecond)
+	})
+	c = New(Server{Name: "slow", URL: slow.URL, MaxInFlight: 64}, nil)
+	for range 20 { // the latency without a queue
+		c.CallTool(context.Background(), "x", nil, nil, nil)
+	}
+	stop := time.Now().Add(3 * time.Second)
+	var wg sync.WaitGroup
+	var busy atomic.Int64
+	for range 48 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(stop) {
+				if _, err := c.CallTool(context.Background(), "x", nil, nil, nil); errors.Is(err, ErrBusy) {
+					busy.Add(1)
+					time.Sleep(5 * time.Millisecond)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if l := c.InFlightLimit(); l >= 48 || busy.Load() == 0 {
+		t.Fatalf("limit %d and %d calls refused after 3 s of 48 callers on an upstream that slows with load; want the limit below 48", l, busy.Load())
+	}
+	t.Logf("limit %d, %d calls refused", c.InFlightLimit(), busy.Load())
 }

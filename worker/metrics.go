@@ -149,8 +149,8 @@ func buildFamilies(s protocol.Snapshot, now int64, info BuildInfo, queues []List
 	add("rate_limit_leases_total", "Leases of tokens from the buckets shared by instances in Redis (CACHE_TYPE=redis), failed ones included.", "counter", counter(rl[3]+rl[4]))
 
 	up := t.Upstream
-	add("upstream_calls_total", "Tool calls forwarded to upstream MCP servers, by outcome: answered (a result or the upstream's JSON-RPC error), failed (not answered: refused, timed out, a broken stream), circuit_open (refused at once, its circuit breaker open).", "counter",
-		counter(up[0], "outcome", "answered"), counter(up[1], "outcome", "failed"), counter(up[2], "outcome", "circuit_open"))
+	add("upstream_calls_total", "Tool calls forwarded to upstream MCP servers, by outcome: answered (a result or the upstream's JSON-RPC error), failed (not answered: refused, timed out, a broken stream), circuit_open (refused at once, its circuit breaker open), busy (refused at once with 503, its adaptive in-flight limit reached; also in http_requests_refused_total{reason=\"in_flight\"}).", "counter",
+		counter(up[0], "outcome", "answered"), counter(up[1], "outcome", "failed"), counter(up[2], "outcome", "circuit_open"), counter(up[3], "outcome", "busy"))
 	var upOpen uint64
 	for _, wk := range s.Workers {
 		upOpen = max(upOpen, wk.UpstreamsOpen)

@@ -154,8 +154,8 @@ const (
 //	64..95   the queue-delay histogram: sum, then QueueBuckets (up to 31 buckets)
 //	96..100  rate limits: refused by the user's and the tool's limit, let
 //	         through with no slot, Redis leases, failed leases; to 103 reserved
-//	104..106 calls to upstream MCP servers: answered, failed, refused by an
-//	         open circuit; to 111 reserved
+//	104..107 calls to upstream MCP servers: answered, failed, refused by an
+//	         open circuit, refused by its in-flight limit; to 111 reserved
 //	112..127 free
 //
 // CRefused stays the total of refusals; the per-reason words split it.
@@ -195,6 +195,7 @@ const (
 	CUpstreamAnswered Field = 104 + iota
 	CUpstreamFailed
 	CUpstreamCircuitOpen
+	CUpstreamBusy
 )
 
 // The queue-delay histogram: the time from a request's first bytes reaching
@@ -559,9 +560,9 @@ type Counters struct {
 	// with no slot in the table, Redis leases, failed leases.
 	RateLimits [5]uint64
 
-	// Upstream: calls to upstream MCP servers answered, failed, and refused
-	// at once by an open circuit.
-	Upstream [3]uint64
+	// Upstream: calls to upstream MCP servers answered, failed, refused at
+	// once by an open circuit, and by the upstream's in-flight limit.
+	Upstream [4]uint64
 }
 
 // RefusalReasons names Counters.RefusedBy, in order, for metrics.

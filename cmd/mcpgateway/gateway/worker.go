@@ -56,6 +56,10 @@ func Worker(ctx context.Context, s config.Settings, version string, info worker.
 			}
 			o.OnUpstream = func(e rpc.UpstreamEvent) {
 				info.Count(protocol.CUpstreamAnswered+protocol.Field(e), 1)
+				if e == rpc.UpstreamBusy { // a refusal of the in-flight kind
+					info.Count(protocol.CRefused, 1)
+					info.Count(protocol.CRefusedInFlight, 1)
+				}
 			}
 		}
 		if info.Table != nil {
