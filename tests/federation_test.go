@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mcpgateway/mcpgateway/internal/mcptest"
 	"github.com/mcpgateway/mcpgateway/internal/proctest"
 )
 
@@ -152,34 +153,24 @@ func fakeUpstream(t *testing.T) (url string, setTools func(names ...string), set
 	var mu sync.Mutex
 	tools := []string{"a"}
 	var down atomic.Bool
+	fake := &mcptest.Server{Session: "fake-session", Handle: func(_ *http.Request, method string, _ json.RawMessage) string {
+		if method != "tools/list" {
+			return ""
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		var list []string
+		for _, n := range tools {
+			list = append(list, fmt.Sprintf(`{"name":%q,"inputSchema":{"type":"object"}}`, n))
+		}
+		return `{"tools":[` + strings.Join(list, ",") + `]}`
+	}}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if down.Load() {
 			http.Error(w, "down", http.StatusServiceUnavailable)
 			return
 		}
-		var m struct {
-			ID     json.RawMessage `json:"id"`
-			Method string          `json:"method"`
-		}
-		json.NewDecoder(r.Body).Decode(&m)
-		w.Header().Set("Content-Type", "application/json")
-		switch m.Method {
-		case "initialize":
-			w.Header().Set("Mcp-Session-Id", "fake-session")
-			fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"result":{"protocolVersion":"2025-11-25","capabilities":{"tools":{}},"serverInfo":{"name":"fake","version":"0"}}}`, m.ID)
-		case "notifications/initialized":
-			w.WriteHeader(http.StatusAccepted)
-		case "tools/list":
-			mu.Lock()
-			var list []string
-			for _, n := range tools {
-				list = append(list, fmt.Sprintf(`{"name":%q,"inputSchema":{"type":"object"}}`, n))
-			}
-			mu.Unlock()
-			fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"result":{"tools":[%s]}}`, m.ID, strings.Join(list, ","))
-		default:
-			fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"error":{"code":-32601,"message":"no"}}`, m.ID)
-		}
+		fake.ServeHTTP(w, r)
 	}))
 	t.Cleanup(srv.Close)
 	return srv.URL + "/mcp", func(names ...string) {

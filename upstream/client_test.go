@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mcpgateway/mcpgateway/internal/mcptest"
 	"github.com/mcpgateway/mcpgateway/internal/proctest"
 )
 
@@ -199,26 +200,13 @@ func TestBreakerHalfOpen(t *testing.T) {
 func TestHeadersAndJSONAnswers(t *testing.T) {
 	var mu sync.Mutex
 	var seen []string
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var m struct {
-			ID     json.RawMessage `json:"id"`
-			Method string          `json:"method"`
-		}
-		json.NewDecoder(r.Body).Decode(&m)
-		mu.Lock()
-		seen = append(seen, m.Method+" auth="+r.Header.Get("Authorization")+" session="+r.Header.Get("Mcp-Session-Id")+" version="+r.Header.Get("MCP-Protocol-Version"))
-		mu.Unlock()
-		w.Header().Set("Content-Type", "application/json")
-		switch m.Method {
-		case "initialize":
-			w.Header().Set("Mcp-Session-Id", "s-1")
-			fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"result":{"protocolVersion":"2025-06-18","capabilities":{},"serverInfo":{"name":"fake","version":"0"}}}`, m.ID)
-		case "notifications/initialized":
-			w.WriteHeader(http.StatusAccepted)
-		default:
-			fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"result":{"content":[{"type":"text","text":"ok"}],"isError":false}}`, m.ID)
-		}
-	}))
+	srv := httptest.NewServer(&mcptest.Server{Session: "s-1", Revision: "2025-06-18",
+		Handle: func(r *http.Request, method string, _ json.RawMessage) string {
+			mu.Lock()
+			seen = append(seen, method+" auth="+r.Header.Get("Authorization")+" session="+r.Header.Get("Mcp-Session-Id")+" version="+r.Header.Get("MCP-Protocol-Version"))
+			mu.Unlock()
+			return `{"content":[{"type":"text","text":"ok"}],"isError":false}`
+		}})
 	defer srv.Close()
 	c := New(Server{Name: "fake", URL: srv.URL, Header: http.Header{"Authorization": {"Bearer t0ken"}}}, nil)
 	res, err := c.CallTool(context.Background(), "x", nil, nil, nil)
@@ -238,23 +226,12 @@ func TestHeadersAndJSONAnswers(t *testing.T) {
 // jsonUpstream is a minimal MCP server answering JSON, whose tools/call
 // runs handle first.
 func jsonUpstream(t *testing.T, handle func()) *httptest.Server {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var m struct {
-			ID     json.RawMessage `json:"id"`
-			Method string          `json:"method"`
-		}
-		json.NewDecoder(r.Body).Decode(&m)
-		w.Header().Set("Content-Type", "application/json")
-		switch m.Method {
-		case "initialize":
-			fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"result":{"protocolVersion":"2025-11-25","capabilities":{},"serverInfo":{"name":"fake","version":"0"}}}`, m.ID)
-		case "notifications/initialized":
-			w.WriteHeader(http.StatusAccepted)
-		default:
+	srv := httptest.NewServer(&mcptest.Server{Handle: func(_ *http.Request, method string, _ json.RawMessage) string {
+		if method == "tools/call" {
 			handle()
-			fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"result":{"content":[],"isError":false}}`, m.ID)
 		}
-	}))
+		return `{"content":[],"isError":false}`
+	}})
 	t.Cleanup(srv.Close)
 	return srv
 }
