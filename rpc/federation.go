@@ -131,14 +131,33 @@ func (s *Server) UpstreamsOpen() int {
 // upstream's result as it is. A JSON-RPC error of the upstream is passed on;
 // an upstream that cannot be reached is a tool error (isError), as a failed
 // built-in call is, so that the model sees it.
+//
+// buf carries the call's own context (a client gone, a cancellation), the
+// client's progress token and where the upstream's notifications go
+// (mcp_stream.go); all unset, the call is the request's.
 func (s *Server) callUpstream(ctx *fasthttp.RequestCtx, tool store.Tool, args []byte, buf *buffers, out []byte) ([]byte, *rpcError) {
 	c, err := s.upstreamClient(ctx, tool.Gateway)
 	var res json.RawMessage
 	if err == nil {
-		res, err = c.CallTool(ctx, tool.UpstreamName, json.RawMessage(args), nil, nil)
+		callCtx := buf.callContext(ctx)
+		if buf.onNote == nil && s.opt.RequestTimeout > 0 {
+			// A JSON answer is a request in flight: the call must end
+			// before the worker's watchdog answers 504 in its place,
+			// so that the client gets the upstream's failure and the
+			// upstream call does not outlive its request.
+			margin := min(time.Second, s.opt.RequestTimeout/10)
+			var cancel context.CancelFunc
+			callCtx, cancel = context.WithDeadline(callCtx, requestTime(ctx).Add(s.opt.RequestTimeout-margin))
+			defer cancel()
+		}
+		res, err = c.CallTool(callCtx, tool.UpstreamName, json.RawMessage(args), buf.progressToken, buf.onNote)
 	}
 	var rpcErr *upstream.RPCError
 	switch {
+	case errors.Is(err, context.Canceled):
+		// The client cancelled it, or went away: says nothing of the
+		// upstream, and nobody reads the answer.
+		return out, &rpcError{codeInternalError, "Request cancelled"}
 	case err == nil:
 		s.noteUpstream(UpstreamAnswered)
 		return append(out, res...), nil
@@ -158,8 +177,11 @@ func (s *Server) callUpstream(ctx *fasthttp.RequestCtx, tool store.Tool, args []
 	}
 	s.upstreamErrors.log(s.log, "upstream call failed", zap.String("gateway", tool.Gateway), zap.String("tool", tool.UpstreamName), zap.Error(err))
 	text := "upstream " + tool.Gateway + " unavailable"
-	if errors.Is(err, upstream.ErrOpen) {
+	switch {
+	case errors.Is(err, upstream.ErrOpen):
 		text += ": it failed repeatedly; retry later"
+	case errors.Is(err, context.DeadlineExceeded):
+		text = "upstream " + tool.Gateway + " did not answer in time"
 	}
 	buf.text = append(buf.text[:0], text...)
 	out = append(out, `{"content":[{"type":"text","text":`...)

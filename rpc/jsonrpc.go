@@ -107,6 +107,7 @@ func (s *Server) processValue(ctx *fasthttp.RequestCtx, v []byte, buf *buffers, 
 			buf.out = appendIDLessError(buf.out[:0], buf.rev, perr.code, perr.msg)
 			return fasthttp.StatusBadRequest, true
 		}
+		buf.id = m.id
 		buf.out = s.reply(ctx, &m, perr, buf, buf.out[:0], t, false)
 		return limitedStatus(ctx, buf, unavailableStatus(ctx), false), len(buf.out) > 0
 	}
@@ -199,13 +200,21 @@ func (s *Server) invokeSafe(ctx *fasthttp.RequestCtx, m *message, buf *buffers, 
 	out = appendResultHead(out, m.id)
 	start := len(out)
 	out, rerr := s.invoke(ctx, m, buf, out)
-	switch {
-	case m.id == nil: // a notification: ran for its effect, no reply
+	if m.id == nil { // a notification: ran for its effect, no reply
 		return out[:mark]
+	}
+	return s.endReply(out, mark, start, m.id, m.method, buf.rev, rerr)
+}
+
+// endReply ends the response to request id whose result value was
+// appended at out[start:], after a head that began at mark: the error
+// instead when there is one, the 2026-07-28 additions for rev.
+func (s *Server) endReply(out []byte, mark, start int, id, method []byte, rev revision, rerr *rpcError) []byte {
+	switch {
 	case rerr != nil:
-		return appendError(out[:mark], m.id, rerr.code, rerr.msg)
-	case buf.rev.modern():
-		return append(s.completeResult(out, start, m.method), '}') // mcp_modern.go
+		return appendError(out[:mark], id, rerr.code, rerr.msg)
+	case rev.modern():
+		return append(s.completeResult(out, start, method), '}') // mcp_modern.go
 	default:
 		return append(out, '}')
 	}

@@ -18,10 +18,11 @@ import (
 	"github.com/mcpgateway/mcpgateway/store"
 )
 
-// POST /mcp is the MCP Streamable HTTP transport in its JSON response mode:
-// every POST is answered with one application/json body (or 202 when there
-// is nothing to answer), and no SSE stream is offered (GET /mcp answers 405,
-// which the specification allows).
+// POST /mcp is the MCP Streamable HTTP transport. A POST is answered with one
+// application/json body (or 202 when there is nothing to answer), except a
+// tools/call of an upstream tool that asked for notifications from a client
+// that accepts SSE: that one gets an event stream (mcp_stream.go). There is
+// no standing stream: GET /mcp answers 405, which the specification allows.
 //
 // Each request is served by the rules of one MCP revision (docs/mcp.md,
 // section 1). A request of the modern era (2026-07-28) carries its revision
@@ -200,9 +201,14 @@ func (s *Server) serveMCP(ctx *fasthttp.RequestCtx) {
 		if !ok {
 			return
 		}
-		buf.rev = sess.rev
+		buf.rev, buf.sid = sess.rev, sid
 	}
+	buf.sse = v[0] == '{' && acceptsSSE(ctx)
 	status, answered := s.processValue(ctx, v, buf, transportMCP)
+	if buf.stream != nil {
+		s.startStream(ctx, buf.stream) // mcp_stream.go
+		return
+	}
 	finish(ctx, status, answered, buf.out)
 }
 
@@ -217,7 +223,7 @@ func (s *Server) mcpMethodNotAllowed(ctx *fasthttp.RequestCtx) {
 	ctx.Response.Header.Set("Allow", allow)
 	msg := "Method Not Allowed"
 	if ctx.IsGet() {
-		msg = "Method Not Allowed: this server answers in JSON and offers no SSE stream"
+		msg = "Method Not Allowed: this server offers no standing SSE stream"
 	}
 	writeDetail(ctx, fasthttp.StatusMethodNotAllowed, msg)
 }

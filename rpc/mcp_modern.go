@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/valyala/fasthttp"
 )
@@ -97,7 +98,12 @@ func (s *Server) serveModern(ctx *fasthttp.RequestCtx, p principal) {
 		modernError(ctx, buf, status, m.id, rerr)
 		return
 	}
+	buf.id, buf.sse = m.id, acceptsSSE(ctx)
 	buf.out = s.invokeSafe(ctx, &m, buf, buf.out[:0])
+	if buf.stream != nil {
+		s.startStream(ctx, buf.stream) // mcp_stream.go
+		return
+	}
 	writeJSON(ctx, limitedStatus(ctx, buf, unavailableStatus(ctx), false), buf.out)
 }
 
@@ -149,6 +155,10 @@ func (s *Server) checkModern(ctx *fasthttp.RequestCtx, m *message) (int, *rpcErr
 		return fasthttp.StatusBadRequest, &rpcError{codeInvalidParams, "Invalid params: _meta " + metaProtocolVersion + " is required"}
 	case caps == nil || caps[0] != '{':
 		return fasthttp.StatusBadRequest, &rpcError{codeInvalidParams, "Invalid params: _meta " + metaClientCapabilities + " is required (an object)"}
+	}
+	if level := member(meta, metaLogLevel); level != nil && logLevel(level) < 0 {
+		return fasthttp.StatusBadRequest, &rpcError{codeInvalidParams, fmt.Sprintf(
+			"Invalid params: _meta %s %s is not a log level (%s)", metaLogLevel, level, strings.Join(logLevels[:], ", "))}
 	}
 
 	if rerr := checkStandardHeaders(ctx, m); rerr != nil {
@@ -335,7 +345,7 @@ func (s *Server) encodeModern() {
 
 	b = append([]byte(nil), `{"supportedVersions":`...)
 	b = appendStrings(b, protocolVersions)
-	s.discoverResult = append(b, `,"capabilities":`+serverCapabilities+`}`...)
+	s.discoverResult = append(b, `,"capabilities":`+modernCapabilities+`}`...)
 }
 
 // completeResult adds to the result object at out[start:] what 2026-07-28

@@ -77,7 +77,7 @@ func TestMCPModernRequests(t *testing.T) {
 	res := modernResult(t, modernCall(t, s, tok, "server/discover", "", modernBody("server/discover", "")))
 	got, _ := json.Marshal(res)
 	want := `{"_meta":{"io.modelcontextprotocol/serverInfo":{"name":"mcpgateway","version":"1.2.3-test"}},"cacheScope":"public",` +
-		`"capabilities":{"tools":{"listChanged":false}},"resultType":"complete",` +
+		`"capabilities":{"logging":{},"tools":{"listChanged":false}},"resultType":"complete",` +
 		`"supportedVersions":["2026-07-28","2025-11-25","2025-06-18","2025-03-26"],"ttlMs":60000}`
 	if string(got) != want {
 		t.Errorf("server/discover\n got %s\nwant %s", got, want)

@@ -161,7 +161,7 @@ func TestMCPTransportErrors(t *testing.T) {
 	sid := mcpInitialize(t, s, tok) // 2025-06-18
 
 	r := call(s, "GET", "/mcp", "", "Authorization", "Bearer "+tok, "Accept", "text/event-stream")
-	if r.status != 405 || r.header("Allow") != "POST, DELETE" || !strings.Contains(string(r.body), "no SSE stream") {
+	if r.status != 405 || r.header("Allow") != "POST, DELETE" || !strings.Contains(string(r.body), "no standing SSE stream") {
 		t.Errorf("GET: %d %q %s", r.status, r.header("Allow"), r.body)
 	}
 	if r := call(s, "PUT", "/mcp", ""); r.status != 405 {

@@ -28,7 +28,10 @@ func (s *Server) invoke(ctx *fasthttp.RequestCtx, m *message, buf *buffers, out 
 		}
 	}
 	if bytes.HasPrefix(m.method, []byte("notifications/")) {
-		// Notifications (initialized, cancelled, ...) need no action here.
+		if string(m.method) == noteCancelled {
+			s.cancelled(m.params, buf) // mcp_stream.go
+		}
+		// Other notifications (initialized, ...) need no action here.
 		// Sent as a request by mistake, they get an empty result.
 		return append(out, "{}"...), nil
 	}
@@ -49,9 +52,15 @@ func (s *Server) initialize(params []byte, out []byte) ([]byte, *rpcError) {
 	return append(out, "}}"...), nil
 }
 
-// serverCapabilities are what initialize and server/discover declare: tools
-// only, and no list_changed notifications.
+// serverCapabilities are what initialize declares: tools only, and no
+// list_changed notifications.
 const serverCapabilities = `{"tools":{"listChanged":false}}`
+
+// modernCapabilities are server/discover's: 2026-07-28 requests may carry a
+// logLevel, and then get an upstream's log messages on their stream
+// (mcp_stream.go), which needs logging declared. Legacy sessions have no
+// level (no logging/setLevel, G12), so initialize declares none.
+const modernCapabilities = `{"logging":{},"tools":{"listChanged":false}}`
 
 // fallbackSchema stands in for a stored input schema that is missing or not
 // valid JSON, so that one bad row cannot make tools/list invalid JSON.
@@ -152,7 +161,10 @@ func (s *Server) toolsCall(ctx *fasthttp.RequestCtx, params []byte, buf *buffers
 		return out, rerr
 	}
 	if t.Gateway != "" {
-		return s.callUpstream(ctx, t, args, buf, out)
+		if deferToStream(t, params, args, buf) {
+			return out, nil // answered over SSE (mcp_stream.go)
+		}
+		return s.callUpstreamCancellable(ctx, t, args, buf, out)
 	}
 	return s.runTool(tool, args, requestTime(ctx), buf, out), nil
 }

@@ -11,6 +11,7 @@ package rpc
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"runtime"
@@ -119,6 +120,10 @@ type Options struct {
 	ToolNameSeparator string
 	FederationTimeout time.Duration
 	OnUpstream        func(UpstreamEvent) // counts forwarded calls by outcome
+	RequestTimeout    time.Duration       // the worker's request timeout (0: none): a JSON-answered upstream call ends before it
+	// OnStreams, when set, is told how many SSE answers are open after
+	// each one opens or ends (mcp_stream.go; the worker's gauge).
+	OnStreams func(open int)
 
 	// Readiness, when set, decides GET /ready for the whole server, which
 	// this package knows nothing of (worker processes, the database checks
@@ -149,6 +154,8 @@ type Server struct {
 	limits   *rateLimits // nil: no rate limits
 
 	upstreams      upstreams // this worker's clients of registered upstreams
+	calls          runningCalls
+	streams        atomic.Int64 // SSE answers being written
 	upstreamErrors errorLog
 	zones          zoneCache
 	panics         atomic.Uint64
@@ -401,12 +408,34 @@ func appendBool(b []byte, v bool) []byte {
 // is the caller (for rate limits), retryAfter the longest wait, in seconds,
 // of its calls refused by a rate limit (0: none), and rev the request's MCP
 // revision (revNone on /rpc).
+//
+// The rest serve tools/call of upstream tools on /mcp (mcp_stream.go): sse
+// says the client accepts an SSE answer to this single request, id and sid
+// are its id and legacy session id (nil: none), stream is a call deferred to
+// an SSE answer, and callCtx, progressToken and onNote go to the upstream
+// call.
 type buffers struct {
 	out        []byte
 	text       []byte
 	user       string
 	retryAfter int
 	rev        revision
+
+	sse           bool
+	id, sid       []byte
+	stream        *streamCall
+	callCtx       context.Context
+	progressToken any
+	onNote        func(json.RawMessage)
+}
+
+// callContext is the context an upstream call runs in: its own when it
+// can be cancelled apart from the request (mcp_stream.go), else ctx.
+func (b *buffers) callContext(ctx context.Context) context.Context {
+	if b.callCtx != nil {
+		return b.callCtx
+	}
+	return ctx
 }
 
 var bufferPool = sync.Pool{New: func() any {
@@ -422,6 +451,7 @@ func putBuffers(b *buffers) {
 		return
 	}
 	b.out, b.text, b.user, b.retryAfter, b.rev = b.out[:0], b.text[:0], "", 0, revNone
+	b.sse, b.id, b.sid, b.stream, b.callCtx, b.progressToken, b.onNote = false, nil, nil, nil, nil, nil, nil
 	bufferPool.Put(b)
 }
 

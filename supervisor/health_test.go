@@ -260,7 +260,7 @@ func TestReadinessOfTable(t *testing.T) {
 	if !r.OK() || r.Ready != 3 || r.Target != 2 || r.Shedding != 1 || r.DBCheck != protocol.DBCheckOK || r.DBCheckAt != now-int64(time.Second) {
 		t.Fatalf("ready: %+v", r)
 	}
-	if got, want := string(r.AppendJSON(nil, now)), `{"status":"ready","workers":{"ready":3,"target":2},"database":{"status":"ok","age_seconds":1.000},"shedding":1,"reasons":[]}`; got != want {
+	if got, want := string(r.AppendJSON(nil, now)), `{"status":"ready","workers":{"ready":3,"target":2},"database":{"status":"ok","age_seconds":1.000},"shedding":1,"upstream_circuits_open":0,"reasons":[]}`; got != want {
 		t.Fatalf("body:\n got %s\nwant %s", got, want)
 	}
 	row(1, protocol.StateReady, false, protocol.DBCheckFailed, now+int64(time.Hour)) // from the future: corrupt
@@ -273,10 +273,10 @@ func TestReadinessOfTable(t *testing.T) {
 	if r.OK() || r.Status() != "stopping" || r.Database() != "failed" {
 		t.Fatalf("stopping, database failed: %+v", r)
 	}
-	if got, want := string(r.AppendJSON(nil, now)), `{"status":"stopping","workers":{"ready":3,"target":2},"database":{"status":"failed","age_seconds":0.000},"shedding":1,"reasons":["the server is stopping","the latest database check failed"]}`; got != want {
+	if got, want := string(r.AppendJSON(nil, now)), `{"status":"stopping","workers":{"ready":3,"target":2},"database":{"status":"failed","age_seconds":0.000},"shedding":1,"upstream_circuits_open":0,"reasons":["the server is stopping","the latest database check failed"]}`; got != want {
 		t.Fatalf("body:\n got %s\nwant %s", got, want)
 	}
-	if got := string((supervisor.Readiness{}).AppendJSON(nil, now)); got != `{"status":"unready","workers":{"ready":0,"target":0},"database":{"status":"unknown"},"shedding":0,"reasons":["no worker is ready"]}` {
+	if got := string((supervisor.Readiness{}).AppendJSON(nil, now)); got != `{"status":"unready","workers":{"ready":0,"target":0},"database":{"status":"unknown"},"shedding":0,"upstream_circuits_open":0,"reasons":["no worker is ready"]}` {
 		t.Fatalf("empty: %s", got)
 	}
 }

@@ -28,6 +28,11 @@ type Readiness struct {
 	Target   int // the workers the master wants
 	Shedding int // of the serving workers, those shedding by queueing delay
 
+	// UpstreamsOpen is the most upstream MCP servers any serving worker
+	// holds its circuit open for: a detail, never a reason to be unready
+	// (the other tools still work).
+	UpstreamsOpen int
+
 	// The latest database check among the serving workers.
 	DBCheck   uint64 // protocol.DBCheckOK or protocol.DBCheckFailed; 0: none reported yet
 	DBCheckAt int64  // its protocol.Nanotime; 0 when DBCheck is 0
@@ -58,6 +63,7 @@ func ReadinessOf(t *protocol.Table) Readiness {
 		if row.Load(protocol.FShedding) == 1 {
 			r.Shedding++
 		}
+		r.UpstreamsOpen = max(r.UpstreamsOpen, int(row.Load(protocol.FUpstreamsOpen)))
 		// The worker stores the outcome, then the time: read the time
 		// first, and the outcome is at least as new as it.
 		at := int64(row.Load(protocol.FDBCheckAt))
@@ -126,7 +132,7 @@ func (r Readiness) Database() string {
 // AppendJSON appends the /ready body, a JSON object, to b: now (a
 // protocol.Nanotime) dates the database check. For example
 //
-//	{"status":"ready","workers":{"ready":2,"target":2},"database":{"status":"ok","age_seconds":1.204},"shedding":0,"reasons":[]}
+//	{"status":"ready","workers":{"ready":2,"target":2},"database":{"status":"ok","age_seconds":1.204},"shedding":0,"upstream_circuits_open":0,"reasons":[]}
 func (r Readiness) AppendJSON(b []byte, now int64) []byte {
 	b = append(b, '{')
 	b = r.AppendFields(b, now)
@@ -151,6 +157,8 @@ func (r Readiness) AppendFields(b []byte, now int64) []byte {
 	}
 	b = append(b, `},"shedding":`...)
 	b = strconv.AppendInt(b, int64(r.Shedding), 10)
+	b = append(b, `,"upstream_circuits_open":`...)
+	b = strconv.AppendInt(b, int64(r.UpstreamsOpen), 10)
 	b = append(b, `,"reasons":[`...)
 	for i, why := range r.Reasons() {
 		if i > 0 {

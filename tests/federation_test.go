@@ -112,14 +112,16 @@ func TestFederatedUpstream(t *testing.T) {
 		t.Errorf("the last call with the upstream gone took %v", last)
 	}
 	// /metrics: calls by outcome, and the open circuit (the gauge is
-	// sampled every second).
+	// sampled every second); /ready shows it and stays ready.
 	deadline = time.Now().Add(5 * time.Second)
 	for {
 		_, m := get(t, g.url("/metrics"))
 		answered := metricValue(t, m, `mcpgateway_upstream_calls_total{outcome="answered"}`)
 		failed := metricValue(t, m, `mcpgateway_upstream_calls_total{outcome="failed"}`)
 		open := metricValue(t, m, `mcpgateway_upstream_calls_total{outcome="circuit_open"}`)
-		if answered >= 21 && failed >= 5 && open >= 1 && failed+open == 12 && metricValue(t, m, "mcpgateway_upstream_circuits_open") == 1 {
+		_, ready := get(t, g.url("/ready"))
+		if answered >= 21 && failed >= 5 && open >= 1 && failed+open == 12 && metricValue(t, m, "mcpgateway_upstream_circuits_open") == 1 &&
+			strings.Contains(ready, `"upstream_circuits_open":1`) && strings.Contains(ready, `"status":"ready"`) {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -252,5 +254,28 @@ func TestGatewaysFile(t *testing.T) {
 	}
 	if code, body := httpDo(freshClient, "POST", g.url("/rpc"), token, `{"jsonrpc":"2.0","id":2,"method":"everything-echo","params":{"message":"from the file"}}`); code != 200 || !strings.Contains(body, "Echo: from the file") {
 		t.Fatalf("call: %d %s", code, body)
+	}
+}
+
+// An upstream call answered in JSON ends inside the request's own timeout:
+// the client gets the upstream's failure as a tool error, not the
+// watchdog's 504, and the upstream call does not outlive its request.
+func TestFederatedCallWithinRequestTimeout(t *testing.T) {
+	upURL, _ := proctest.MustStartEverything(t)
+	g := serve(t, nil, "--workers", "1", "--timeout", "2")
+	token := g.token()
+	if code, body := httpDo(freshClient, "PUT", g.url("/admin/gateways/everything"), token, `{"url":"`+upURL+`"}`); code != 200 {
+		t.Fatalf("register: %d %s", code, body)
+	}
+	start := time.Now()
+	code, body := httpDo(freshClient, "POST", g.url("/rpc"), token,
+		`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"everything-trigger-long-running-operation","arguments":{"duration":10,"steps":2}}}`)
+	took := time.Since(start)
+	if code != 200 || !strings.Contains(body, "did not answer in time") || !strings.Contains(body, `"isError":true`) || took > 2*time.Second {
+		t.Fatalf("a 10 s upstream call under a 2 s timeout: %d %s after %v", code, body, took)
+	}
+	// The worker was not replaced by its watchdog.
+	if g.Log.Contains("worker timeout") {
+		t.Error("the watchdog acted on the call")
 	}
 }

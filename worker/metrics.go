@@ -157,13 +157,15 @@ func buildFamilies(s protocol.Snapshot, now int64, info BuildInfo, queues []List
 	}
 	add("upstream_circuits_open", "Upstream MCP servers whose circuit breaker is open: the most that any live worker holds open (each worker has its own breakers).", "gauge", gauge(float64(upOpen)))
 
-	var inFlight, conns uint64
+	var inFlight, conns, streams uint64
 	for _, wk := range s.Workers {
 		inFlight += wk.InFlight
 		conns += wk.Conns
+		streams += wk.OpenStreams
 	}
 	add("http_requests_in_flight", "Requests being handled now, all live workers (the /health fast path is not counted).", "gauge", gauge(float64(inFlight)))
 	add("open_connections", "Open client connections, all live workers.", "gauge", gauge(float64(conns)))
+	add("open_streams", "SSE answers to POST /mcp being written now, all live workers: tool calls streaming an upstream's notifications. Not counted in http_requests_in_flight; each holds one of open_connections.", "gauge", gauge(float64(streams)))
 
 	// Per slot. A slot's series outlive its processes: labelled by slot
 	// only, they do not churn with every recycle as pid and generation

@@ -145,6 +145,8 @@ func TestWriteMetricsWholeServer(t *testing.T) {
 	w1.Store(protocol.FInFlight, 1)
 	w0.Store(protocol.FConns, 7)
 	w1.Store(protocol.FConns, 5)
+	w0.Store(protocol.FOpenStreams, 2)
+	w1.Store(protocol.FOpenStreams, 1)
 	w0.Store(protocol.FRSS, 12<<20)
 	w1.Store(protocol.FState, protocol.StateRetiring)
 
@@ -174,7 +176,7 @@ func TestWriteMetricsWholeServer(t *testing.T) {
 	}
 	for name, want := range map[string]float64{
 		"http_request_timeouts_total": 1, "handler_panics_total": 1,
-		"http_requests_in_flight": 3, "open_connections": 12,
+		"http_requests_in_flight": 3, "open_connections": 12, "open_streams": 3,
 		"worker_starts_total": 3, "stop_queued_connections_reset_total": 4, "workers": 2, "workers_target": 2, "uptime_seconds": 100,
 	} {
 		if got := sample(t, fams, name); !near(got, want) {

@@ -101,8 +101,7 @@ const (
 )
 
 // Worker fields (rows 1..N), words 0..31: gauges and identity, which Fold
-// does not add up. Words 15..31 are free for gauges (open streams, for
-// instance).
+// does not add up. Words 17..31 are free for gauges.
 const (
 	FPid Field = iota
 	FSlot
@@ -134,6 +133,10 @@ const (
 	// Federation (rpc/federation.go): how many upstreams this worker's
 	// circuit breakers hold open now.
 	FUpstreamsOpen
+
+	// MCP (rpc/mcp_stream.go): the SSE answers this worker is writing now.
+	// They are not requests in flight: their handler has returned.
+	FOpenStreams
 )
 
 // FDBCheck values.
@@ -619,6 +622,7 @@ type WorkerStatus struct {
 	Shedding        bool   // shedding by queueing delay
 	QueueOverTarget uint64 // thousandths of the last interval's requests that waited past the target
 	UpstreamsOpen   uint64 // upstreams whose circuit this worker holds open
+	OpenStreams     uint64 // SSE answers this worker is writing
 }
 
 // Snapshot is a consistent view of the whole server.
@@ -696,7 +700,7 @@ func (t *Table) read() Snapshot {
 			OldestStart: int64(r.Load(FOldestStart)),
 			DBCheckAt:   int64(r.Load(FDBCheckAt)), DBCheck: r.Load(FDBCheck),
 			Limit: r.Load(FLimit), Shedding: r.Load(FShedding) == 1, QueueOverTarget: r.Load(FQueueOverTarget),
-			UpstreamsOpen: r.Load(FUpstreamsOpen),
+			UpstreamsOpen: r.Load(FUpstreamsOpen), OpenStreams: r.Load(FOpenStreams),
 		}
 		w.Counters.add(r)
 		s.Total.add(r)

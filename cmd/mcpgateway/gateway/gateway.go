@@ -64,6 +64,6 @@ func RPCOptions(s config.Settings, version string, log *zap.Logger) rpc.Options 
 		LoopbackOnly:  config.LoopbackOnly(s.Bind),
 		UserRateLimit: s.UserRateLimit, ToolRateLimit: s.ToolRateLimit, RateLimitBurst: s.RateLimitBurst,
 		UpstreamKey: store.SecretKey(s.AuthEncryptionSecret), ToolNameSeparator: s.GatewayToolNameSeparator,
-		FederationTimeout: s.FederationTimeout,
+		FederationTimeout: s.FederationTimeout, RequestTimeout: s.Timeout,
 	}
 }

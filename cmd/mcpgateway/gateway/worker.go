@@ -50,6 +50,9 @@ func Worker(ctx context.Context, s config.Settings, version string, info worker.
 	srv, st, err := open(ctx, s, version, info.Logger, func(o *rpc.Options) {
 		o.OnPanic = info.CountPanic
 		o.RateLimits = limits
+		if info.SetGauge != nil {
+			o.OnStreams = func(n int) { info.SetGauge(protocol.FOpenStreams, uint64(n)) }
+		}
 		if info.Count != nil {
 			o.OnRateLimit = func(e rpc.RateLimitEvent) {
 				info.Count(rateLimitCounters[e], 1)
@@ -80,6 +83,9 @@ func Worker(ctx context.Context, s config.Settings, version string, info worker.
 	if info.SetGauge != nil {
 		stops = append(stops, every(time.Second, func(context.Context) {
 			info.SetGauge(protocol.FUpstreamsOpen, uint64(srv.UpstreamsOpen()))
+			// Set at every change too; concurrent changes may store out of
+			// order, which this corrects within a second.
+			info.SetGauge(protocol.FOpenStreams, uint64(srv.OpenStreams()))
 		}))
 	}
 	if info.Slot == 0 {
