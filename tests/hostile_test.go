@@ -376,7 +376,7 @@ func (g *hostileGen) next() hostileCase {
 		if g.r.IntN(5) == 0 {
 			h = append(h, "Authorization: "+g.pick(g.tokens))
 		}
-		path := g.pick([]string{"/rpc", "/mcp", "/version", "/admin/tools", "/admin/users"})
+		path := g.pick([]string{"/rpc", "/mcp", "/version", "/admin/tools", "/admin/users", "/admin/gateways"})
 		method, body := "POST", []byte(seedPayload)
 		if path == "/version" || strings.HasPrefix(path, "/admin") {
 			method, body = "GET", nil
@@ -451,13 +451,15 @@ func (g *hostileGen) methodPathCase() hostileCase {
 		"M-SEARCH", strings.Repeat("X", 100)})
 	target := g.pick([]string{"/", "/rpc", "/rpc/", "//rpc", "/rpc?x=1", "/RPC", "/mcp", "/mcp/", "/health", "/health/", "/ready", "/metrics",
 		"/version", "/admin", "/admin/", "/admin/tools", "/admin/tools/convert_time", "/admin/users/admin@example.com", "/admin/../rpc",
+		"/admin/gateways", "/admin/gateways/up", "/admin/gateways/a-b", "/admin/gateways/" + strings.Repeat("g", 200),
 		"/../../etc/passwd", "/%2e%2e/%2e%2e/etc/passwd", "/%00", "/%ZZ", "/a%2Fb", "/rpc%00", "/rpc;x", "/rpc#frag", "*",
 		"http://evil.example/rpc", "https://" + g.host + "/health", "/?" + strings.Repeat("q=1&", 500), "/" + strings.Repeat("p/", 1000),
 		"/" + strings.Repeat("a", 4200), "/\xff", "/日本", "/rpc?\x7f"})
 	var body []byte
 	var headers []string
 	if method == "POST" || method == "PUT" || method == "PATCH" {
-		body = []byte(g.pick([]string{seedPayload, `{"name":"hostile-tool","url":"http://127.0.0.1:1/"}`, `{}`, `[]`, "x"}))
+		body = []byte(g.pick([]string{seedPayload, `{"name":"hostile-tool","url":"http://127.0.0.1:1/"}`, `{}`, `[]`, "x",
+			`{"url":"http://127.0.0.1:1/mcp","auth_type":"bearer","auth_token":"t"}`, `{"url":"ftp://x","transport":"sse"}`}))
 		headers = append(headers, "Content-Type: application/json")
 	}
 	if g.r.IntN(2) == 0 {
