@@ -22,7 +22,7 @@ import (
 //
 //	GET /admin/users/{email}   PUT /admin/users/{email}   {"active":bool,"admin":bool}
 //	GET /admin/tools           GET /admin/tools/{name}
-//	PUT /admin/tools/{name}    {"description":string,"inputSchema":{...},"enabled":bool}
+//	PUT /admin/tools/{name}    {"description":string,"inputSchema":{...},"enabled":bool,"integration":{"type":"REST",...}}
 //	POST /admin/tokens/revoke  {"jti":string,"exp":int,"reason":string} or {"token":string,"reason":string}
 //	GET /admin/tokens/revoked/{jti}                                               (revoke.go)
 //	GET /admin/gateways        GET, PUT, DELETE /admin/gateways/{name}            (federation.go)
@@ -192,6 +192,7 @@ type toolPatch struct {
 	Description *string         `json:"description"`
 	InputSchema json.RawMessage `json:"inputSchema"`
 	Enabled     *bool           `json:"enabled"`
+	Integration *restSpec       `json:"integration"` // a REST tool's endpoint, replaced whole (rest.go)
 }
 
 type toolList struct {
@@ -231,10 +232,11 @@ func (s *Server) adminListTools(ctx *fasthttp.RequestCtx) {
 		s.storeFailed(ctx, "listing tools", err)
 		return
 	}
-	if tools == nil {
-		tools = []store.Tool{}
+	public := make([]store.Tool, 0, len(tools)) // tools may be the shared catalogue
+	for _, t := range tools {
+		public = append(public, publicTool(t))
 	}
-	writeAdminJSON(ctx, fasthttp.StatusOK, toolList{Tools: tools})
+	writeAdminJSON(ctx, fasthttp.StatusOK, toolList{Tools: public})
 }
 
 func (s *Server) adminGetTool(ctx *fasthttp.RequestCtx, name string) {
@@ -245,7 +247,7 @@ func (s *Server) adminGetTool(ctx *fasthttp.RequestCtx, name string) {
 	case err != nil:
 		s.storeFailed(ctx, "reading tool", err)
 	default:
-		writeAdminJSON(ctx, fasthttp.StatusOK, t)
+		writeAdminJSON(ctx, fasthttp.StatusOK, publicTool(t))
 	}
 }
 
@@ -260,6 +262,10 @@ func (s *Server) adminPutTool(ctx *fasthttp.RequestCtx, caller principal, name s
 	}
 	if patch.InputSchema != nil && !isJSONObject(patch.InputSchema) {
 		writeDetail(ctx, fasthttp.StatusBadRequest, "Invalid JSON body: inputSchema must be a JSON object")
+		return
+	}
+	rest, ok := s.restEndpoint(ctx, patch.Integration) // rest.go
+	if !ok {
 		return
 	}
 	t, err := s.adminTool(ctx, name)
@@ -278,6 +284,13 @@ func (s *Server) adminPutTool(ctx *fasthttp.RequestCtx, caller principal, name s
 		return
 	}
 	t.Name = name
+	if rest != nil {
+		if t.Gateway != "" {
+			writeDetail(ctx, fasthttp.StatusConflict, "Tool "+name+" is served by gateway "+t.Gateway+": it cannot be a REST tool")
+			return
+		}
+		t.REST = rest
+	}
 	if patch.Description != nil {
 		t.Description = *patch.Description
 	}
@@ -295,8 +308,8 @@ func (s *Server) adminPutTool(ctx *fasthttp.RequestCtx, caller principal, name s
 		return
 	}
 	s.log.Info("admin: tool written", zap.String("by", caller.email), zap.String("name", t.Name),
-		zap.Bool("enabled", t.Enabled), zap.Bool("created", created))
-	writeAdminJSON(ctx, fasthttp.StatusOK, t)
+		zap.Bool("enabled", t.Enabled), zap.Bool("created", created), zap.Bool("rest", t.REST != nil))
+	writeAdminJSON(ctx, fasthttp.StatusOK, publicTool(t))
 }
 
 // isToolName allows the characters of MCP's tool-name guidance (2025-11-25)

@@ -140,53 +140,62 @@ func (s *Server) callUpstream(ctx *fasthttp.RequestCtx, tool store.Tool, args []
 	var res json.RawMessage
 	if err == nil {
 		callCtx := buf.callContext(ctx)
-		if buf.onNote == nil && s.opt.RequestTimeout > 0 {
-			// A JSON answer is a request in flight: the call must end
-			// before the worker's watchdog answers 504 in its place,
-			// so that the client gets the upstream's failure and the
-			// upstream call does not outlive its request.
-			margin := min(time.Second, s.opt.RequestTimeout/10)
+		if buf.onNote == nil { // a JSON answer is a request in flight (resources.go)
 			var cancel context.CancelFunc
-			callCtx, cancel = context.WithDeadline(callCtx, requestTime(ctx).Add(s.opt.RequestTimeout-margin))
+			callCtx, cancel = s.withinRequest(ctx, callCtx)
 			defer cancel()
 		}
 		res, err = c.CallTool(callCtx, tool.UpstreamName, json.RawMessage(args), buf.progressToken, buf.onNote)
 	}
+	out, rerr, failure := s.upstreamAnswer(ctx, tool.Gateway, res, err, out, zap.String("tool", tool.UpstreamName))
+	if failure == "" {
+		return out, rerr
+	}
+	buf.text = append(buf.text[:0], failure...)
+	out = append(out, `{"content":[{"type":"text","text":`...)
+	out = appendString(out, buf.text)
+	return append(out, `}],"isError":true}`...), nil
+}
+
+// upstreamAnswer appends the result of a request forwarded to an upstream,
+// or passes on its JSON-RPC error, its busy refusal (a 503 for a single
+// message) or the client's cancellation. Otherwise the upstream failed:
+// that is counted and logged (once a second at most), and failure says so
+// for the caller to answer in its form (a tool error for tools/call).
+func (s *Server) upstreamAnswer(ctx *fasthttp.RequestCtx, gateway string, res json.RawMessage, err error, out []byte,
+	fields ...zap.Field) (_ []byte, _ *rpcError, failure string) {
 	var rpcErr *upstream.RPCError
 	switch {
 	case errors.Is(err, context.Canceled):
 		// The client cancelled it, or went away: says nothing of the
 		// upstream, and nobody reads the answer.
-		return out, &rpcError{codeInternalError, "Request cancelled"}
+		return out, &rpcError{codeInternalError, "Request cancelled"}, ""
 	case err == nil:
 		s.noteUpstream(UpstreamAnswered)
-		return append(out, res...), nil
+		return append(out, res...), nil, ""
 	case errors.As(err, &rpcErr):
 		s.noteUpstream(UpstreamAnswered)
-		return out, &rpcError{rpcErr.Code, rpcErr.Message}
+		return out, &rpcError{rpcErr.Code, rpcErr.Message}, ""
 	case errors.Is(err, upstream.ErrBusy):
 		// Backpressure, as the worker's in-flight limit refuses: a 503
 		// with Retry-After for a single message, counted as refused.
 		s.noteUpstream(UpstreamBusy)
 		ctx.SetUserValue(unavailableKey{}, true)
-		return out, &rpcError{codeUnavailable, "Upstream " + tool.Gateway + " busy: too many calls in flight; retry shortly"}
+		return out, &rpcError{codeUnavailable, "Upstream " + gateway + " busy: too many calls in flight; retry shortly"}, ""
 	case errors.Is(err, upstream.ErrOpen):
 		s.noteUpstream(UpstreamCircuitOpen)
 	default:
 		s.noteUpstream(UpstreamFailed)
 	}
-	s.upstreamErrors.log(s.log, "upstream call failed", zap.String("gateway", tool.Gateway), zap.String("tool", tool.UpstreamName), zap.Error(err))
-	text := "upstream " + tool.Gateway + " unavailable"
+	s.upstreamErrors.log(s.log, "upstream call failed", append(fields, zap.String("gateway", gateway), zap.Error(err))...)
+	failure = "upstream " + gateway + " unavailable"
 	switch {
 	case errors.Is(err, upstream.ErrOpen):
-		text += ": it failed repeatedly; retry later"
+		failure += ": it failed repeatedly; retry later"
 	case errors.Is(err, context.DeadlineExceeded):
-		text = "upstream " + tool.Gateway + " did not answer in time"
+		failure = "upstream " + gateway + " did not answer in time"
 	}
-	buf.text = append(buf.text[:0], text...)
-	out = append(out, `{"content":[{"type":"text","text":`...)
-	out = appendString(out, buf.text)
-	return append(out, `}],"isError":true}`...), nil
+	return out, nil, failure
 }
 
 // --- Admin: /admin/gateways -------------------------------------------------

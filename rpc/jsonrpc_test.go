@@ -78,7 +78,7 @@ func TestInitialize(t *testing.T) {
 	}
 	res := rpcResult(t, s, `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18"}}`)
 	got, _ := json.Marshal(res)
-	want := `{"capabilities":{"tools":{"listChanged":false}},"protocolVersion":"2025-06-18","serverInfo":{"name":"mcpgateway","version":"1.2.3-test"}}`
+	want := `{"capabilities":{"prompts":{"listChanged":false},"resources":{"listChanged":false},"tools":{"listChanged":false}},"protocolVersion":"2025-06-18","serverInfo":{"name":"mcpgateway","version":"1.2.3-test"}}`
 	if string(got) != want {
 		t.Errorf("initialize result\n got %s\nwant %s", got, want)
 	}
@@ -206,7 +206,7 @@ func TestBareToolMethod(t *testing.T) {
 	}{
 		{`{"jsonrpc":"2.0","id":1,"method":"no_such_tool","params":{}}`, codeMethodNotFound, "Method not found: no_such_tool"},
 		{`{"jsonrpc":"2.0","id":1,"method":"disabled_tool","params":{}}`, codeMethodNotFound, "Method not found: disabled_tool"},
-		{`{"jsonrpc":"2.0","id":1,"method":"resources/list"}`, codeMethodNotFound, "Method not found: resources/list"},
+		{`{"jsonrpc":"2.0","id":1,"method":"resources/subscribe"}`, codeMethodNotFound, "Method not found: resources/subscribe"},
 		{`{"jsonrpc":"2.0","id":1,"method":""}`, codeMethodNotFound, "Method not found: "},
 		{`{"jsonrpc":"2.0","id":1,"method":"convert_time","params":["Europe/Berlin"]}`, codeInvalidParams, "Invalid params: the arguments of tool convert_time must be an object"},
 	} {

@@ -142,7 +142,8 @@ func (s *Server) checkModern(ctx *fasthttp.RequestCtx, m *message) (int, *rpcErr
 	// Methods first: one this revision lacks has no params to check (the
 	// SDKs send ping, removed in 2026-07-28, without _meta).
 	switch string(m.method) {
-	case "server/discover", "tools/list", "tools/call":
+	case "server/discover", "tools/list", "tools/call",
+		"resources/list", "resources/templates/list", "resources/read", "prompts/list", "prompts/get": // the upstreams' (resources.go)
 	default:
 		return fasthttp.StatusNotFound, &rpcError{codeMethodNotFound, "Method not found: " + string(m.method)}
 	}
@@ -175,9 +176,9 @@ func (s *Server) checkModern(ctx *fasthttp.RequestCtx, m *message) (int, *rpcErr
 // --- Standard headers (SEP-2243) --------------------------------------------------
 
 // checkStandardHeaders compares Mcp-Method with the method, and Mcp-Name
-// with params.name for tools/call (the other methods with a name,
-// prompts/get and resources/read, are not offered: 404 before this).
-// Values are case-sensitive; surrounding whitespace is not part of them.
+// with params.name for tools/call and prompts/get, params.uri for
+// resources/read. Values are case-sensitive; surrounding whitespace is not
+// part of them.
 func checkStandardHeaders(ctx *fasthttp.RequestCtx, m *message) *rpcError {
 	method := trimValue(ctx.Request.Header.Peek(headerMethod))
 	switch {
@@ -187,10 +188,13 @@ func checkStandardHeaders(ctx *fasthttp.RequestCtx, m *message) *rpcError {
 		return &rpcError{codeHeaderMismatch, fmt.Sprintf(
 			"Header mismatch: Mcp-Method header value %q does not match body value %q", method, m.method)}
 	}
-	if string(m.method) != "tools/call" {
-		return nil
+	switch string(m.method) {
+	case "tools/call", "prompts/get":
+		return checkMirrored(headerName, ctx.Request.Header.Peek(headerName), member(m.params, "name"))
+	case "resources/read":
+		return checkMirrored(headerName, ctx.Request.Header.Peek(headerName), member(m.params, "uri"))
 	}
-	return checkMirrored(headerName, ctx.Request.Header.Peek(headerName), member(m.params, "name"))
+	return nil
 }
 
 // checkParamHeaders checks the Mcp-Param-{Name} headers of a tools/call:
@@ -351,8 +355,8 @@ func (s *Server) encodeModern() {
 // completeResult adds to the result object at out[start:] what 2026-07-28
 // asks of it: "resultType":"complete" and the server's identity in _meta on
 // every result, unless the result has them already (an upstream's, passed
-// on as it is), and the caching hints on the cacheable ones (tools/list,
-// every page, and server/discover).
+// on as it is), and the caching hints on the cacheable ones (the lists,
+// every page, server/discover and resources/read).
 func (s *Server) completeResult(out []byte, start int, method []byte) []byte {
 	res := trimValue(out[start:])
 	if len(res) < 2 || res[0] != '{' {
@@ -374,8 +378,13 @@ func (s *Server) completeResult(out []byte, start int, method []byte) []byte {
 	if !hasMeta {
 		out = appendMember(out, &n, s.resultMeta)
 	}
-	if m := string(method); m == "tools/list" || m == "server/discover" {
+	switch string(method) {
+	case "tools/list", "server/discover", "resources/list", "resources/templates/list", "prompts/list":
 		out = appendMember(out, &n, s.cacheHints)
+	case "resources/read":
+		// An upstream's content, which the gateway cannot tell the
+		// freshness of: stale at once (the spec's default).
+		out = appendMember(out, &n, []byte(`"ttlMs":0,"cacheScope":"public"`))
 	}
 	return append(out, '}')
 }

@@ -2,7 +2,6 @@ package rpc
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -18,29 +17,6 @@ import (
 
 	"github.com/mcpgateway/mcpgateway/store"
 )
-
-// gatewayFake is a fakeBackend that keeps one upstream, "up".
-type gatewayFake struct {
-	*fakeBackend
-	g store.Gateway
-}
-
-func (f gatewayFake) Gateways(ctx context.Context, key []byte) ([]store.Gateway, error) {
-	return []store.Gateway{f.g}, nil
-}
-
-func (f gatewayFake) Gateway(ctx context.Context, name string, key []byte) (store.Gateway, error) {
-	if name != f.g.Name {
-		return store.Gateway{}, store.ErrNotFound
-	}
-	return f.g, nil
-}
-
-func (f gatewayFake) PutGateway(ctx context.Context, g store.Gateway, tools []store.Tool, key []byte) error {
-	return nil
-}
-
-func (f gatewayFake) DeleteGateway(ctx context.Context, name string) error { return nil }
 
 // streamUpstream is a small upstream MCP server whose tool "notes" answers
 // over SSE: three progress notifications when asked (the token echoed), a
@@ -125,7 +101,7 @@ func newStreamGateway(t *testing.T, up *streamUpstream, mod func(o *Options)) (*
 	if mod != nil {
 		mod(&o)
 	}
-	s, err := New(o, gatewayFake{b, store.Gateway{Name: "up", URL: up.url, Enabled: true}})
+	s, err := New(o, gatewaysFake{b, []store.Gateway{{Name: "up", URL: up.url, Enabled: true}}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,6 +26,16 @@ func (s *Server) invoke(ctx *fasthttp.RequestCtx, m *message, buf *buffers, out 
 		if buf.rev.modern() { // a method of 2026-07-28 only
 			return append(out, s.discoverResult...), nil
 		}
+	case "resources/list": // the upstreams' resources and prompts (resources.go)
+		return s.listFederated(ctx, &resourcesList, m.params, out)
+	case "resources/templates/list":
+		return s.listFederated(ctx, &templatesList, m.params, out)
+	case "resources/read":
+		return s.resourcesRead(ctx, m.params, buf, out)
+	case "prompts/list":
+		return s.listFederated(ctx, &promptsList, m.params, out)
+	case "prompts/get":
+		return s.promptsGet(ctx, m.params, out)
 	}
 	if bytes.HasPrefix(m.method, []byte("notifications/")) {
 		if string(m.method) == noteCancelled {
@@ -52,15 +62,20 @@ func (s *Server) initialize(params []byte, out []byte) ([]byte, *rpcError) {
 	return append(out, "}}"...), nil
 }
 
-// serverCapabilities are what initialize declares: tools only, and no
-// list_changed notifications.
-const serverCapabilities = `{"tools":{"listChanged":false}}`
+// serverCapabilities are what initialize declares: tools, and the
+// upstreams' prompts and resources (resources.go; no subscriptions), with
+// no list_changed notifications. prompts and resources are declared always,
+// not only while an upstream offers them: the answer stays a constant, and
+// a session opened before an upstream is registered still sees its
+// resources and prompts (capabilities cannot change within a session);
+// with none, the lists are empty.
+const serverCapabilities = `{"prompts":{"listChanged":false},"resources":{"listChanged":false},"tools":{"listChanged":false}}`
 
 // modernCapabilities are server/discover's: 2026-07-28 requests may carry a
 // logLevel, and then get an upstream's log messages on their stream
 // (mcp_stream.go), which needs logging declared. Legacy sessions have no
 // level (no logging/setLevel, G12), so initialize declares none.
-const modernCapabilities = `{"logging":{},"tools":{"listChanged":false}}`
+const modernCapabilities = `{"logging":{},"prompts":{"listChanged":false},"resources":{"listChanged":false},"tools":{"listChanged":false}}`
 
 // fallbackSchema stands in for a stored input schema that is missing or not
 // valid JSON, so that one bad row cannot make tools/list invalid JSON.
@@ -166,6 +181,9 @@ func (s *Server) toolsCall(ctx *fasthttp.RequestCtx, params []byte, buf *buffers
 		}
 		return s.callUpstreamCancellable(ctx, t, args, buf, out)
 	}
+	if t.REST != nil {
+		return s.callREST(ctx, t, args, buf, out) // rest.go
+	}
 	return s.runTool(tool, args, requestTime(ctx), buf, out), nil
 }
 
@@ -187,6 +205,9 @@ func (s *Server) bareTool(ctx *fasthttp.RequestCtx, m *message, buf *buffers, ou
 	}
 	if t.Gateway != "" {
 		return s.callUpstream(ctx, t, m.params, buf, out)
+	}
+	if t.REST != nil {
+		return s.callREST(ctx, t, m.params, buf, out) // rest.go
 	}
 	return s.runTool(tool, m.params, requestTime(ctx), buf, out), nil
 }

@@ -154,6 +154,7 @@ type Server struct {
 	limits   *rateLimits // nil: no rate limits
 
 	upstreams      upstreams // this worker's clients of registered upstreams
+	federated      federated // the upstreams' resources and prompts (resources.go)
 	calls          runningCalls
 	streams        atomic.Int64 // SSE answers being written
 	upstreamErrors errorLog

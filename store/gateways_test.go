@@ -16,11 +16,7 @@ func TestGateways(t *testing.T) {
 	ctx := context.Background()
 	key := SecretKey("a test secret")
 	eachBackend(t, func(t *testing.T, o Options) {
-		a := openMigrated(t, o)
-		b := openStore(t, o)
-		if _, err := b.Tools(ctx); err != nil { // b caches the catalogue before the write
-			t.Fatal(err)
-		}
+		a, b := writerAndReader(t, o) // rest_test.go
 		g := Gateway{Name: "everything", URL: "http://127.0.0.1:1/mcp", Transport: "streamablehttp", Enabled: true,
 			AuthHeaderName: "Authorization", AuthHeaderValue: "Bearer s3cret"}
 		tools := []Tool{

@@ -360,20 +360,21 @@ func (s *Store) dbTools(ctx context.Context) ([]Tool, error) {
 }
 
 // toolColumns are what scanTool reads.
-const toolColumns = "name, description, input_schema, enabled, COALESCE(gateway, ''), COALESCE(upstream_name, ''), COALESCE(output_schema, '')"
+const toolColumns = "name, description, input_schema, enabled, COALESCE(gateway, ''), COALESCE(upstream_name, ''), COALESCE(output_schema, ''), COALESCE(rest, '')"
 
 type scanner interface{ Scan(dest ...any) error }
 
 func scanTool(r scanner) (Tool, error) {
 	var t Tool
-	var schema, output string
-	if err := r.Scan(&t.Name, &t.Description, &schema, &t.Enabled, &t.Gateway, &t.UpstreamName, &output); err != nil {
+	var schema, output, rest string
+	if err := r.Scan(&t.Name, &t.Description, &schema, &t.Enabled, &t.Gateway, &t.UpstreamName, &output, &rest); err != nil {
 		return Tool{}, err
 	}
 	t.InputSchema = json.RawMessage(schema)
 	if output != "" {
 		t.OutputSchema = json.RawMessage(output)
 	}
+	t.REST = scanREST(rest)
 	return t, nil
 }
 
@@ -455,7 +456,8 @@ func (s *Store) PutUser(ctx context.Context, u User) error {
 
 // PutTool inserts or updates a tool, then makes every worker of every
 // instance forget the old catalogue. An empty InputSchema becomes
-// {"type":"object"}; an invalid one is refused.
+// {"type":"object"}; an invalid one is refused. A REST endpoint (t.REST,
+// its credential already sealed) replaces the tool's; none keeps it.
 func (s *Store) PutTool(ctx context.Context, t Tool) error {
 	if strings.TrimSpace(t.Name) == "" {
 		return errors.New("put tool: name is empty")
@@ -467,13 +469,18 @@ func (s *Store) PutTool(ctx context.Context, t Tool) error {
 	if !json.Valid(schema) {
 		return fmt.Errorf("put tool %q: inputSchema is not valid JSON", t.Name)
 	}
+	rest, err := restColumn(t)
+	if err != nil {
+		return err
+	}
 	ctx, cancel := s.writeContext(ctx)
 	defer cancel()
-	err := s.db.tx(ctx, func(q querier) error {
-		if _, err := q.exec(ctx, `INSERT INTO tools (name, description, input_schema, enabled) VALUES ($1, $2, $3, $4)
+	err = s.db.tx(ctx, func(q querier) error {
+		if _, err := q.exec(ctx, `INSERT INTO tools (name, description, input_schema, enabled, rest) VALUES ($1, $2, $3, $4, $5)
 			ON CONFLICT (name) DO UPDATE SET description = excluded.description,
-			input_schema = excluded.input_schema, enabled = excluded.enabled, updated_at = CURRENT_TIMESTAMP`,
-			t.Name, t.Description, string(schema), t.Enabled); err != nil {
+			input_schema = excluded.input_schema, enabled = excluded.enabled,
+			rest = COALESCE(excluded.rest, tools.rest), updated_at = CURRENT_TIMESTAMP`,
+			t.Name, t.Description, string(schema), t.Enabled, rest); err != nil {
 			return err
 		}
 		_, err := bumpEpoch(ctx, q, toolsKey)

@@ -22,6 +22,9 @@ type Tool struct {
 	Gateway      string          `json:"gateway,omitempty"`
 	UpstreamName string          `json:"upstreamName,omitempty"`
 	OutputSchema json.RawMessage `json:"outputSchema,omitempty"`
+
+	// A REST tool (rest.go): the HTTP request its calls run.
+	REST *RESTEndpoint `json:"rest,omitempty"`
 }
 
 // User is an account that may hold tokens.

@@ -54,22 +54,7 @@ func TestFederatedUpstream(t *testing.T) {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		_, list := rpc(`{"jsonrpc":"2.0","id":1,"method":"tools/list"}`)
-		var res struct {
-			Result struct {
-				Tools []struct {
-					Name        string          `json:"name"`
-					InputSchema json.RawMessage `json:"inputSchema"`
-				} `json:"tools"`
-			} `json:"result"`
-		}
-		json.Unmarshal([]byte(list), &res)
-		found := false
-		for _, tl := range res.Result.Tools {
-			if tl.Name == "everything-get-sum" {
-				found = strings.Contains(string(tl.InputSchema), `"a"`)
-			}
-		}
-		if found {
+		if strings.Contains(toolSchemas(list)["everything-get-sum"], `"a"`) { // rest_tools_test.go
 			break
 		}
 		if time.Now().After(deadline) {

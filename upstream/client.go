@@ -192,36 +192,21 @@ func (c *Client) initializeLocked(ctx context.Context) error {
 	return nil
 }
 
-// ListTools lists every tool of the upstream, page after page. Discovery is
-// safe to repeat: a failure is retried once after a fresh initialize.
+// ListTools lists every tool of the upstream, page after page (listAll,
+// resources.go). Discovery is safe to repeat: a failure is retried once
+// after a fresh initialize.
 func (c *Client) ListTools(ctx context.Context) ([]Tool, error) {
-	var all []Tool
-	cursor := ""
-	for page := 0; ; page++ {
-		if page == 1000 {
-			return nil, fmt.Errorf("tools/list %s: more than 1000 pages", c.srv.Name)
-		}
-		params := map[string]any{}
-		if cursor != "" {
-			params["cursor"] = cursor
-		}
-		var res struct {
-			Tools      []Tool `json:"tools"`
-			NextCursor string `json:"nextCursor"`
-		}
-		raw, err := c.call(ctx, "tools/list", params, nil, true)
-		if err != nil {
-			return nil, err
-		}
-		if err := json.Unmarshal(raw, &res); err != nil {
+	items, err := c.listAll(ctx, "tools/list", "tools")
+	if err != nil {
+		return nil, err
+	}
+	tools := make([]Tool, len(items))
+	for i, raw := range items {
+		if err := json.Unmarshal(raw, &tools[i]); err != nil {
 			return nil, fmt.Errorf("tools/list %s: result: %w", c.srv.Name, err)
 		}
-		all = append(all, res.Tools...)
-		if res.NextCursor == "" {
-			return all, nil
-		}
-		cursor = res.NextCursor
 	}
+	return tools, nil
 }
 
 // CallTool calls a tool with the caller's arguments (a JSON object, or

@@ -18,7 +18,9 @@ type Handler func(r *http.Request, method string, params json.RawMessage) string
 type Server struct {
 	Session  string // Mcp-Session-Id given at initialize; "" for none
 	Revision string // protocolVersion answered; "" for 2025-11-25
-	Handle   Handler
+	// Capabilities are declared at initialize (JSON); "" for tools only.
+	Capabilities string
+	Handle       Handler
 }
 
 // ServeHTTP answers one POST.
@@ -42,9 +44,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if s.Session != "" {
 			w.Header().Set("Mcp-Session-Id", s.Session)
 		}
+		caps := s.Capabilities
+		if caps == "" {
+			caps = `{"tools":{}}`
+		}
 		// The handler sees it too (to record headers), but answers nothing.
 		s.Handle(r, m.Method, m.Params)
-		fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"result":{"protocolVersion":%q,"capabilities":{"tools":{}},"serverInfo":{"name":"fake","version":"0"}}}`, m.ID, rev)
+		fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"result":{"protocolVersion":%q,"capabilities":%s,"serverInfo":{"name":"fake","version":"0"}}}`, m.ID, rev, caps)
 	case "notifications/initialized":
 		s.Handle(r, m.Method, m.Params)
 		w.WriteHeader(http.StatusAccepted)
