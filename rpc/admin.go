@@ -26,6 +26,7 @@ import (
 //	POST /admin/tokens/revoke  {"jti":string,"exp":int,"reason":string} or {"token":string,"reason":string}
 //	GET /admin/tokens/revoked/{jti}                                               (revoke.go)
 //	GET /admin/gateways        GET, PUT, DELETE /admin/gateways/{name}            (federation.go)
+//	GET /admin/servers         GET, PUT, DELETE /admin/servers/{id}               (servers.go)
 
 const adminPrefix = "/admin/"
 
@@ -89,6 +90,8 @@ func (s *Server) serveAdmin(ctx *fasthttp.RequestCtx) {
 		s.serveTokens(ctx, param)
 	case kind == "gateways":
 		s.serveGateways(ctx, param) // federation.go
+	case kind == "servers":
+		s.serveServers(ctx, param) // servers.go
 	default:
 		writeDetail(ctx, fasthttp.StatusNotFound, "Not Found")
 	}
@@ -263,6 +266,12 @@ func (s *Server) adminPutTool(ctx *fasthttp.RequestCtx, caller principal, name s
 	if patch.InputSchema != nil && !isJSONObject(patch.InputSchema) {
 		writeDetail(ctx, fasthttp.StatusBadRequest, "Invalid JSON body: inputSchema must be a JSON object")
 		return
+	}
+	if patch.InputSchema != nil {
+		if msg := validateHeaderAnnotations(patch.InputSchema); msg != "" {
+			writeDetail(ctx, fasthttp.StatusBadRequest, "Invalid inputSchema: "+msg)
+			return
+		}
 	}
 	rest, ok := s.restEndpoint(ctx, patch.Integration) // rest.go
 	if !ok {

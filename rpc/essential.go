@@ -9,14 +9,16 @@ import (
 // Request priority (worker.App.Essential): a worker that sheds load admits
 // essential requests first. For MCP they are the ones that let a client
 // connect and discover what it may call (initialize, server/discover, ping,
-// the lists), which are cheap and without which a client cannot start at
+// tools/list), which are cheap and without which a client cannot start at
 // all, before the tool calls that fill the worker.
 
 // essentialMethods are the essential JSON-RPC methods. server/discover is
 // 2026-07-28's first request, as initialize is the earlier revisions'.
+// resources/list and prompts/list are not: each asks every upstream
+// (resources.go:gather) and may wait up to the request's time, like a tool
+// call, and a client can start without them.
 var essentialMethods = [...]string{
-	"initialize", "notifications/initialized", "ping", "server/discover",
-	"tools/list", "resources/list", "prompts/list",
+	"initialize", "notifications/initialized", "ping", "server/discover", "tools/list",
 }
 
 // headerMethod is MCP 2026-07-28's copy of the JSON-RPC method in a header

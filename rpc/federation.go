@@ -213,25 +213,15 @@ func (s *Server) serveGateways(ctx *fasthttp.RequestCtx, name string) {
 		writeDetail(ctx, fasthttp.StatusNotFound, "Not Found")
 		return
 	}
-	switch {
-	case name == "" && !ctx.IsGet():
-		methodNotAllowed(ctx, "GET")
-		return
-	case name != "" && !ctx.IsGet() && !ctx.IsPut() && !ctx.IsDelete():
-		methodNotAllowed(ctx, "GET, PUT, DELETE")
-		return
-	}
-	admin, ok := s.authorizeAdmin(ctx)
+	admin, ok := s.authorizeAdminItem(ctx, name) // servers.go
 	if !ok {
 		return
 	}
 	if name == "" {
 		all, err := gb.Gateways(ctx, nil)
-		if err != nil {
-			s.storeFailed(ctx, "list gateways", err)
-			return
+		if s.adminFound(ctx, err, "list gateways", "") {
+			writeAdminJSON(ctx, fasthttp.StatusOK, all)
 		}
-		writeAdminJSON(ctx, fasthttp.StatusOK, all)
 		return
 	}
 	if !gatewayspec.ValidName(name, s.opt.ToolNameSeparator) {
@@ -242,21 +232,11 @@ func (s *Server) serveGateways(ctx *fasthttp.RequestCtx, name string) {
 	switch {
 	case ctx.IsGet():
 		g, err := gb.Gateway(ctx, name, nil)
-		switch {
-		case errors.Is(err, store.ErrNotFound):
-			writeDetail(ctx, fasthttp.StatusNotFound, "Gateway not found: "+name)
-		case err != nil:
-			s.storeFailed(ctx, "get gateway", err)
-		default:
+		if s.adminFound(ctx, err, "get gateway", "Gateway not found: "+name) {
 			writeAdminJSON(ctx, fasthttp.StatusOK, g)
 		}
 	case ctx.IsDelete():
-		switch err := gb.DeleteGateway(ctx, name); {
-		case errors.Is(err, store.ErrNotFound):
-			writeDetail(ctx, fasthttp.StatusNotFound, "Gateway not found: "+name)
-		case err != nil:
-			s.storeFailed(ctx, "delete gateway", err)
-		default:
+		if err := gb.DeleteGateway(ctx, name); s.adminFound(ctx, err, "delete gateway", "Gateway not found: "+name) {
 			s.log.Info("admin: gateway deleted", zap.String("by", admin.email), zap.String("gateway", name))
 			ctx.SetStatusCode(fasthttp.StatusNoContent)
 		}

@@ -180,7 +180,7 @@ func (s *Server) serveMCP(ctx *fasthttp.RequestCtx) {
 	}
 	buf := getBuffers()
 	defer putBuffers(buf)
-	buf.user = p.email
+	buf.user, buf.vs = p.email, serverOf(ctx)
 	if err := validate(body); err != nil {
 		buf.out = appendIDLessError(buf.out[:0], assumedRevision(header), codeParseError, "Parse error: "+err.Error())
 		writeJSON(ctx, fasthttp.StatusBadRequest, buf.out)

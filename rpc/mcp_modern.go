@@ -70,7 +70,7 @@ func (s *Server) serveModern(ctx *fasthttp.RequestCtx, p principal) {
 	}
 	buf := getBuffers()
 	defer putBuffers(buf)
-	buf.user, buf.rev = p.email, rev20260728
+	buf.user, buf.rev, buf.vs = p.email, rev20260728, serverOf(ctx)
 	if err := validate(body); err != nil {
 		modernError(ctx, buf, fasthttp.StatusBadRequest, nil, &rpcError{codeParseError, "Parse error: " + err.Error()})
 		return

@@ -64,8 +64,13 @@ func logLevel(v []byte) int {
 	if len(v) == 0 || v[0] != '"' {
 		return -1
 	}
+	return levelIndex(string(unquote(v)))
+}
+
+// levelIndex returns the index in logLevels of level, or -1.
+func levelIndex(level string) int {
 	for i, l := range logLevels {
-		if string(unquote(v)) == l {
+		if level == l {
 			return i
 		}
 	}
@@ -93,7 +98,7 @@ type streamCall struct {
 // deferToStream decides whether a tools/call of the upstream tool t is
 // answered over SSE and, if so, records it in buf.stream for serveMCP or
 // serveModern to start once the handler's checks are all done.
-func deferToStream(t store.Tool, params, args []byte, buf *buffers) bool {
+func (s *Server) deferToStream(ctx context.Context, t store.Tool, params, args []byte, buf *buffers) bool {
 	if !buf.sse || buf.id == nil {
 		return false
 	}
@@ -102,9 +107,11 @@ func deferToStream(t store.Tool, params, args []byte, buf *buffers) bool {
 	if token != nil && token[0] != '"' && token[0] != '-' && (token[0] < '0' || token[0] > '9') {
 		token = nil // a token is a string or a number
 	}
-	level := -1
-	if buf.rev.modern() { // legacy sessions have no level (logging/setLevel, G12)
+	var level int
+	if buf.rev.modern() { // the request's own level
 		level = logLevel(member(meta, metaLogLevel))
+	} else { // the session's, from logging/setLevel (mcp_logging.go)
+		level = s.sessionLevel(ctx, buf)
 	}
 	if token == nil && level < 0 {
 		return false

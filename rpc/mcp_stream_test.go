@@ -89,6 +89,16 @@ func newStreamUpstream(t *testing.T) *streamUpstream {
 // the upstream's, on a real listener (a stream needs a real connection).
 func newStreamGateway(t *testing.T, up *streamUpstream, mod func(o *Options)) (*Server, string) {
 	t.Helper()
+	o := testOptions()
+	o.FederationTimeout = 10 * time.Second
+	if mod != nil {
+		mod(&o)
+	}
+	return serveGateway(t, o, streamBackend(up))
+}
+
+// streamBackend is a Backend whose tools up-notes and up-hang are up's.
+func streamBackend(up *streamUpstream) gatewaysFake {
 	b := newFakeBackend()
 	tools := append([]store.Tool(nil), b.tools...)
 	for _, name := range []string{"notes", "hang"} {
@@ -96,12 +106,13 @@ func newStreamGateway(t *testing.T, up *streamUpstream, mod func(o *Options)) (*
 			InputSchema: json.RawMessage(`{"type":"object"}`), Enabled: true})
 	}
 	b.setTools(tools)
-	o := testOptions()
-	o.FederationTimeout = 10 * time.Second
-	if mod != nil {
-		mod(&o)
-	}
-	s, err := New(o, gatewaysFake{b, []store.Gateway{{Name: "up", URL: up.url, Enabled: true}}})
+	return gatewaysFake{b, []store.Gateway{{Name: "up", URL: up.url, Enabled: true}}}
+}
+
+// serveGateway serves a gateway over backend on a real listener.
+func serveGateway(t *testing.T, o Options, backend Backend) (*Server, string) {
+	t.Helper()
+	s, err := New(o, backend)
 	if err != nil {
 		t.Fatal(err)
 	}

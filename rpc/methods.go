@@ -13,6 +13,11 @@ import (
 
 // invoke runs one method and appends its result value to out.
 func (s *Server) invoke(ctx *fasthttp.RequestCtx, m *message, buf *buffers, out []byte) ([]byte, *rpcError) {
+	if buf.vs != nil { // on a virtual server's endpoint (servers.go)
+		if out, rerr, done := s.invokeOnServer(m, buf, out); done {
+			return out, rerr
+		}
+	}
 	switch string(m.method) {
 	case "initialize":
 		return s.initialize(m.params, out)
@@ -36,6 +41,10 @@ func (s *Server) invoke(ctx *fasthttp.RequestCtx, m *message, buf *buffers, out 
 		return s.listFederated(ctx, &promptsList, m.params, out)
 	case "prompts/get":
 		return s.promptsGet(ctx, m.params, out)
+	case "logging/setLevel":
+		if buf.sid != nil && s.levels != nil { // legacy sessions only (mcp_logging.go)
+			return s.setLevel(ctx, m.params, buf, out)
+		}
 	}
 	if bytes.HasPrefix(m.method, []byte("notifications/")) {
 		if string(m.method) == noteCancelled {
@@ -57,7 +66,12 @@ func (s *Server) initialize(params []byte, out []byte) ([]byte, *rpcError) {
 	}
 	out = append(out, `{"protocolVersion":`...)
 	out = appendString(out, rev.String())
-	out = append(out, `,"capabilities":`+serverCapabilities+`,"serverInfo":{"name":"`+serverName+`","version":`...)
+	if s.levels != nil { // logging/setLevel is offered (mcp_logging.go)
+		out = append(out, `,"capabilities":`+modernCapabilities...)
+	} else {
+		out = append(out, `,"capabilities":`+serverCapabilities...)
+	}
+	out = append(out, `,"serverInfo":{"name":"`+serverName+`","version":`...)
 	out = appendString(out, s.opt.Version)
 	return append(out, "}}"...), nil
 }
@@ -73,8 +87,9 @@ const serverCapabilities = `{"prompts":{"listChanged":false},"resources":{"listC
 
 // modernCapabilities are server/discover's: 2026-07-28 requests may carry a
 // logLevel, and then get an upstream's log messages on their stream
-// (mcp_stream.go), which needs logging declared. Legacy sessions have no
-// level (no logging/setLevel, G12), so initialize declares none.
+// (mcp_stream.go), which needs logging declared. Legacy sessions set theirs
+// with logging/setLevel: initialize declares the same when the Backend
+// keeps session levels (mcp_logging.go).
 const modernCapabilities = `{"logging":{},"prompts":{"listChanged":false},"resources":{"listChanged":false},"tools":{"listChanged":false}}`
 
 // fallbackSchema stands in for a stored input schema that is missing or not
@@ -92,6 +107,12 @@ func (s *Server) toolsList(ctx *fasthttp.RequestCtx, params []byte, out []byte) 
 	if err != nil {
 		return out, s.storeError(ctx, "listing tools", err)
 	}
+	return appendToolsPage(out, tools, after), nil
+}
+
+// appendToolsPage appends the page of tools (sorted by name) that follows
+// the cursor's name: the gateway's catalogue, or a virtual server's.
+func appendToolsPage(out []byte, tools []store.Tool, after string) []byte {
 	tools = toolsAfter(tools, after)
 	out = append(out, `{"tools":[`...)
 	n, last := 0, ""
@@ -103,7 +124,7 @@ func (s *Server) toolsList(ctx *fasthttp.RequestCtx, params []byte, out []byte) 
 		if n == toolsPageSize { // and this one is the next page's first
 			out = append(out, `],"nextCursor":`...)
 			out = appendCursor(out, last)
-			return append(out, '}'), nil
+			return append(out, '}')
 		}
 		if n > 0 {
 			out = append(out, ',')
@@ -119,7 +140,7 @@ func (s *Server) toolsList(ctx *fasthttp.RequestCtx, params []byte, out []byte) 
 		} else {
 			out = append(out, fallbackSchema...)
 		}
-		if schema := outputSchema(t.Name); schema != "" {
+		if schema := outputSchema(t.Name); schema != "" && t.Gateway == "" { // a built-in's (a virtual server may show an upstream's tool under a built-in's name)
 			out = append(out, `,"outputSchema":`...)
 			out = append(out, schema...)
 		} else if schema := trimValue(t.OutputSchema); len(schema) > 0 && schema[0] == '{' && validate(schema) == nil {
@@ -128,7 +149,7 @@ func (s *Server) toolsList(ctx *fasthttp.RequestCtx, params []byte, out []byte) 
 		}
 		out = append(out, '}')
 	}
-	return append(out, "]}"...), nil
+	return append(out, "]}"...)
 }
 
 // toolsCall runs tools/call. An unknown or disabled tool is a protocol
@@ -165,7 +186,7 @@ func (s *Server) toolsCall(ctx *fasthttp.RequestCtx, params []byte, buf *buffers
 	if !hasName {
 		return out, &rpcError{codeInvalidParams, "Invalid params: name is required"}
 	}
-	tool, t, found, rerr := s.findTool(ctx, name)
+	tool, t, found, rerr := s.findCallable(ctx, buf, name) // servers.go
 	if rerr != nil {
 		return out, rerr
 	}
@@ -176,7 +197,7 @@ func (s *Server) toolsCall(ctx *fasthttp.RequestCtx, params []byte, buf *buffers
 		return out, rerr
 	}
 	if t.Gateway != "" {
-		if deferToStream(t, params, args, buf) {
+		if s.deferToStream(ctx, t, params, args, buf) {
 			return out, nil // answered over SSE (mcp_stream.go)
 		}
 		return s.callUpstreamCancellable(ctx, t, args, buf, out)

@@ -153,8 +153,9 @@ type Server struct {
 	sessions *sessions
 	limits   *rateLimits // nil: no rate limits
 
-	upstreams      upstreams // this worker's clients of registered upstreams
-	federated      federated // the upstreams' resources and prompts (resources.go)
+	upstreams      upstreams   // this worker's clients of registered upstreams
+	federated      federated   // the upstreams' resources and prompts (resources.go)
+	servers        serverCache // virtual servers this worker serves (servers.go)
 	calls          runningCalls
 	streams        atomic.Int64 // SSE answers being written
 	upstreamErrors errorLog
@@ -177,6 +178,9 @@ type Server struct {
 	// tombstones end MCP sessions everywhere (DELETE /mcp); nil: the
 	// Backend keeps no revocations, and DELETE /mcp answers 405.
 	tombstones revocationBackend
+	// levels keep logging/setLevel's level per MCP session (mcp_logging.go);
+	// nil: not offered.
+	levels sessionLevelBackend
 }
 
 // New checks the options and returns a Server.
@@ -236,6 +240,7 @@ func New(o Options, b Backend) (*Server, error) {
 	}
 	s.sessions = sess
 	s.tombstones, _ = b.(revocationBackend)
+	s.levels, _ = b.(sessionLevelBackend)
 	s.versionBody = s.encodeVersion()
 	s.encodeModern()
 	return s, nil
@@ -290,6 +295,10 @@ func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 	default:
 		if bytes.HasPrefix(ctx.Path(), []byte(adminPrefix)) {
 			s.serveAdmin(ctx) // admin.go
+			return
+		}
+		if bytes.HasPrefix(ctx.Path(), []byte(serversPrefix)) {
+			s.serveServerMCP(ctx) // servers.go
 			return
 		}
 		writeDetail(ctx, fasthttp.StatusNotFound, "Not Found")
@@ -428,6 +437,8 @@ type buffers struct {
 	callCtx       context.Context
 	progressToken any
 	onNote        func(json.RawMessage)
+
+	vs *serverView // the virtual server whose endpoint this is (servers.go); nil: /mcp or /rpc
 }
 
 // callContext is the context an upstream call runs in: its own when it
@@ -453,6 +464,7 @@ func putBuffers(b *buffers) {
 	}
 	b.out, b.text, b.user, b.retryAfter, b.rev = b.out[:0], b.text[:0], "", 0, revNone
 	b.sse, b.id, b.sid, b.stream, b.callCtx, b.progressToken, b.onNote = false, nil, nil, nil, nil, nil, nil
+	b.vs = nil
 	bufferPool.Put(b)
 }
 

@@ -24,6 +24,7 @@ var migrations = []migration{
 	{version: 3, name: "revocations (token jti, MCP sessions)", stmts: revocationsV3},
 	{version: 4, name: "upstream MCP servers (gateways) and their tools", stmts: gatewaysV4},
 	{version: 5, name: "REST tools: their HTTP endpoint", stmts: restToolsV5}, // rest.go
+	{version: 6, name: "virtual servers", stmts: serversV6},                   // servers.go
 }
 
 // gatewaysV4 is the table of gateways.go, and the tools' link to the

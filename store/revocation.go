@@ -14,7 +14,10 @@ import (
 // bound (one second; coherence.go). One mechanism serves every kind:
 //
 //   - "jti": a JWT, by its jti claim (POST /admin/tokens/revoke);
-//   - "session": an MCP session id ended by DELETE /mcp.
+//   - "session": an MCP session id ended by DELETE /mcp;
+//   - "loglevel": not a refusal but a value, the log level that
+//     logging/setLevel set for an MCP session (loglevel.go), kept in the
+//     row's reason; it is the one kind a later write overwrites.
 //
 // They live in the revocations table, one row per (kind, id) with the Unix
 // time after which the row may go (the token's exp plus the leeway, the
@@ -31,12 +34,13 @@ import (
 
 // Kinds of revocation.
 const (
-	RevokedJTI     = "jti"
-	RevokedSession = "session"
+	RevokedJTI      = "jti"
+	RevokedSession  = "session"
+	RevokedLogLevel = "loglevel"
 )
 
 // revocationKinds indexes the near cache's per-kind maps.
-var revocationKinds = [...]string{RevokedJTI, RevokedSession}
+var revocationKinds = [...]string{RevokedJTI, RevokedSession, RevokedLogLevel}
 
 // MaxRevocationIDLen is the longest id Revoke accepts. Ids are UUIDs (jti)
 // or 54-character session ids in practice; a longer one cannot have been
@@ -62,8 +66,9 @@ type Revocation struct {
 // revEntry is a cached answer for one id.
 type revEntry struct {
 	revoked bool
-	until   int64 // Unix seconds; 0: for good (meaningful when revoked)
-	expires int64 // the store's monotonic clock
+	until   int64  // Unix seconds; 0: for good (meaningful when revoked)
+	value   string // the row's reason, for RevokedLogLevel only
+	expires int64  // the store's monotonic clock
 }
 
 // active reports whether a cached answer refuses now. The clock is read
@@ -136,16 +141,21 @@ func (s *Store) IsRevoked(ctx context.Context, kind, id string) (bool, error) {
 	if id == "" || len(id) > MaxRevocationIDLen {
 		return false, nil
 	}
-	if now := s.now(); s.trusted(now) {
-		if e, ok := s.near.getRevoked(k, id, now); ok {
-			return e.active(), nil
-		}
-	}
-	e, err := s.loadRevoked(ctx, k, id)
+	e, err := s.lookupRevoked(ctx, k, id)
 	if err != nil {
 		return false, err
 	}
 	return e.active(), nil
+}
+
+// lookupRevoked answers (kind k, id) from the near cache, else the store.
+func (s *Store) lookupRevoked(ctx context.Context, k int, id string) (*revEntry, error) {
+	if now := s.now(); s.trusted(now) {
+		if e, ok := s.near.getRevoked(k, id, now); ok {
+			return e, nil
+		}
+	}
+	return s.loadRevoked(ctx, k, id)
 }
 
 func (s *Store) loadRevoked(ctx context.Context, k int, id string) (*revEntry, error) {
@@ -173,7 +183,8 @@ func (s *Store) loadRevoked(ctx context.Context, k int, id string) (*revEntry, e
 }
 
 // Redis encoding of a revocation key: redisNoUser ("-") for "not revoked",
-// else the decimal Unix time until which it is (0: for good).
+// else the decimal Unix time until which it is (0: for good), followed, for
+// RevokedLogLevel, by a space and the value.
 
 func (s *Store) fetchRevoked(ctx context.Context, k int, id, key string) (*revEntry, error) {
 	now := s.now()
@@ -188,22 +199,27 @@ func (s *Store) fetchRevoked(ctx context.Context, k int, id, key string) (*revEn
 		var val string
 		val, state = s.redis.get(ctx, key)
 		if state == redisHit && val != redisNoUser {
-			until, err := strconv.ParseInt(val, 10, 64)
+			num, value, _ := strings.Cut(val, " ")
+			until, err := strconv.ParseInt(num, 10, 64)
 			if err != nil {
 				s.log.Warn("undecodable revocation entry in Redis; reading the database")
 				state = redisAbsent
 			} else {
-				e.revoked, e.until = true, until
+				e.revoked, e.until, e.value = true, until, value
 			}
 		}
 	}
 	if state != redisHit {
 		var until int64
-		err := s.noteDB(queryOne(ctx, s.db, "SELECT expires_at FROM revocations WHERE kind = $1 AND id = $2",
-			[]any{revocationKinds[k], id}, &until))
+		var reason string
+		err := s.noteDB(queryOne(ctx, s.db, "SELECT expires_at, reason FROM revocations WHERE kind = $1 AND id = $2",
+			[]any{revocationKinds[k], id}, &until, &reason))
 		switch {
 		case err == nil:
 			e.revoked, e.until = true, until
+			if revocationKinds[k] == RevokedLogLevel {
+				e.value = reason // the others' reasons are for the admin API only
+			}
 		case errors.Is(err, errNoRows):
 		default:
 			return nil, fmt.Errorf("read revocation: %w", err)
@@ -212,6 +228,9 @@ func (s *Store) fetchRevoked(ctx context.Context, k int, id, key string) (*revEn
 			val := redisNoUser
 			if e.revoked {
 				val = strconv.FormatInt(e.until, 10)
+				if e.value != "" {
+					val += " " + e.value
+				}
 			}
 			s.redis.fill(ctx, key, val, s.o.CacheTTL, now)
 		}
@@ -237,16 +256,22 @@ func (s *Store) Revoke(ctx context.Context, r Revocation) error {
 	if !r.Until.IsZero() {
 		until = max(r.Until.Unix(), 1)
 	}
-	now := time.Now().Unix()
-	key := revokedKey(r.Kind, r.ID)
-	err := s.db.tx(ctx, func(q querier) error {
-		if _, err := q.exec(ctx, `INSERT INTO revocations (kind, id, expires_at, revoked_at, revoked_by, reason)
+	return s.writeRevocation(ctx, r, until, `INSERT INTO revocations (kind, id, expires_at, revoked_at, revoked_by, reason)
 			VALUES ($1, $2, $3, $4, $5, $6)
 			ON CONFLICT (kind, id) DO UPDATE SET expires_at = CASE
 				WHEN revocations.expires_at = 0 OR excluded.expires_at = 0 THEN 0
 				WHEN excluded.expires_at > revocations.expires_at THEN excluded.expires_at
-				ELSE revocations.expires_at END`,
-			r.Kind, r.ID, until, now, r.By, r.Reason); err != nil {
+				ELSE revocations.expires_at END`)
+}
+
+// writeRevocation runs upsert (parameters: kind, id, expires_at,
+// revoked_at, revoked_by, reason) and makes every worker of every instance
+// drop its cached answer for (kind, id) within the coherence bound.
+func (s *Store) writeRevocation(ctx context.Context, r Revocation, until int64, upsert string) error {
+	now := time.Now().Unix()
+	key := revokedKey(r.Kind, r.ID)
+	err := s.db.tx(ctx, func(q querier) error {
+		if _, err := q.exec(ctx, upsert, r.Kind, r.ID, until, now, r.By, r.Reason); err != nil {
 			return err
 		}
 		if _, err := bumpEpoch(ctx, q, key); err != nil {
