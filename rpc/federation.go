@@ -74,10 +74,19 @@ func (s *Server) upstreamClient(ctx context.Context, name string) (*upstream.Cli
 		return e.client, nil
 	}
 	g, err := gb.Gateway(ctx, name, s.opt.UpstreamKey)
-	if err != nil {
-		if e != nil {
-			return e.client, nil // the store is out: keep what worked
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		// Deleted: its client goes with it.
+		u.mu.Lock()
+		if cur := u.clients[name]; cur != nil {
+			delete(u.clients, name)
+			go cur.client.Close(context.Background())
 		}
+		u.mu.Unlock()
+		return nil, err
+	case err != nil && e != nil:
+		return e.client, nil // the store is out: keep what worked
+	case err != nil:
 		return nil, err
 	}
 	u.mu.Lock()
@@ -378,7 +387,9 @@ func (s *Server) RefreshGateways(ctx context.Context) (changed int, err error) {
 	if !ok {
 		return 0, nil
 	}
-	gateways, err := gb.Gateways(ctx, s.opt.UpstreamKey)
+	// The list without credentials: one upstream whose credential no
+	// longer opens must not stop the refresh of the others.
+	gateways, err := gb.Gateways(ctx, nil)
 	if err != nil {
 		return 0, err
 	}
@@ -386,8 +397,13 @@ func (s *Server) RefreshGateways(ctx context.Context) (changed int, err error) {
 	if err != nil {
 		return 0, err
 	}
-	for _, g := range gateways {
-		if !g.Enabled {
+	for _, listedG := range gateways {
+		if !listedG.Enabled {
+			continue
+		}
+		g, err := gb.Gateway(ctx, listedG.Name, s.opt.UpstreamKey)
+		if err != nil {
+			s.upstreamErrors.log(s.log, "gateway refresh: unreadable", zap.String("gateway", listedG.Name), zap.Error(err))
 			continue
 		}
 		c, err := s.upstreamClient(ctx, g.Name)

@@ -32,11 +32,29 @@ type Gateway struct {
 // Gateways lists the registered upstreams, with their credentials opened
 // with key (nil: credentials left out).
 func (s *Store) Gateways(ctx context.Context, key []byte) ([]Gateway, error) {
+	return s.queryGateways(ctx, key, "ORDER BY name")
+}
+
+// Gateway returns one upstream, its credentials opened with key: one row
+// read, and only its credential opened, so another upstream whose
+// credential no longer opens does not make this one unusable.
+func (s *Store) Gateway(ctx context.Context, name string, key []byte) (Gateway, error) {
+	gs, err := s.queryGateways(ctx, key, "WHERE name = $1", name)
+	if err != nil {
+		return Gateway{}, err
+	}
+	if len(gs) == 0 {
+		return Gateway{}, ErrNotFound
+	}
+	return gs[0], nil
+}
+
+func (s *Store) queryGateways(ctx context.Context, key []byte, where string, args ...any) ([]Gateway, error) {
 	lctx, cancel := s.lookupContext(ctx)
 	defer cancel()
-	r, err := s.db.query(lctx, "SELECT name, url, transport, auth_header_name, auth_header_value, enabled FROM gateways ORDER BY name")
+	r, err := s.db.query(lctx, "SELECT name, url, transport, auth_header_name, auth_header_value, enabled FROM gateways "+where, args...)
 	if err = s.noteDB(err); err != nil {
-		return nil, fmt.Errorf("list gateways: %w", err)
+		return nil, fmt.Errorf("read gateways: %w", err)
 	}
 	defer r.Close()
 	out := []Gateway{}
@@ -44,7 +62,7 @@ func (s *Store) Gateways(ctx context.Context, key []byte) ([]Gateway, error) {
 		var g Gateway
 		var sealed string
 		if err := r.Scan(&g.Name, &g.URL, &g.Transport, &g.AuthHeaderName, &sealed, &g.Enabled); err != nil {
-			return nil, fmt.Errorf("list gateways: %w", err)
+			return nil, fmt.Errorf("read gateways: %w", err)
 		}
 		if sealed != "" && key != nil {
 			if g.AuthHeaderValue, err = OpenSecret(key, sealed); err != nil {
@@ -54,20 +72,6 @@ func (s *Store) Gateways(ctx context.Context, key []byte) ([]Gateway, error) {
 		out = append(out, g)
 	}
 	return out, r.Err()
-}
-
-// Gateway returns one upstream, its credentials opened with key.
-func (s *Store) Gateway(ctx context.Context, name string, key []byte) (Gateway, error) {
-	all, err := s.Gateways(ctx, key)
-	if err != nil {
-		return Gateway{}, err
-	}
-	for _, g := range all {
-		if g.Name == name {
-			return g, nil
-		}
-	}
-	return Gateway{}, ErrNotFound
 }
 
 // PutGateway registers (or replaces) an upstream with the tools it lists,

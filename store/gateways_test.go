@@ -41,6 +41,15 @@ func TestGateways(t *testing.T) {
 		if _, err := b.Gateway(ctx, "everything", SecretKey("another secret")); err == nil {
 			t.Error("credentials opened with another secret")
 		}
+		// An upstream without credentials stays readable when another's
+		// credential does not open.
+		plain := Gateway{Name: "plain", URL: "http://127.0.0.1:3/mcp", Transport: "streamablehttp", Enabled: true}
+		if err := a.PutGateway(ctx, plain, nil, key); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := b.Gateway(ctx, "plain", SecretKey("another secret")); err != nil || got != plain {
+			t.Errorf("plain upstream read with another secret: %+v, %v", got, err)
+		}
 		// A name taken by a built-in tool or another gateway's tool is refused, and nothing changes.
 		other := Gateway{Name: "other", URL: "http://127.0.0.1:2/mcp", Transport: "streamablehttp", Enabled: true}
 		for _, name := range []string{"get_system_time", "everything-echo"} {
