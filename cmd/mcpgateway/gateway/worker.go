@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"sync"
 	"time"
 
 	"github.com/mcpgateway/mcpgateway/config"
@@ -131,33 +130,17 @@ type checks struct {
 	srv    *rpc.Server
 	report func(ok bool) // may be nil
 	log    *zap.Logger
-	last   bool // the previous outcome, for logging changes only
-	quit   chan struct{}
-	done   chan struct{}
-	once   sync.Once
+	last   bool   // the previous outcome, for logging changes only
+	stop   func() // ends the checks and waits for one under way (at most checkTimeout)
 }
 
 // startChecks runs the first check now, then one every checkEvery until
 // stop.
 func startChecks(ctx context.Context, srv *rpc.Server, report func(bool), log *zap.Logger) *checks {
-	c := &checks{srv: srv, report: report, log: log, last: true, quit: make(chan struct{}), done: make(chan struct{})}
+	c := &checks{srv: srv, report: report, log: log, last: true}
 	c.check(ctx)
-	go c.loop()
+	c.stop = every(checkEvery, c.check)
 	return c
-}
-
-func (c *checks) loop() {
-	defer close(c.done)
-	tick := time.NewTicker(checkEvery)
-	defer tick.Stop()
-	for {
-		select {
-		case <-c.quit:
-			return
-		case <-tick.C:
-			c.check(context.Background())
-		}
-	}
 }
 
 func (c *checks) check(ctx context.Context) {
@@ -174,13 +157,6 @@ func (c *checks) check(ctx context.Context) {
 		c.log.Info("database check passed again", zap.String("database", detail))
 	}
 	c.last = ok
-}
-
-// stop ends the loop and waits for a check under way (at most
-// checkTimeout).
-func (c *checks) stop() {
-	c.once.Do(func() { close(c.quit) })
-	<-c.done
 }
 
 // every runs f every interval, with a context cancelled by the returned
