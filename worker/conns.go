@@ -38,6 +38,29 @@ type trackedConn struct {
 	kept   atomic.Bool    // idle after a request: a keep-alive connection, not a new one whose request is still on its way
 }
 
+// connClaimed in idleSince marks a quiet connection that a drain or the
+// connection cap is closing. The close races with a request that may just
+// have arrived: fasthttp has read its first bytes and will run it, though
+// its answer can no longer be written. claim and the StateActive hook
+// decide who won, and handle drops a request that lost: one processed
+// and then lost with its connection would be a side effect the client
+// never hears of (and may retry).
+const connClaimed = -1
+
+// claim marks a quiet connection for closing; false if a request made it
+// active first.
+func (c *trackedConn) claim() bool {
+	t := c.idleSince.Load()
+	return t > 0 && c.idleSince.CompareAndSwap(t, connClaimed)
+}
+
+// claimedForClose is true for a connection whose request arrived as it was
+// being closed (see connClaimed).
+func claimedForClose(nc net.Conn) bool {
+	c, ok := nc.(*trackedConn)
+	return ok && c.idleSince.Load() == connClaimed
+}
+
 // Read reads through recvmsg when the connection has receive timestamps.
 func (c *trackedConn) Read(p []byte) (int, error) {
 	if c.stamps == nil {
@@ -179,7 +202,14 @@ func (s *connSet) state(nc net.Conn, st fasthttp.ConnState) {
 	}
 	switch st {
 	case fasthttp.StateActive:
-		c.idleSince.Store(0)
+		// A request's first bytes arrived; unless a drain claimed the
+		// connection first (closeIdle), which leaves its mark for handle.
+		for {
+			old := c.idleSince.Load()
+			if old == connClaimed || c.idleSince.CompareAndSwap(old, 0) {
+				break
+			}
+		}
 	case fasthttp.StateIdle:
 		c.idleSince.Store(protocol.Nanotime())
 		c.kept.Store(true)
@@ -211,7 +241,7 @@ func (s *connSet) closeOldestIdle(n int) int {
 	s.mu.Lock()
 	var idle []*trackedConn
 	for c := range s.conns {
-		if c.idleSince.Load() != 0 && c.kept.Load() {
+		if c.idleSince.Load() > 0 && c.kept.Load() {
 			idle = append(idle, c)
 		}
 	}
@@ -220,10 +250,14 @@ func (s *connSet) closeOldestIdle(n int) int {
 		slices.SortFunc(idle, func(a, b *trackedConn) int { return cmp.Compare(a.idleSince.Load(), b.idleSince.Load()) })
 		idle = idle[:n]
 	}
+	closed := 0
 	for _, c := range idle {
-		c.Close()
+		if c.claim() {
+			c.Close()
+			closed++
+		}
 	}
-	return len(idle)
+	return closed
 }
 
 // closeIdle closes connections idle since before the given Nanotime.
@@ -231,13 +265,15 @@ func (s *connSet) closeIdle(before int64) {
 	s.mu.Lock()
 	var quiet []*trackedConn
 	for c := range s.conns {
-		if t := c.idleSince.Load(); t != 0 && t < before {
+		if t := c.idleSince.Load(); t > 0 && t < before {
 			quiet = append(quiet, c)
 		}
 	}
 	s.mu.Unlock()
 	for _, c := range quiet {
-		c.Close()
+		if c.claim() {
+			c.Close()
+		}
 	}
 }
 

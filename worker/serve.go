@@ -176,6 +176,12 @@ var (
 // it flush after each answer (SetWriteDeadline; trackedConn makes a zero
 // deadline free), so requests that may time out are never held back.
 func (w *worker) handle(ctx *fasthttp.RequestCtx) {
+	if claimedForClose(ctx.Conn()) {
+		// Closed under it: not run, not counted, and no answer (the close
+		// may not have happened yet; an empty 200 must not get out first).
+		ctx.Conn().Close()
+		return
+	}
 	start := protocol.Nanotime()
 	if w.answerAtOnce(ctx, start) {
 		return

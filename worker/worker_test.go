@@ -821,3 +821,38 @@ func TestProcessName(t *testing.T) {
 		}
 	}
 }
+
+// A quiet connection that a drain closes and a request that arrives on it
+// at the same moment: exactly one wins. If the close claimed it first, the
+// request is dropped unrun (handle); if the request went active first, the
+// close leaves the connection alone.
+func TestQuietCloseAndArrivingRequestHaveOneWinner(t *testing.T) {
+	var set connSet
+	a, b := net.Pipe()
+	defer b.Close()
+	c := &trackedConn{Conn: a}
+	set.add(c)
+	set.state(c, fasthttp.StateIdle)
+	set.closeIdle(protocol.Nanotime() + 1) // claimed and closed
+	set.state(c, fasthttp.StateActive)     // the request fasthttp had already read
+	if !claimedForClose(c) {
+		t.Fatal("a request on a connection the drain claimed would run")
+	}
+
+	x, y := net.Pipe()
+	defer y.Close()
+	d := &trackedConn{Conn: x}
+	set.add(d)
+	set.state(d, fasthttp.StateIdle)
+	set.state(d, fasthttp.StateActive) // the request came first
+	set.closeIdle(protocol.Nanotime() + 1)
+	if claimedForClose(d) {
+		t.Fatal("an active connection was claimed")
+	}
+	if err := x.SetDeadline(time.Time{}); err != nil { // io.ErrClosedPipe once closed
+		t.Fatalf("the active connection was closed: %v", err)
+	}
+	if err := a.SetDeadline(time.Time{}); err == nil {
+		t.Fatal("the claimed connection was not closed")
+	}
+}
