@@ -185,14 +185,23 @@ func TestPanicRecovery(t *testing.T) {
 	if r.status != 500 || string(r.body) != `{"jsonrpc":"2.0","id":null,"error":{"code":-32603,"message":"Internal error"}}` {
 		t.Fatalf("/rpc panic before dispatch: %d %s", r.status, r.body)
 	}
+	// A virtual server's MCP endpoint answers in JSON-RPC's form too.
+	vs, err := New(testOptions(), &serversFake{allToolsFake: allToolsFake{b}, servers: map[string]store.Server{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r = call(vs, "POST", "/servers/x/mcp", ping, bearer(mint(t, nil))...)
+	if r.status != 500 || string(r.body) != `{"jsonrpc":"2.0","id":null,"error":{"code":-32603,"message":"Internal error"}}` {
+		t.Fatalf("/servers/x/mcp panic before dispatch: %d %s", r.status, r.body)
+	}
 	// Inside a method: -32603 for that message, HTTP 200.
 	b.set(func(f *fakeBackend) { f.panicIn = "Tool" })
 	r = call(s, "POST", "/rpc", seedPayload, bearer(mint(t, nil))...)
 	if r.status != 200 || string(r.body) != `{"jsonrpc":"2.0","id":1,"error":{"code":-32603,"message":"Internal error"}}` {
 		t.Fatalf("method panic: %d %s", r.status, r.body)
 	}
-	if s.Panics() != 3 {
-		t.Errorf("Panics() = %d, want 3", s.Panics())
+	if s.Panics() != 3 || vs.Panics() != 1 {
+		t.Errorf("Panics() = %d and %d, want 3 and 1", s.Panics(), vs.Panics())
 	}
 	entries := logs.All()
 	if len(entries) != 3 {

@@ -44,6 +44,7 @@ type message struct {
 	method   []byte // the unquoted method name
 	params   []byte // raw params (an object or array); nil when absent or null
 	response bool   // a JSON-RPC response (result or error, no method)
+	raw      []byte // the whole message, for a response (a relayed request's answer)
 }
 
 // checkBody answers 413 when the body is over the limit. The worker's fasthttp
@@ -173,6 +174,7 @@ func (s *Server) reply(ctx *fasthttp.RequestCtx, m *message, perr *rpcError, buf
 	}
 	if m.response {
 		if t == transportMCP { // a reply to a server request: accepted, nothing to say
+			s.takeReply(m.raw, m.id, buf) // mcp_relay.go
 			return out
 		}
 		return appendError(out, m.id, codeInvalidRequest, "Invalid Request: method is required")
@@ -283,7 +285,7 @@ func parseMessage(v []byte) (m message, perr *rpcError) {
 	case version == nil || version[0] != '"' || string(unquote(version)) != "2.0":
 		return m, &rpcError{codeInvalidRequest, `Invalid Request: jsonrpc must be "2.0"`}
 	case !hasMethod && hasResult && m.id != nil:
-		m.response = true
+		m.response, m.raw = true, v
 		return m, nil
 	case !hasMethod:
 		return m, &rpcError{codeInvalidRequest, "Invalid Request: method is required"}

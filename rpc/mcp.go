@@ -21,8 +21,10 @@ import (
 // POST /mcp is the MCP Streamable HTTP transport. A POST is answered with one
 // application/json body (or 202 when there is nothing to answer), except a
 // tools/call of an upstream tool that asked for notifications from a client
-// that accepts SSE: that one gets an event stream (mcp_stream.go). There is
-// no standing stream: GET /mcp answers 405, which the specification allows.
+// that accepts SSE: that one gets an event stream (mcp_stream.go). GET /mcp
+// resumes a stream or opens the session's standing one (mcp_resume.go),
+// with a Backend that keeps stream events; otherwise it answers 405, which
+// the specification allows.
 //
 // Each request is served by the rules of one MCP revision (docs/mcp.md,
 // section 1). A request of the modern era (2026-07-28) carries its revision
@@ -150,7 +152,8 @@ func checkVersionHeader(ctx *fasthttp.RequestCtx, t transport) (revision, bool) 
 
 func (s *Server) serveMCP(ctx *fasthttp.RequestCtx) {
 	post, del := ctx.IsPost(), ctx.IsDelete() && s.tombstones != nil
-	if !post && !del {
+	get := ctx.IsGet() && s.events != nil
+	if !post && !del && !get {
 		s.mcpMethodNotAllowed(ctx)
 		return
 	}
@@ -171,6 +174,12 @@ func (s *Server) serveMCP(ctx *fasthttp.RequestCtx) {
 
 	if del {
 		s.endSession(ctx, sid, p, header, now)
+		return
+	}
+	if get {
+		if sess, ok := s.checkSession(ctx, sid, p, header, now); ok {
+			s.serveGet(ctx, sid, sess.rev) // mcp_resume.go
+		}
 		return
 	}
 
@@ -216,9 +225,12 @@ func (s *Server) serveMCP(ctx *fasthttp.RequestCtx) {
 // that keeps tombstones: without them a session could be ended in one
 // process only, and the specification lets a server refuse DELETE instead.
 func (s *Server) mcpMethodNotAllowed(ctx *fasthttp.RequestCtx) {
-	allow := "POST, DELETE"
-	if s.tombstones == nil {
-		allow = "POST"
+	allow := "POST"
+	if s.events != nil {
+		allow = "GET, POST"
+	}
+	if s.tombstones != nil {
+		allow += ", DELETE"
 	}
 	ctx.Response.Header.Set("Allow", allow)
 	msg := "Method Not Allowed"

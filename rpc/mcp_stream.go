@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"sync"
@@ -35,11 +36,11 @@ import (
 // RequestCtx while it still runs, once the client has gone.
 //
 // A client that goes away (a failed write: each event, and a comment every
-// keepAliveEvery) cancels the upstream call, in every revision: the gateway
-// offers no resumption, so the answer could never be delivered (2026-07-28:
-// closing the stream is the cancellation). In a legacy session,
-// notifications/cancelled for the call cancels it too when it reaches the
-// worker that runs it (runningCalls).
+// keepAliveEvery) cancels an upstream call whose stream cannot be resumed
+// (2026-07-28: closing the stream is the cancellation; 2025-06-18 streams
+// have no event ids). A 2025-11-25 call goes on, recording its events for
+// the client to resume (mcp_resume.go). In a legacy session,
+// notifications/cancelled for the call cancels it, on any worker.
 
 const (
 	metaLogLevel       = "io.modelcontextprotocol/logLevel" // 2026-07-28: the per-request log level
@@ -93,6 +94,7 @@ type streamCall struct {
 	token json.RawMessage // the client's progressToken; nil: no progress asked
 	level int             // the least severe notifications/message forwarded; -1: none
 	key   string          // in Server.calls, for notifications/cancelled; "": none
+	sid   string          // the legacy session's id; "": none
 }
 
 // deferToStream decides whether a tools/call of the upstream tool t is
@@ -113,38 +115,89 @@ func (s *Server) deferToStream(ctx context.Context, t store.Tool, params, args [
 	} else { // the session's, from logging/setLevel (mcp_logging.go)
 		level = s.sessionLevel(ctx, buf)
 	}
-	if token == nil && level < 0 {
+	if token == nil && level < 0 && buf.sid == nil {
+		// Nothing asked for. A legacy session's call streams all the same:
+		// its upstream may send it requests (sampling, elicitation, roots;
+		// mcp_relay.go), which only a stream can carry.
 		return false
 	}
 	sc := &streamCall{tool: t, args: bytes.Clone(args), id: bytes.Clone(buf.id), user: buf.user, rev: buf.rev,
 		token: bytes.Clone(token), level: level}
 	if buf.sid != nil {
-		sc.key = callKey(buf.sid, buf.id)
+		sc.key, sc.sid = callKey(buf.sid, buf.id), string(buf.sid)
 	}
 	buf.stream = sc
 	return true
 }
 
-// startStream answers with the event stream of sc.
+// startStream answers with the event stream of sc. The call runs in a
+// goroutine of its own (a callRun), so that the call of a resumable stream
+// outlives the stream: when its client goes, or the worker hands the stream
+// off as it stops (Drain), the call goes on recording its events for the
+// client to resume on any worker (mcp_resume.go).
 func (s *Server) startStream(ctx *fasthttp.RequestCtx, sc *streamCall) {
-	callCtx, cancel := context.WithCancel(context.Background())
-	done := s.calls.add(sc.key, cancel)
+	run := s.launch(sc)
 	s.noteStreams(1)
+	sseHeaders(ctx)
+	ctx.SetBodyStreamWriter(func(w *bufio.Writer) {
+		defer s.noteStreams(-1)
+		s.followRun(run, w)
+	})
+}
+
+// sseHeaders starts a 200 event-stream answer.
+func sseHeaders(ctx *fasthttp.RequestCtx) {
 	ctx.Response.SetStatusCode(fasthttp.StatusOK)
 	ctx.Response.Header.SetContentType(contentTypeSSE)
 	ctx.Response.Header.Set("Cache-Control", "no-cache")
 	ctx.Response.Header.Set("X-Accel-Buffering", "no") // nginx: pass events on at once
-	ctx.SetBodyStreamWriter(func(w *bufio.Writer) {
-		defer s.noteStreams(-1)
-		defer done()
-		defer cancel()
-		s.runStream(callCtx, cancel, sc, w)
-	})
 }
 
-// runStream runs the call of sc and writes its events to w.
-func (s *Server) runStream(ctx context.Context, cancel context.CancelFunc, sc *streamCall, w *bufio.Writer) {
-	ev := &eventWriter{w: w, cancel: cancel}
+// followRun writes the events of run to w as they come, the response last.
+// A client that goes away cancels a call that cannot be resumed (H6; T8 is
+// a SHOULD NOT that resumption lets the gateway keep); one that can goes
+// on without its stream. A stopping worker hands a resumable stream off: it
+// ends it, and the client resumes on another worker after the retry hint.
+func (s *Server) followRun(run *callRun, w *bufio.Writer) {
+	ev := &eventWriter{w: w, stream: run.stream}
+	ev.open(run.stream)
+	tick := time.NewTicker(keepAliveEvery)
+	defer tick.Stop()
+	drain := s.draining
+	sent := 0
+	for {
+		evs, ended := run.since(sent)
+		for _, data := range evs {
+			sent++
+			ev.send(sent, data)
+		}
+		if ev.failed {
+			if run.key == "" {
+				run.cancel(errClientGone)
+			}
+			return
+		}
+		if ended {
+			return
+		}
+		select {
+		case <-run.changed:
+		case <-tick.C:
+			ev.write([]byte(":\n\n"))
+		case <-drain:
+			if run.key != "" {
+				ev.write(retryHint)
+				return
+			}
+			drain = nil // not resumable: the drain waits for it
+		}
+	}
+}
+
+// runCall runs the call of run and records its events, the response last.
+func (s *Server) runCall(run *callRun) {
+	sc := run.sc
+	defer run.end()
 	defer func() {
 		if r := recover(); r != nil {
 			s.panics.Add(1)
@@ -152,38 +205,46 @@ func (s *Server) runStream(ctx context.Context, cancel context.CancelFunc, sc *s
 				s.opt.OnPanic()
 			}
 			s.log.Error("recovered panic in an MCP stream", zap.String("panic", fmt.Sprint(r)), zap.Stack("stack"))
-			ev.send(appendError(nil, sc.id, codeInternalError, "Internal error"))
+			run.emit(appendError(nil, sc.id, codeInternalError, "Internal error"), true)
 		}
 	}()
-	if sc.rev == rev20251125 {
-		ev.stream = newStreamID()
-	}
-	ev.open()
-	stop := ev.keepAlive()
-	defer stop()
-
 	buf := getBuffers()
 	defer putBuffers(buf)
-	buf.user, buf.rev, buf.callCtx = sc.user, sc.rev, ctx
+	buf.user, buf.rev, buf.callCtx = sc.user, sc.rev, run.ctx
 	if sc.token != nil {
 		buf.progressToken = sc.token // an untyped nil otherwise: no progress asked upstream
 	}
-	buf.onNote = func(note json.RawMessage) {
-		if sc.forwards(note) {
-			ev.send(note)
-		}
-	}
-	out := appendResultHead(buf.out[:0], sc.id)
-	start := len(out)
 	// The request's RequestCtx is not this goroutine's to use: a scratch
 	// one stands in for callUpstream's store lookups and marks.
 	var scratch fasthttp.RequestCtx
 	scratch.Init(&fasthttp.Request{}, nil, nil)
+	buf.onNote = func(note json.RawMessage) {
+		if method, id, params, ok := upstreamRequest(note); ok { // sampling, elicitation, roots (mcp_relay.go)
+			s.relayRequest(run, method, id, params, func(ctx context.Context, msg []byte) error {
+				c, err := s.upstreamClient(ctx, sc.tool.Gateway)
+				if err != nil {
+					return err
+				}
+				return c.Respond(ctx, msg)
+			})
+			return
+		}
+		if sc.forwards(note) {
+			run.emit(note, false)
+		}
+	}
+	out := appendResultHead(buf.out[:0], sc.id)
+	start := len(out)
 	out, rerr := s.callUpstream(&scratch, sc.tool, sc.args, buf, out)
-	stop() // the response ends the stream: no comment after it
 	buf.out = s.endReply(out, 0, start, sc.id, []byte(methodToolsCall), sc.rev, rerr)
-	if ctx.Err() == nil { // cancelled: nothing more is sent for it (H6, C1)
-		ev.send(buf.out)
+	switch cause := context.Cause(run.ctx); {
+	case run.ctx.Err() == nil:
+		run.emit(buf.out, true)
+	case errors.Is(cause, errShutdown): // the worker stopped before the upstream answered
+		run.emit(appendError(nil, sc.id, codeInternalError,
+			"Internal error: the gateway stopped before the upstream answered; the call may be retried"), true)
+	default: // cancelled by its client: nothing more is sent for it (H6, C1)
+		run.emit(nil, true)
 	}
 }
 
@@ -210,17 +271,17 @@ func (sc *streamCall) forwards(note json.RawMessage) bool {
 
 // --- Events -------------------------------------------------------------------------
 
-// eventWriter writes the events of one stream: the call's goroutine and the
-// keep-alive ticker share it. The first failed write (the client is gone)
-// cancels the call.
+// eventWriter writes the events of one stream. The first failed write (the
+// client is gone) marks it failed; its owner decides what that means.
 type eventWriter struct {
-	mu     sync.Mutex
 	w      *bufio.Writer
-	cancel context.CancelFunc
 	failed bool
 	stream string // 2025-11-25: events carry ids "<stream>-<n>"; "": no ids
-	seq    int
 }
+
+// retryHint tells a client whose stream ends before its response when to
+// reconnect (GET with Last-Event-ID).
+var retryHint = []byte("retry: " + strconv.Itoa(streamRetryMs) + "\n\n")
 
 // newStreamID names a stream in its event ids (2025-11-25: an id SHOULD
 // identify its stream, and be unique across the session's streams).
@@ -230,76 +291,44 @@ func newStreamID() string {
 	return hex.EncodeToString(b[:])
 }
 
-// open starts the stream. In 2025-11-25 the priming event (an id and empty
-// data) tells the client it may resume, with a retry hint; otherwise a
-// comment, so that the client has the headers at once.
-func (e *eventWriter) open() {
-	if e.stream == "" {
+// open starts the stream. With event ids (2025-11-25) the priming event (an
+// id and empty data) tells the client it may resume, with a retry hint;
+// otherwise a comment, so that the client has the headers at once.
+func (e *eventWriter) open(stream string) {
+	if stream == "" {
 		e.write([]byte(": stream open\n\n"))
 		return
 	}
-	e.write([]byte("id: " + e.stream + "-0\nretry: " + strconv.Itoa(streamRetryMs) + "\ndata: \n\n"))
+	e.write([]byte("id: " + stream + "-0\nretry: " + strconv.Itoa(streamRetryMs) + "\ndata: \n\n"))
 }
 
-// send writes one JSON-RPC message as an event.
-func (e *eventWriter) send(msg []byte) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	var data bytes.Buffer
-	if json.Compact(&data, msg) != nil {
+// send writes the event seq: one compact JSON-RPC message. Empty data (a
+// call that ended unanswered) writes nothing.
+func (e *eventWriter) send(seq int, data []byte) {
+	if len(data) == 0 {
 		return
 	}
-	b := make([]byte, 0, data.Len()+64)
+	b := make([]byte, 0, len(data)+64)
 	if e.stream != "" {
-		e.seq++
 		b = append(b, "id: "+e.stream+"-"...)
-		b = strconv.AppendInt(b, int64(e.seq), 10)
+		b = strconv.AppendInt(b, int64(seq), 10)
 		b = append(b, '\n')
 	}
 	b = append(b, "event: message\ndata: "...)
-	b = append(b, data.Bytes()...)
-	e.writeLocked(append(b, "\n\n"...))
+	b = append(b, data...)
+	e.write(append(b, "\n\n"...))
 }
 
 func (e *eventWriter) write(b []byte) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.writeLocked(b)
-}
-
-func (e *eventWriter) writeLocked(b []byte) {
 	if e.failed {
 		return
 	}
 	if _, err := e.w.Write(b); err == nil {
-		err = e.w.Flush()
-		if err == nil {
+		if err = e.w.Flush(); err == nil {
 			return
 		}
 	}
 	e.failed = true
-	e.cancel()
-}
-
-// keepAlive writes a comment every keepAliveEvery until stop (which may be
-// called more than once).
-func (e *eventWriter) keepAlive() (stop func()) {
-	quit := make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		tick := time.NewTicker(keepAliveEvery)
-		defer tick.Stop()
-		for {
-			select {
-			case <-quit:
-				return
-			case <-tick.C:
-				e.write([]byte(":\n\n"))
-			}
-		}
-	}()
-	return sync.OnceFunc(func() { close(quit); <-done })
 }
 
 // --- Running calls (cancellation) ------------------------------------------------
@@ -313,13 +342,13 @@ type runningCalls struct {
 	m  map[string]*runningCall
 }
 
-type runningCall struct{ cancel context.CancelFunc }
+type runningCall struct{ cancel func() }
 
 // callKey names a call: the session id and the raw request id.
 func callKey(sid, id []byte) string { return string(sid) + " " + string(trimValue(id)) }
 
 // add registers a call under key ("": none); done removes it.
-func (rc *runningCalls) add(key string, cancel context.CancelFunc) (done func()) {
+func (rc *runningCalls) add(key string, cancel func()) (done func()) {
 	if key == "" {
 		return func() {}
 	}
@@ -356,9 +385,10 @@ func (s *Server) callUpstreamCancellable(ctx *fasthttp.RequestCtx, t store.Tool,
 	if buf.sid == nil || buf.id == nil {
 		return s.callUpstream(ctx, t, args, buf, out)
 	}
-	callCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	defer s.calls.add(callKey(buf.sid, buf.id), cancel)()
+	callCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	defer s.calls.add(callKey(buf.sid, buf.id), func() { cancel(errCancelled) })()
+	defer s.watchCancel(callCtx, storeCancelKey(buf.sid, buf.id), cancel)()
 	buf.callCtx = callCtx
 	return s.callUpstream(ctx, t, args, buf, out)
 }
@@ -371,6 +401,9 @@ func (s *Server) cancelled(params []byte, buf *buffers) {
 		return
 	}
 	found := s.calls.cancel(callKey(buf.sid, id))
+	if !found {
+		s.cancelElsewhere(buf.sid, id) // mcp_resume.go
+	}
 	reason := member(params, "reason")
 	s.log.Info("MCP request cancelled by the client", zap.ByteString("request_id", id),
 		zap.ByteString("reason", reason), zap.Bool("running_here", found))

@@ -22,28 +22,40 @@ import (
 // over SSE: three progress notifications when asked (the token echoed), a
 // log message at info and one at error, a change notification the gateway
 // must not pass on, then the result. Its tool "hang" sends one progress
-// notification and waits until its caller goes away, which it counts.
+// notification and waits until its caller goes away, which it counts; "slow"
+// sends five, 100 ms apart, then its result; "ask" sends its client a
+// request (the method of arguments.ask) and answers with the response it
+// got.
 type streamUpstream struct {
 	url       string
 	cancelled atomic.Int32
 	tokens    chan json.RawMessage // the progress token of each call ("null": none)
+	replies   chan json.RawMessage // responses the gateway sent to the requests of "ask"
 }
 
 func newStreamUpstream(t *testing.T) *streamUpstream {
-	u := &streamUpstream{tokens: make(chan json.RawMessage, 16)}
+	u := &streamUpstream{tokens: make(chan json.RawMessage, 16), replies: make(chan json.RawMessage, 16)}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var m struct {
 			ID     json.RawMessage `json:"id"`
 			Method string          `json:"method"`
 			Params struct {
-				Name string `json:"name"`
+				Name      string `json:"name"`
+				Arguments struct {
+					Ask string `json:"ask"`
+				} `json:"arguments"`
 				Meta struct {
 					ProgressToken json.RawMessage `json:"progressToken"`
 				} `json:"_meta"`
 			} `json:"params"`
 		}
-		json.NewDecoder(r.Body).Decode(&m)
+		raw, _ := io.ReadAll(r.Body)
+		json.Unmarshal(raw, &m)
 		switch m.Method {
+		case "": // a response to a request of "ask"
+			u.replies <- json.RawMessage(raw)
+			w.WriteHeader(http.StatusAccepted)
+			return
 		case "initialize":
 			w.Header().Set("Content-Type", "application/json")
 			w.Header().Set("Mcp-Session-Id", "up-session")
@@ -65,6 +77,30 @@ func newStreamUpstream(t *testing.T) *streamUpstream {
 		}
 		progress := func(i int) {
 			event(fmt.Sprintf(`{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":%s,"progress":%d,"total":3}}`, token, i))
+		}
+		if m.Params.Name == "ask" { // asks its client (method: arguments.ask), answers with the reply
+			event(`{"jsonrpc":"2.0","id":99,"method":"` + m.Params.Arguments.Ask + `","params":{"maxTokens":5,"messages":[]}}`)
+			select {
+			case reply := <-u.replies:
+				b, _ := json.Marshal(string(reply))
+				event(fmt.Sprintf(`{"jsonrpc":"2.0","id":%s,"result":{"content":[{"type":"text","text":%s}]}}`, m.ID, b))
+			case <-r.Context().Done():
+				u.cancelled.Add(1)
+			}
+			return
+		}
+		if m.Params.Name == "slow" { // five progress notifications 100 ms apart, then the result
+			for i := 1; i <= 5; i++ {
+				select {
+				case <-r.Context().Done():
+					u.cancelled.Add(1)
+					return
+				case <-time.After(100 * time.Millisecond):
+				}
+				progress(i)
+			}
+			event(fmt.Sprintf(`{"jsonrpc":"2.0","id":%s,"result":{"content":[{"type":"text","text":"slow done"}]}}`, m.ID))
+			return
 		}
 		if m.Params.Name == "hang" {
 			progress(1)
@@ -101,7 +137,7 @@ func newStreamGateway(t *testing.T, up *streamUpstream, mod func(o *Options)) (*
 func streamBackend(up *streamUpstream) gatewaysFake {
 	b := newFakeBackend()
 	tools := append([]store.Tool(nil), b.tools...)
-	for _, name := range []string{"notes", "hang"} {
+	for _, name := range []string{"notes", "hang", "slow", "ask"} {
 		tools = append(tools, store.Tool{Name: "up-" + name, UpstreamName: name, Gateway: "up",
 			InputSchema: json.RawMessage(`{"type":"object"}`), Enabled: true})
 	}

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,6 +26,7 @@ import (
 	"github.com/mcpgateway/mcpgateway/internal/jwtkey"
 	"github.com/mcpgateway/mcpgateway/internal/ratelimit"
 	"github.com/mcpgateway/mcpgateway/store"
+	"github.com/mcpgateway/mcpgateway/upstream"
 )
 
 // Backend is what the gateway needs from the store. *store.Store satisfies it.
@@ -157,6 +159,7 @@ type Server struct {
 	federated      federated   // the upstreams' resources and prompts (resources.go)
 	servers        serverCache // virtual servers this worker serves (servers.go)
 	calls          runningCalls
+	relays         relays       // upstreams' requests waiting for the client's answer (mcp_relay.go)
 	streams        atomic.Int64 // SSE answers being written
 	upstreamErrors errorLog
 	zones          zoneCache
@@ -181,6 +184,16 @@ type Server struct {
 	// levels keep logging/setLevel's level per MCP session (mcp_logging.go);
 	// nil: not offered.
 	levels sessionLevelBackend
+	// events keep resumable streams' events and cancellations for other
+	// workers (mcp_resume.go); nil: streams are not resumable, GET /mcp
+	// answers 405.
+	events eventBackend
+
+	running   sync.WaitGroup          // streamed calls (launch), for Close
+	life      context.Context         // the parent of streamed calls: cancelled when a drain runs out (Drain)
+	stopLife  context.CancelCauseFunc //
+	draining  chan struct{}           // closed by Drain
+	drainOnce sync.Once
 }
 
 // New checks the options and returns a Server.
@@ -241,9 +254,20 @@ func New(o Options, b Backend) (*Server, error) {
 	s.sessions = sess
 	s.tombstones, _ = b.(revocationBackend)
 	s.levels, _ = b.(sessionLevelBackend)
+	s.events, _ = b.(eventBackend)
+	s.life, s.stopLife = context.WithCancelCause(context.Background())
+	s.draining = make(chan struct{})
 	s.versionBody = s.encodeVersion()
 	s.encodeModern()
 	return s, nil
+}
+
+// federationTimeout bounds a call to an upstream.
+func (s *Server) federationTimeout() time.Duration {
+	if s.opt.FederationTimeout > 0 {
+		return s.opt.FederationTimeout
+	}
+	return upstream.DefaultTimeout
 }
 
 // Panics returns how many panics the handlers have recovered from.
@@ -315,8 +339,9 @@ func (s *Server) recoverHTTP(ctx *fasthttp.RequestCtx) {
 	}
 	s.notePanic(r, ctx)
 	ctx.Response.Reset()
-	switch string(ctx.Path()) {
-	case "/rpc", "/rpc/", "/mcp", "/mcp/":
+	switch path := string(ctx.Path()); {
+	case path == "/rpc", path == "/rpc/", path == "/mcp", path == "/mcp/", serverOf(ctx) != nil,
+		strings.HasPrefix(path, serversPrefix) && strings.HasSuffix(strings.TrimSuffix(path, "/"), "/mcp"):
 		out := appendError(nil, nil, codeInternalError, "Internal error")
 		writeJSON(ctx, fasthttp.StatusInternalServerError, out)
 	default:

@@ -25,6 +25,7 @@ var migrations = []migration{
 	{version: 4, name: "upstream MCP servers (gateways) and their tools", stmts: gatewaysV4},
 	{version: 5, name: "REST tools: their HTTP endpoint", stmts: restToolsV5}, // rest.go
 	{version: 6, name: "virtual servers", stmts: serversV6},                   // servers.go
+	{version: 7, name: "resumable MCP stream events", stmts: streamEventsV7},  // events.go
 }
 
 // gatewaysV4 is the table of gateways.go, and the tools' link to the
@@ -64,6 +65,25 @@ func revocationsV3(string) []string {
 			PRIMARY KEY (kind, id)
 		)`,
 		`CREATE INDEX revocations_expires_at ON revocations (expires_at)`,
+	}
+}
+
+// streamEventsV7 is the event log of resumable MCP streams (events.go),
+// used by every cache type but redis. Like revocationsV3, times are Unix
+// seconds. data is one compact JSON-RPC message as text. expires_at is the
+// stream's (every row of a stream is extended with it), indexed for the
+// purge.
+func streamEventsV7(string) []string {
+	return []string{
+		`CREATE TABLE stream_events (
+			stream     TEXT NOT NULL,
+			seq        BIGINT NOT NULL,
+			data       TEXT NOT NULL,
+			final      BOOLEAN NOT NULL DEFAULT FALSE,
+			expires_at BIGINT NOT NULL,
+			PRIMARY KEY (stream, seq)
+		)`,
+		`CREATE INDEX stream_events_expires_at ON stream_events (expires_at)`,
 	}
 }
 
@@ -223,6 +243,9 @@ func migrateLocked(ctx context.Context, q querier, dialect, adminEmail string) (
 	}
 
 	if err := purgeRevocations(ctx, q, time.Now().Unix()); err != nil {
+		return nil, err
+	}
+	if err := purgeStreamEvents(ctx, q, time.Now().Unix()); err != nil {
 		return nil, err
 	}
 

@@ -18,6 +18,8 @@ import (
 //   - "loglevel": not a refusal but a value, the log level that
 //     logging/setLevel set for an MCP session (loglevel.go), kept in the
 //     row's reason; it is the one kind a later write overwrites.
+//   - "cancel": a tools/call of an MCP session that notifications/cancelled
+//     ended, by its call key (events.go), for the worker running it.
 //
 // They live in the revocations table, one row per (kind, id) with the Unix
 // time after which the row may go (the token's exp plus the leeway, the
@@ -37,10 +39,11 @@ const (
 	RevokedJTI      = "jti"
 	RevokedSession  = "session"
 	RevokedLogLevel = "loglevel"
+	RevokedCancel   = "cancel"
 )
 
 // revocationKinds indexes the near cache's per-kind maps.
-var revocationKinds = [...]string{RevokedJTI, RevokedSession, RevokedLogLevel}
+var revocationKinds = [...]string{RevokedJTI, RevokedSession, RevokedLogLevel, RevokedCancel}
 
 // MaxRevocationIDLen is the longest id Revoke accepts. Ids are UUIDs (jti)
 // or 54-character session ids in practice; a longer one cannot have been
@@ -256,13 +259,17 @@ func (s *Store) Revoke(ctx context.Context, r Revocation) error {
 	if !r.Until.IsZero() {
 		until = max(r.Until.Unix(), 1)
 	}
-	return s.writeRevocation(ctx, r, until, `INSERT INTO revocations (kind, id, expires_at, revoked_at, revoked_by, reason)
+	return s.writeRevocation(ctx, r, until, revokeUpsert)
+}
+
+// revokeUpsert is writeRevocation's statement for a tombstone: a second
+// write keeps the first record and the later Until (0, for good, wins).
+const revokeUpsert = `INSERT INTO revocations (kind, id, expires_at, revoked_at, revoked_by, reason)
 			VALUES ($1, $2, $3, $4, $5, $6)
 			ON CONFLICT (kind, id) DO UPDATE SET expires_at = CASE
 				WHEN revocations.expires_at = 0 OR excluded.expires_at = 0 THEN 0
 				WHEN excluded.expires_at > revocations.expires_at THEN excluded.expires_at
-				ELSE revocations.expires_at END`)
-}
+				ELSE revocations.expires_at END`
 
 // writeRevocation runs upsert (parameters: kind, id, expires_at,
 // revoked_at, revoked_by, reason) and makes every worker of every instance
@@ -275,6 +282,9 @@ func (s *Store) writeRevocation(ctx context.Context, r Revocation, until int64, 
 			return err
 		}
 		if _, err := bumpEpoch(ctx, q, key); err != nil {
+			return err
+		}
+		if err := purgeStreamEvents(ctx, q, now); err != nil {
 			return err
 		}
 		return purgeRevocations(ctx, q, now)

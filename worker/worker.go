@@ -36,6 +36,12 @@ type App struct {
 	Handler fasthttp.RequestHandler
 	Close   func() // called after the last request, may be nil
 
+	// Drain, when set, is called once when the worker starts to drain,
+	// with the time by which the drain must end (the graceful timeout):
+	// the application ends the long-lived answers that clients can resume
+	// elsewhere, so that they do not hold the drain.
+	Drain func(deadline time.Time)
+
 	// Essential, when set, picks the requests a shedding worker admits
 	// first (for MCP: initialize, ping, tools/list before tools/call). It
 	// runs before admission on every request, so it must be cheap: read a
@@ -355,6 +361,9 @@ func (w *worker) drain(why string, sigs <-chan os.Signal) int {
 	}
 	w.log.Info("worker draining", zap.String("why", why), zap.Int64("open_connections", w.conns.open()))
 	deadline := start.Add(w.opts.GracefulTimeout)
+	if w.app.Drain != nil {
+		w.app.Drain(deadline)
+	}
 	tick := time.NewTicker(drainPoll)
 	defer tick.Stop()
 	lastBeat := time.Now()

@@ -113,7 +113,9 @@ func Worker(ctx context.Context, s config.Settings, version string, info worker.
 	return worker.App{
 		Handler:   srv.Handler,
 		Essential: srv.Essential,
+		Drain:     srv.Drain,
 		Close: func() {
+			srv.Close() // streamed calls record their last events before the store closes
 			stopRefresh()
 			c.stop()
 			st.Close()

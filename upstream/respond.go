@@ -1,0 +1,27 @@
+package upstream
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+)
+
+// Respond sends msg, a JSON-RPC response to a request the upstream sent
+// during a call (sampling, elicitation, roots: the gateway relays them to
+// its own client), in the current session. The upstream answers 202.
+func (c *Client) Respond(ctx context.Context, msg json.RawMessage) error {
+	c.mu.Lock()
+	session, version := c.session, c.version
+	c.mu.Unlock()
+	resp, err := c.post(ctx, msg, session, version)
+	if err != nil {
+		return fmt.Errorf("respond to %s: %w", c.srv.Name, err)
+	}
+	defer resp.Body.Close()
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("respond to %s: %w", c.srv.Name, &StatusError{Status: resp.StatusCode})
+	}
+	return nil
+}
