@@ -31,7 +31,7 @@ func TestGatewaysFile(t *testing.T) {
 		{`{"gateways":[{"name":"a-b","url":"http://x/mcp"}]}`, "", `gateway 1: name "a-b"`},
 		{`{"gateways":[{"name":"a","url":"http://x/mcp"},{"name":"a","url":"http://y/mcp"}]}`, "", `"a" is listed twice`},
 		{`{"gateways":[{"name":"a","url":"http://x/mcp","auth_type":"bearer","auth_token":"t"}]}`, "", "set AUTH_ENCRYPTION_SECRET"},
-		{`{"gateways":[{"name":"a","url":"http://x/mcp","transport":"sse"}]}`, "", `transport "sse"`},
+		{`{"gateways":[{"name":"a","url":"http://x/mcp","transport":"websocket"}]}`, "", `transport "websocket"`},
 		{`{"gateways":[{"name":"a","uri":"http://x/mcp"}]}`, "", `unknown field "uri"`},
 		{``, "", "the file is empty"},
 		{`{"gateways":[]} x`, "", "not a gateways file"},

@@ -57,7 +57,7 @@ func (s *Server) upstreamServer(g store.Gateway) upstream.Server {
 	if g.AuthHeaderName != "" {
 		h.Set(g.AuthHeaderName, g.AuthHeaderValue)
 	}
-	return upstream.Server{Name: g.Name, URL: g.URL, Header: h, Timeout: s.opt.FederationTimeout}
+	return upstream.Server{Name: g.Name, URL: g.URL, Transport: g.Transport, Header: h, Timeout: s.opt.FederationTimeout}
 }
 
 // upstreamClient returns this worker's client of a registered upstream.

@@ -1,9 +1,10 @@
 // Package upstream is the gateway's outbound side: a client of one upstream
-// MCP server over Streamable HTTP (initialize, the session, tools/list with
-// its pages, tools/call with the notifications an SSE answer carries), with
-// a timeout and a circuit breaker of its own. It knows nothing of worker
-// processes or of the gateway's catalogue: the gateway holds one Client per
-// upstream and decides what to call.
+// MCP server over Streamable HTTP, or over the HTTP+SSE transport of
+// 2024-11-05 (sse.go) for older servers (initialize, the session,
+// tools/list with its pages, tools/call with the notifications that come
+// with its answer), with a timeout and a circuit breaker of its own. It
+// knows nothing of worker processes or of the gateway's catalogue: the
+// gateway holds one Client per upstream and decides what to call.
 package upstream
 
 import (
@@ -15,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -28,12 +30,22 @@ import (
 // asks for the first and accepts any of them in the answer.
 var Versions = []string{"2025-11-25", "2025-06-18", "2025-03-26"}
 
+// Transports an upstream may speak (Server.Transport).
+const (
+	TransportStreamableHTTP = "streamablehttp" // the default ("" too)
+	TransportSSE            = "sse"            // HTTP+SSE of 2024-11-05 (sse.go)
+)
+
 // Server describes one upstream MCP server.
 type Server struct {
-	Name    string      // the gateway's name for it (logs, errors)
-	URL     string      // its Streamable HTTP endpoint, e.g. http://host:3001/mcp
-	Header  http.Header // sent with every request (Authorization and the like); never logged
-	Timeout time.Duration
+	Name string // the gateway's name for it (logs, errors)
+	// URL is its MCP endpoint: for Streamable HTTP the one it is POSTed
+	// to (http://host:3001/mcp), for sse the event stream's
+	// (http://host:3001/sse).
+	URL       string
+	Transport string      // TransportStreamableHTTP ("" too) or TransportSSE
+	Header    http.Header // sent with every request (Authorization and the like); never logged
+	Timeout   time.Duration
 
 	// MaxInFlight is the ceiling of the adaptive limit on concurrent
 	// tools/call to this upstream from this client (0: DefaultMaxInFlight).
@@ -66,9 +78,10 @@ type Client struct {
 	base     time.Time // the limit's clock
 
 	mu      sync.Mutex
-	ready   bool   // initialized: the session below is the one to use
-	session string // Mcp-Session-Id; "" when the server keeps none
-	version string // the negotiated revision
+	ready   bool        // initialized: the session below is the one to use
+	session string      // Mcp-Session-Id; "" when the server keeps none
+	version string      // the negotiated revision
+	sse     *sseSession // the event stream of an sse upstream's session; nil otherwise
 	info    ServerInfo
 }
 
@@ -158,6 +171,18 @@ func (c *Client) Initialize(ctx context.Context) error {
 
 func (c *Client) initializeLocked(ctx context.Context) error {
 	c.ready, c.session, c.version = false, "", ""
+	if c.sse != nil {
+		// A new session gets a new event stream: the old one's reader
+		// ends, and calls still waiting on it fail.
+		c.sse.shut()
+		c.sse = nil
+	}
+	defer func() {
+		if !c.ready && c.sse != nil { // opened, then initialize failed
+			c.sse.shut()
+			c.sse = nil
+		}
+	}()
 	params := map[string]any{
 		"protocolVersion": Versions[0],
 		"capabilities":    map[string]any{},
@@ -168,22 +193,42 @@ func (c *Client) initializeLocked(ctx context.Context) error {
 		Capabilities    json.RawMessage `json:"capabilities"`
 		ServerInfo      ServerInfo      `json:"serverInfo"`
 	}
-	raw, hdr, err := c.exchange(ctx, "initialize", params, "", "", nil)
-	if err != nil {
-		return fmt.Errorf("initialize %s: %w", c.srv.Name, err)
+	var raw json.RawMessage
+	var session string
+	accepted := Versions
+	switch c.srv.Transport {
+	case "", TransportStreamableHTTP:
+		r, hdr, err := c.exchange(ctx, "initialize", params, "", "", nil)
+		if err != nil {
+			return fmt.Errorf("initialize %s: %w", c.srv.Name, err)
+		}
+		raw, session = r, hdr.Get("Mcp-Session-Id")
+	case TransportSSE:
+		s, err := c.openSSE(ctx)
+		if err != nil {
+			return fmt.Errorf("initialize %s: %w", c.srv.Name, err)
+		}
+		c.sse = s
+		if raw, err = s.request(ctx, "initialize", params, nil, nil); err != nil {
+			return fmt.Errorf("initialize %s: %w", c.srv.Name, err)
+		}
+		accepted = sseVersions
+	default: // gatewayspec refuses it first
+		return fmt.Errorf("initialize %s: transport %q: must be %q or %q", c.srv.Name, c.srv.Transport, TransportStreamableHTTP, TransportSSE)
 	}
 	if err := json.Unmarshal(raw, &res); err != nil {
 		return fmt.Errorf("initialize %s: result: %w", c.srv.Name, err)
 	}
-	supported := false
-	for _, v := range Versions {
-		supported = supported || v == res.ProtocolVersion
+	if !slices.Contains(accepted, res.ProtocolVersion) {
+		return fmt.Errorf("initialize %s: it speaks protocol %q; the gateway speaks %s", c.srv.Name, res.ProtocolVersion, strings.Join(accepted, ", "))
 	}
-	if !supported {
-		return fmt.Errorf("initialize %s: it speaks protocol %q; the gateway speaks %s", c.srv.Name, res.ProtocolVersion, strings.Join(Versions, ", "))
+	var err error
+	if c.sse != nil {
+		err = c.sse.notify(ctx, "notifications/initialized")
+	} else {
+		err = c.notify(ctx, "notifications/initialized", session, res.ProtocolVersion)
 	}
-	session := hdr.Get("Mcp-Session-Id")
-	if err := c.notify(ctx, "notifications/initialized", session, res.ProtocolVersion); err != nil {
+	if err != nil {
 		return fmt.Errorf("initialize %s: %w", c.srv.Name, err)
 	}
 	c.ready, c.session, c.version = true, session, res.ProtocolVersion
@@ -219,16 +264,13 @@ func (c *Client) CallTool(ctx context.Context, name string, args json.RawMessage
 	if len(args) > 0 {
 		params["arguments"] = args
 	}
-	if progressToken != nil {
-		params["_meta"] = map[string]any{"progressToken": progressToken}
-	}
 	n := c.inFlight.Add(1)
 	defer c.inFlight.Add(-1)
 	if n > c.limit.Current() {
 		return nil, fmt.Errorf("tools/call %s: %w", c.srv.Name, ErrBusy)
 	}
 	start := time.Since(c.base)
-	res, err := c.call(ctx, "tools/call", params, onNote, false)
+	res, err := c.call(ctx, "tools/call", params, progressToken, onNote, false)
 	var rpcErr *RPCError
 	if err == nil || errors.As(err, &rpcErr) {
 		// Only answers tell the upstream's latency: a refused connection
@@ -239,12 +281,20 @@ func (c *Client) CallTool(ctx context.Context, name string, args json.RawMessage
 	return res, err
 }
 
-// Close ends the session at the upstream (DELETE), if it has one.
+// Close ends the session at the upstream: DELETE, if it has one; for an
+// sse upstream, its event stream is closed (the GET ends, and so does the
+// goroutine that read it). A later call opens a new session.
 func (c *Client) Close(ctx context.Context) error {
 	c.mu.Lock()
-	session, version := c.session, c.version
-	c.ready, c.session, c.version = false, "", ""
+	session, version, sse := c.session, c.version, c.sse
+	c.ready, c.session, c.version, c.sse = false, "", "", nil
 	c.mu.Unlock()
+	if sse != nil {
+		if err := sse.close(ctx); err != nil {
+			return fmt.Errorf("end session at %s: %w", c.srv.Name, err)
+		}
+		return nil
+	}
 	if session == "" {
 		return nil
 	}
@@ -264,19 +314,20 @@ func (c *Client) Close(ctx context.Context) error {
 
 // call sends a request in the session, opening it first when there is
 // none. A session the upstream no longer knows (404, or 400 to a request
-// that carried one) is opened again and the request sent once more: it
+// that carried one), or an sse session whose stream ended before the
+// request was sent, is opened again and the request sent once more: it
 // was not run. discovery: any failure is retried once.
-func (c *Client) call(ctx context.Context, method string, params any, onNote func(json.RawMessage), discovery bool) (json.RawMessage, error) {
+func (c *Client) call(ctx context.Context, method string, params map[string]any, progressToken any, onNote func(json.RawMessage), discovery bool) (json.RawMessage, error) {
 	if !c.breaker.Allow() {
 		return nil, fmt.Errorf("%s %s: %w", method, c.srv.Name, ErrOpen)
 	}
-	res, err := c.callOnce(ctx, method, params, onNote)
+	res, err := c.callOnce(ctx, method, params, progressToken, onNote)
 	var st *StatusError
-	if err != nil && ctx.Err() == nil && (discovery || errors.As(err, &st) && (st.Status == 404 || st.Status == 400)) {
+	if err != nil && ctx.Err() == nil && (discovery || errors.Is(err, errNotSent) || errors.As(err, &st) && (st.Status == 404 || st.Status == 400)) {
 		c.mu.Lock()
 		c.ready = false // the next callOnce initializes again
 		c.mu.Unlock()
-		res, err = c.callOnce(ctx, method, params, onNote)
+		res, err = c.callOnce(ctx, method, params, progressToken, onNote)
 	}
 	var rpcErr *RPCError
 	switch {
@@ -294,17 +345,24 @@ func (c *Client) call(ctx context.Context, method string, params any, onNote fun
 	return res, nil
 }
 
-func (c *Client) callOnce(ctx context.Context, method string, params any, onNote func(json.RawMessage)) (json.RawMessage, error) {
+func (c *Client) callOnce(ctx context.Context, method string, params map[string]any, progressToken any, onNote func(json.RawMessage)) (json.RawMessage, error) {
 	c.mu.Lock()
-	if !c.ready {
-		// Under the lock: concurrent first calls open one session.
+	if !c.ready || c.sse != nil && c.sse.ended() {
+		// Under the lock: concurrent first calls open one session, and
+		// calls after an sse stream broke open one new stream.
 		if err := c.initializeLocked(ctx); err != nil {
 			c.mu.Unlock()
 			return nil, err
 		}
 	}
-	session, version := c.session, c.version
+	session, version, sse := c.session, c.version, c.sse
 	c.mu.Unlock()
+	if sse != nil {
+		return sse.request(ctx, method, params, progressToken, onNote)
+	}
+	if progressToken != nil {
+		params["_meta"] = map[string]any{"progressToken": progressToken}
+	}
 	res, _, err := c.exchange(ctx, method, params, session, version, onNote)
 	return res, err
 }

@@ -35,7 +35,7 @@ func (c *Client) ListPrompts(ctx context.Context) ([]Entry, error) {
 
 // ReadResource reads one resource; the upstream's result is returned as it is.
 func (c *Client) ReadResource(ctx context.Context, uri string) (json.RawMessage, error) {
-	return c.call(ctx, "resources/read", map[string]any{"uri": uri}, nil, true)
+	return c.call(ctx, "resources/read", map[string]any{"uri": uri}, nil, nil, true)
 }
 
 // GetPrompt gets a prompt with the caller's arguments (a JSON object of
@@ -45,7 +45,7 @@ func (c *Client) GetPrompt(ctx context.Context, name string, args json.RawMessag
 	if len(args) > 0 {
 		params["arguments"] = args
 	}
-	return c.call(ctx, "prompts/get", params, nil, true)
+	return c.call(ctx, "prompts/get", params, nil, nil, true)
 }
 
 // Offers reports whether the upstream declared capability ("resources",
@@ -96,7 +96,7 @@ func (c *Client) listAll(ctx context.Context, method, member string) ([]json.Raw
 		if cursor != "" {
 			params["cursor"] = cursor
 		}
-		raw, err := c.call(ctx, method, params, nil, true)
+		raw, err := c.call(ctx, method, params, nil, nil, true)
 		if err != nil {
 			return nil, err
 		}

@@ -15,7 +15,7 @@ import (
 type Spec struct {
 	Name            string `json:"name,omitempty"` // in GATEWAYS_FILE; the path names it in the admin API
 	URL             string `json:"url"`
-	Transport       string `json:"transport,omitempty"`         // "streamablehttp" (default)
+	Transport       string `json:"transport,omitempty"`         // "streamablehttp" (default) or "sse"
 	AuthType        string `json:"auth_type,omitempty"`         // "", "bearer" or "authheaders"
 	AuthToken       string `json:"auth_token,omitempty"`        // bearer
 	AuthHeaderKey   string `json:"auth_header_key,omitempty"`   // authheaders
@@ -41,8 +41,8 @@ func (s Spec) Check(canSeal bool) (Checked, error) {
 	switch {
 	case !strings.HasPrefix(s.URL, "http://") && !strings.HasPrefix(s.URL, "https://"):
 		return Checked{}, errors.New("url must be an http:// or https:// URL of the upstream's MCP endpoint")
-	case c.Transport != "streamablehttp":
-		return Checked{}, fmt.Errorf(`transport %q: must be "streamablehttp" (the sse transport is not supported yet)`, s.Transport)
+	case c.Transport != "streamablehttp" && c.Transport != "sse":
+		return Checked{}, fmt.Errorf(`transport %q: must be "streamablehttp" (the default) or "sse" (HTTP+SSE of 2024-11-05: url is the server's event stream, e.g. http://host:3001/sse)`, s.Transport)
 	}
 	switch s.AuthType {
 	case "":
