@@ -48,7 +48,16 @@ func TestVirtualServerOneToOne(t *testing.T) {
 
 	connect := func(ctx context.Context, endpoint string, client *http.Client, version string) *mcp.ClientSession {
 		t.Helper()
-		c := mcp.NewClient(&mcp.Implementation{Name: "virtual-server-test", Version: "1"}, nil)
+		// Sampling and elicitation declared, as the gateway declares them
+		// to its upstreams (it relays them to its clients).
+		c := mcp.NewClient(&mcp.Implementation{Name: "virtual-server-test", Version: "1"}, &mcp.ClientOptions{
+			CreateMessageHandler: func(context.Context, *mcp.CreateMessageRequest) (*mcp.CreateMessageResult, error) {
+				return &mcp.CreateMessageResult{Model: "m", Role: "assistant", Content: &mcp.TextContent{Text: "sampled"}}, nil
+			},
+			ElicitationHandler: func(context.Context, *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
+				return &mcp.ElicitResult{Action: "decline"}, nil
+			},
+		})
 		transport := &mcp.StreamableClientTransport{Endpoint: endpoint, HTTPClient: client, MaxRetries: -1}
 		session, err := c.Connect(ctx, transport, &mcp.ClientSessionOptions{ProtocolVersion: version})
 		if err != nil {
@@ -86,11 +95,14 @@ func TestVirtualServerOneToOne(t *testing.T) {
 	direct := connect(ctx, upURL, &http.Client{}, "")
 	defer direct.Close()
 	// The upstream's tools as the gateway registered them, by their own
-	// names: the SDK's client sees one more directly (get-roots-list, which
-	// the reference server offers only to clients that declare roots; the
-	// gateway's upstream client declares none).
+	// names: the same as this client's, which declares what the gateway's
+	// upstream client declares (sampling, elicitation, roots).
 	var want []string
-	offered := strings.Join(listNames(ctx, direct), " ") + " "
+	directNames := listNames(ctx, direct)
+	if len(directNames) != len(reg.Tools) {
+		t.Errorf("the upstream offers %d tools (%v), the gateway registered %d (%v)", len(directNames), directNames, len(reg.Tools), reg.Tools)
+	}
+	offered := strings.Join(directNames, " ") + " "
 	for _, name := range reg.Tools {
 		own := strings.TrimPrefix(name, "everything-")
 		if !strings.Contains(offered, own+" ") {

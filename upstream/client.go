@@ -183,9 +183,16 @@ func (c *Client) initializeLocked(ctx context.Context) error {
 			c.sse = nil
 		}
 	}()
+	// Over Streamable HTTP the gateway passes the upstream's requests on to
+	// its own client (rpc/mcp_relay.go), so it declares what its clients
+	// may serve; the sse transport answers them itself (sse.go: answer).
+	capabilities := map[string]any{}
+	if c.srv.Transport != TransportSSE {
+		capabilities = map[string]any{"sampling": map[string]any{}, "elicitation": map[string]any{}, "roots": map[string]any{}}
+	}
 	params := map[string]any{
 		"protocolVersion": Versions[0],
-		"capabilities":    map[string]any{},
+		"capabilities":    capabilities,
 		"clientInfo":      map[string]string{"name": "mcpgateway", "version": "1"},
 	}
 	var res struct {
@@ -382,6 +389,35 @@ func (c *Client) notify(ctx context.Context, method, session, version string) er
 	return nil
 }
 
+// requestsAnswered wraps onNote: the upstream's ping is answered here, and
+// so is any request when nobody passes requests on (onNote nil: a call
+// answered in JSON, or discovery), with "method not found", so that the
+// upstream does not wait for an answer that will not come.
+func (c *Client) requestsAnswered(ctx context.Context, onNote func(json.RawMessage), session, version string) func(json.RawMessage) {
+	return func(msg json.RawMessage) {
+		var m struct {
+			ID     json.RawMessage `json:"id"`
+			Method string          `json:"method"`
+		}
+		if json.Unmarshal(msg, &m) != nil || m.ID == nil || m.Method == "" || onNote != nil && m.Method != "ping" {
+			if onNote != nil {
+				onNote(msg)
+			}
+			return
+		}
+		reply := map[string]any{"jsonrpc": "2.0", "id": m.ID, "result": map[string]any{}}
+		if m.Method != "ping" {
+			delete(reply, "result")
+			reply["error"] = map[string]any{"code": -32601, "message": "Method not found: " + m.Method + " cannot reach the gateway's client on this call"}
+		}
+		body, _ := json.Marshal(reply)
+		if resp, err := c.post(ctx, body, session, version); err == nil {
+			io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+			resp.Body.Close()
+		}
+	}
+}
+
 // maxMessage bounds one JSON-RPC message from an upstream.
 const maxMessage = 16 << 20
 
@@ -404,7 +440,7 @@ func (c *Client) exchange(ctx context.Context, method string, params any, sessio
 	ct := resp.Header.Get("Content-Type")
 	switch {
 	case resp.StatusCode/100 == 2 && strings.HasPrefix(ct, "text/event-stream"):
-		res, err := readStream(resp.Body, id, onNote)
+		res, err := readStream(resp.Body, id, c.requestsAnswered(ctx, onNote, session, version))
 		return res, resp.Header, err
 	case strings.HasPrefix(ct, "application/json"):
 		raw, err := io.ReadAll(io.LimitReader(resp.Body, maxMessage))
