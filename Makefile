@@ -99,10 +99,11 @@ tools: ## install hey and wrk (load generators) with apt-get when missing
 	@command -v hey >/dev/null && command -v wrk >/dev/null || { \
 	  s=; [ "$$(id -u)" = 0 ] || s=sudo; $$s apt-get update -qq && $$s apt-get install -y -qq hey wrk >/dev/null; }
 
-mcp-servers: ## install Node (apt-get) when missing and the upstream MCP servers of the federation tests (npm, tests/upstream)
+mcp-servers: ## install Node (apt-get) when missing, the upstream MCP servers of the federation tests and the MCP conformance suite with the Node 22 it needs (npm, tests/upstream)
 	@command -v npm >/dev/null || { \
 	  s=; [ "$$(id -u)" = 0 ] || s=sudo; $$s apt-get update -qq && $$s apt-get install -y -qq nodejs npm >/dev/null; }
-	@[ -x tests/upstream/node_modules/.bin/mcp-server-everything ] || \
+	@[ -x tests/upstream/node_modules/.bin/mcp-server-everything ] && [ -x tests/upstream/node_modules/.bin/conformance ] && \
+	  [ -x tests/upstream/node_modules/.bin/node ] || \
 	  npm ci --prefix tests/upstream --no-audit --no-fund --loglevel=error
 
 hey: build tools ## mint a token and run the guide's hey load (tests/hey.sh) against a running server

@@ -65,9 +65,10 @@ func bumpEpoch(ctx context.Context, q querier, keys ...string) (int64, error) {
 	return epoch, nil
 }
 
-// every runs check at each interval until the store closes: the epoch poll
-// (memory, database) or the Redis heartbeat that renews the lease.
-func (s *Store) every(interval time.Duration, check func(context.Context)) {
+// every runs check at each interval, and when woken (wake, may be nil),
+// until the store closes: the epoch poll (memory, database) or the Redis
+// heartbeat that renews the lease.
+func (s *Store) every(interval time.Duration, wake <-chan struct{}, check func(context.Context)) {
 	defer s.wg.Done()
 	t := time.NewTicker(interval)
 	defer t.Stop()
@@ -77,6 +78,8 @@ func (s *Store) every(interval time.Duration, check func(context.Context)) {
 			return
 		case <-t.C:
 			check(s.bg)
+		case <-wake:
+			check(s.bg)
 		}
 	}
 }
@@ -85,7 +88,7 @@ func (s *Store) every(interval time.Duration, check func(context.Context)) {
 // poll goroutine (and Open, before it starts) call it, so lastEpoch needs no
 // lock.
 func (s *Store) pollOnce(parent context.Context) {
-	sent := s.now()
+	sent, mark := s.now(), s.localMark()
 	ctx, cancel := context.WithTimeout(parent, checkTimeout)
 	defer cancel()
 	err := s.noteDB(s.pollEpoch(ctx))
@@ -94,6 +97,9 @@ func (s *Store) pollOnce(parent context.Context) {
 		return
 	}
 	s.checkOK(sent)
+	if s.redis == nil { // with Redis, the epoch poll (pollRedisEpoch) is the one that catches up
+		s.seenLocal.Store(mark)
+	}
 }
 
 func (s *Store) pollEpoch(ctx context.Context) error {

@@ -53,7 +53,7 @@ func (r *redisCache) distrust(why string) {
 // pollRedisEpoch is the epoch poll of CACHE_TYPE=redis.
 func (s *Store) pollRedisEpoch(parent context.Context) {
 	r := s.redis
-	sent := s.now()
+	sent, mark := s.now(), s.localMark()
 	ctx, cancel := context.WithTimeout(parent, checkTimeout)
 	defer cancel()
 	if err := s.syncRedisEpoch(ctx); err != nil {
@@ -67,6 +67,7 @@ func (s *Store) pollRedisEpoch(parent context.Context) {
 		return
 	}
 	r.epochLease.Store(sent + int64(leaseDuration))
+	s.seenLocal.Store(mark)
 	if r.epochErr.Swap(nil) != nil {
 		s.log.Info("cache epoch poll restored", zap.String("cache_type", s.o.CacheType))
 	}

@@ -2,6 +2,7 @@ package store
 
 import (
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -72,6 +73,15 @@ type Options struct {
 	Instance string
 
 	Logger *zap.Logger // nil: zap.NewNop()
+
+	// LocalWrites, when set, is a counter shared by the stores of one
+	// instance's workers (in shared memory: internal/shm). Every write
+	// adds one once it has committed, and a store that sees it move reads
+	// past its near cache until its next coherence check has caught up: a
+	// write is seen at once by every worker of its instance (a DELETE of
+	// an MCP session, a revoked token, a tool), and by other instances
+	// within the lease (one second). Nil: within the lease everywhere.
+	LocalWrites *atomic.Uint64
 }
 
 // withDefaults returns o with every zero field replaced by its default and the

@@ -38,6 +38,8 @@ type Store struct {
 	checkErr  atomic.Pointer[error] // current coherence failure, nil when fine
 	dbDown    atomic.Int64          // when the database became unreachable (odd, now()|1); 0: reachable (outage.go)
 	lastEpoch int64                 // owned by the poll goroutine
+	seenLocal atomic.Uint64         // Options.LocalWrites as of the latest coherence check that started after it
+	wake      chan struct{}         // runs the epoch poll now: a write of the instance was seen (trusted)
 
 	flight flight
 
@@ -64,7 +66,8 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{o: o, log: o.Logger.Named("store"), db: db, base: time.Now(), stop: make(chan struct{}), lastEpoch: -1}
+	s := &Store{o: o, log: o.Logger.Named("store"), db: db, base: time.Now(), stop: make(chan struct{}), lastEpoch: -1,
+		wake: make(chan struct{}, 1)}
 	s.bg, s.cancelBG = context.WithCancel(context.Background())
 	if err := db.prepare(ctx); err != nil {
 		// Migrate has normally done this already; carry on (SQLite's
@@ -79,7 +82,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		// One poll now so the near cache is usable from the first request.
 		s.pollOnce(ctx)
 		s.wg.Add(1)
-		go s.every(checkInterval, s.pollOnce) // keeps the near cache coherent: memory, database
+		go s.every(checkInterval, s.wake, s.pollOnce) // keeps the near cache coherent: memory, database
 	case CacheRedis:
 		if s.redis, err = newRedisCache(s); err != nil {
 			s.cancelBG()
@@ -92,12 +95,12 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 			s.heartbeat(ctx)
 		}
 		s.wg.Add(1)
-		go s.every(redisPingInterval, s.heartbeat) // renews the coherence lease: redis
+		go s.every(redisPingInterval, nil, s.heartbeat) // renews the coherence lease: redis
 		// The database epoch as well, for writes whose tombstone never
 		// reached Redis (coherence_redis.go).
 		s.pollRedisEpoch(ctx)
 		s.wg.Add(1)
-		go s.every(checkInterval, s.pollRedisEpoch)
+		go s.every(checkInterval, s.wake, s.pollRedisEpoch)
 	}
 	s.log.Info("store opened", zap.String("dialect", db.dialect()), zap.String("cache_type", o.CacheType),
 		zap.Int("pool_max_conns", o.maxConns()))
@@ -112,7 +115,28 @@ func (s *Store) now() int64 { return int64(time.Since(s.base)) }
 // database epoch poll (writes whose tombstone never reached Redis;
 // coherence_redis.go).
 func (s *Store) trusted(now int64) bool {
-	return s.near != nil && now < s.lease.Load() && (s.redis == nil || now < s.redis.epochLease.Load())
+	if s.near == nil || now >= s.lease.Load() || s.redis != nil && now >= s.redis.epochLease.Load() {
+		return false
+	}
+	if s.o.LocalWrites != nil && s.o.LocalWrites.Load() != s.seenLocal.Load() {
+		// Another worker of the instance wrote: the poll catches up now,
+		// not at its next tick, and until then lookups read past the cache.
+		select {
+		case s.wake <- struct{}{}:
+		default:
+		}
+		return false
+	}
+	return true
+}
+
+// localMark is the instance's write count, read before a coherence check:
+// once the check succeeds, every write counted in it has been caught up.
+func (s *Store) localMark() uint64 {
+	if s.o.LocalWrites == nil {
+		return 0
+	}
+	return s.o.LocalWrites.Load()
 }
 
 // Dialect is "sqlite" or "postgresql".
@@ -502,6 +526,9 @@ func (s *Store) afterWrite(ctx context.Context, key string) {
 	}
 	if s.redis != nil {
 		s.redis.tombstone(ctx, key)
+	}
+	if s.o.LocalWrites != nil { // the instance's other workers stop trusting their near caches (Options.LocalWrites)
+		s.o.LocalWrites.Add(1)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -320,4 +321,36 @@ func TestAllToolsListsDisabledToo(t *testing.T) {
 	if len(all) != len(enabled)+1 || all[len(all)-1].Name != "zz_off" || all[len(all)-1].Enabled {
 		t.Fatalf("AllTools = %+v, enabled = %d", all, len(enabled))
 	}
+}
+
+// With Options.LocalWrites shared (the workers of one instance), a write is
+// seen at once by the other stores: a session ended on one worker is ended
+// on the next request to another, though that one had it cached as live.
+func TestLocalWritesAreSeenAtOnce(t *testing.T) {
+	eachBackend(t, func(t *testing.T, o Options) {
+		if o.CacheType == CacheNone {
+			return // nothing cached: seen at once anyway
+		}
+		var writes atomic.Uint64
+		o.LocalWrites = &writes
+		ctx := context.Background()
+		a := openMigrated(t, o)
+		b := openStore(t, o)
+		id := randomName("session")
+		// b caches "not ended", and trusts its near cache.
+		waitFor(t, time.Second, "b serves the session from its near cache", func() bool {
+			_, _ = b.IsRevoked(ctx, RevokedSession, id)
+			now := b.now()
+			_, cached := b.near.getRevoked(kindIndex(RevokedSession), id, now)
+			return b.trusted(now) && cached
+		})
+		if err := a.Revoke(ctx, Revocation{Kind: RevokedSession, ID: id, Until: time.Now().Add(time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+		if ended, err := b.IsRevoked(ctx, RevokedSession, id); err != nil || !ended {
+			t.Fatalf("right after the DELETE on another worker: ended %v, %v", ended, err)
+		}
+		// And b trusts its cache again once its poll has caught up.
+		waitFor(t, time.Second, "b trusts its near cache again", func() bool { return b.trusted(b.now()) })
+	})
 }

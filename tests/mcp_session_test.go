@@ -81,3 +81,23 @@ func TestMCPSessionDeleteAcrossInstances(t *testing.T) {
 		}
 	})
 }
+
+// Within one instance a DELETE is seen at once by every worker (the
+// workers share a count of store writes: store.Options.LocalWrites), as
+// the conformance suite's server-session-lifecycle expects: the next
+// request, on any worker, gets 404, though every worker had the session
+// cached as live.
+func TestMCPSessionDeleteIsSeenAtOnceByEveryWorker(t *testing.T) {
+	g := serve(t, nil, "--workers", "2")
+	tok := g.token()
+	for round := range 5 {
+		sid := tokMCPSession(t, g, tok)
+		warmEveryWorker(t, g, func() error { return mcpPing(g, tok, sid, 200) })
+		if code := mcpEnd(t, g, tok, sid); code != 204 {
+			t.Fatalf("DELETE /mcp: %d", code)
+		}
+		if err, n := fanOut(20, 1, func() error { return mcpPing(g, tok, sid, 404) }); err != nil {
+			t.Fatalf("round %d: %d of 20 requests right after the DELETE: %v", round, n, err)
+		}
+	}
+}

@@ -21,12 +21,13 @@ package ratelimit
 import (
 	"errors"
 	"fmt"
-	"os"
 	"sync/atomic"
 	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/mcpgateway/mcpgateway/internal/shm"
 )
 
 const (
@@ -82,28 +83,9 @@ func roundSlots(slots int) int {
 func OpenShared(path string, slots int) (*Table, error) {
 	n := roundSlots(slots)
 	size := 8 * (headerWords + n)
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o600)
+	mem, err := shm.Map(path, size)
 	if err != nil {
-		return nil, fmt.Errorf("rate limits: open shared table: %w", err)
-	}
-	defer f.Close() // the mapping outlives the descriptor
-	st, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("rate limits: %w", err)
-	}
-	switch {
-	case st.Size() == 0:
-		// Truncate to the same size from several processes at once is
-		// harmless: the file only ever grows from 0 to size.
-		if err := f.Truncate(int64(size)); err != nil {
-			return nil, fmt.Errorf("rate limits: size shared table: %w", err)
-		}
-	case st.Size() != int64(size):
-		return nil, fmt.Errorf("rate limits: shared table %s has %d bytes, want %d (another release?)", path, st.Size(), size)
-	}
-	mem, err := unix.Mmap(int(f.Fd()), 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
-	if err != nil {
-		return nil, fmt.Errorf("rate limits: map shared table: %w", err)
+		return nil, fmt.Errorf("rate limits: shared table: %w", err)
 	}
 	words := unsafe.Slice((*uint64)(unsafe.Pointer(&mem[0])), headerWords+n)
 	hdr := words[:headerWords]

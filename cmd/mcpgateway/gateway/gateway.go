@@ -17,11 +17,15 @@ import (
 // nil) counts the panics it recovers. The caller closes the store after the
 // last request.
 func Open(ctx context.Context, s config.Settings, version string, log *zap.Logger, onPanic func()) (*rpc.Server, *store.Store, error) {
-	return open(ctx, s, version, log, func(o *rpc.Options) { o.OnPanic = onPanic })
+	return open(ctx, s, version, log, store.Options{}, func(o *rpc.Options) { o.OnPanic = onPanic })
 }
 
-func open(ctx context.Context, s config.Settings, version string, log *zap.Logger, set func(*rpc.Options)) (*rpc.Server, *store.Store, error) {
-	st, err := store.Open(ctx, StoreOptions(s, log))
+// open opens the store, with what local (LocalWrites) adds to the
+// settings, and the rpc server over it, with set's options.
+func open(ctx context.Context, s config.Settings, version string, log *zap.Logger, local store.Options, set func(*rpc.Options)) (*rpc.Server, *store.Store, error) {
+	so := StoreOptions(s, log)
+	so.LocalWrites = local.LocalWrites
+	st, err := store.Open(ctx, so)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -6,7 +6,9 @@ import (
 
 	"github.com/mcpgateway/mcpgateway/config"
 	"github.com/mcpgateway/mcpgateway/internal/ratelimit"
+	"github.com/mcpgateway/mcpgateway/internal/shm"
 	"github.com/mcpgateway/mcpgateway/rpc"
+	"github.com/mcpgateway/mcpgateway/store"
 	"github.com/mcpgateway/mcpgateway/supervisor"
 	"github.com/mcpgateway/mcpgateway/supervisor/protocol"
 	"github.com/mcpgateway/mcpgateway/worker"
@@ -46,7 +48,22 @@ func Worker(ctx context.Context, s config.Settings, version string, info worker.
 			return worker.App{}, err
 		}
 	}
-	srv, st, err := open(ctx, s, version, info.Logger, func(o *rpc.Options) {
+	// The instance's count of store writes, shared by its workers: one
+	// worker's write (a DELETE /mcp, a revoked token) is seen by the next
+	// request on any other at once (store.Options.LocalWrites).
+	var local store.Options
+	var writes *shm.Counter
+	if info.Table != nil {
+		var err error
+		if writes, err = shm.OpenCounter(info.Table.SharedPath("writes")); err != nil {
+			if limits != nil {
+				limits.Close()
+			}
+			return worker.App{}, err
+		}
+		local.LocalWrites = writes.Word()
+	}
+	srv, st, err := open(ctx, s, version, info.Logger, local, func(o *rpc.Options) {
 		o.OnPanic = info.CountPanic
 		o.RateLimits = limits
 		if info.SetGauge != nil {
@@ -74,6 +91,9 @@ func Worker(ctx context.Context, s config.Settings, version string, info worker.
 	if err != nil {
 		if limits != nil {
 			limits.Close()
+		}
+		if writes != nil {
+			writes.Close()
 		}
 		return worker.App{}, err
 	}
@@ -121,6 +141,9 @@ func Worker(ctx context.Context, s config.Settings, version string, info worker.
 			st.Close()
 			if limits != nil {
 				limits.Close()
+			}
+			if writes != nil {
+				writes.Close()
 			}
 		},
 	}, nil
