@@ -268,7 +268,7 @@ func TestInFlightLimit(t *testing.T) {
 	slow := jsonUpstream(t, func() {
 		n := inFlight.Add(1)
 		defer inFlight.Add(-1)
-		time.Sleep(time.Duration(n) * time.Millisecond)
+		time.Sleep(time.Duration(n) * 2 * time.Millisecond)
 	})
 	c = New(Server{Name: "slow", URL: slow.URL, MaxInFlight: 64}, nil)
 	for range 20 { // the latency without a queue

@@ -51,7 +51,7 @@ func (w *worker) serve() {
 		if ceiling <= 0 {
 			ceiling = max(w.opts.WorkerConnections, 1)
 		}
-		w.limiter = adaptive.New(ceiling, func(limit int64) { w.row.Store(protocol.FLimit, uint64(limit)) })
+		w.limiter = adaptive.New(ceiling, 0, func(limit int64) { w.row.Store(protocol.FLimit, uint64(limit)) })
 	} else {
 		w.row.Store(protocol.FLimit, uint64(max(w.opts.Backpressure, 0)))
 	}

@@ -51,6 +51,8 @@ func helperMain() (handled bool, code int) {
 		err = genMain()
 	case probeCommand:
 		err = probeMain()
+	case upstreamCommand:
+		err = upstreamMain()
 	default:
 		return false, 0
 	}

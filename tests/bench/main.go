@@ -87,7 +87,7 @@ func main() {
 	flag.StringVar(&c.pgURL, "pg", "postgresql://postgres@127.0.0.1:5432", "PostgreSQL server (a fresh database is created and dropped); empty: skip")
 	flag.StringVar(&c.redisAddr, "redis", "127.0.0.1:6379", "Redis server; empty: skip the Redis scenario")
 	flag.IntVar(&c.redisDB, "redis-db", 12, "Redis database number to use (keys under a unique prefix, deleted at the end)")
-	flag.StringVar(&c.only, "only", "", "run only these scenarios, comma-separated: throughput,postgres,recycle,respawn,overload,stop")
+	flag.StringVar(&c.only, "only", "", "run only these scenarios, comma-separated: throughput,postgres,recycle,respawn,overload,stop,federation")
 	flag.BoolVar(&c.verbose, "v", false, "print every run as it finishes, and the servers' log paths")
 	flag.BoolVar(&c.keepTmp, "keep", false, "keep the temporary directory (server logs, SQLite, wrk script)")
 	flag.StringVar(&c.pprofPlain, "pprof-plain", "", "serve net/http/pprof from the plain server on this address (for profiling a run)")
@@ -152,7 +152,7 @@ func run(ctx context.Context, c *config) (err error) {
 		return err
 	}
 	tools := []string{"wrk", "hey"}
-	if !c.selected("throughput") && !c.selected("postgres") && !c.selected("recycle") {
+	if !c.selected("throughput") && !c.selected("postgres") && !c.selected("recycle") && !c.selected("federation") {
 		tools = nil // the other scenarios use neither
 	}
 	if c.selected("overload") {
@@ -195,6 +195,7 @@ func run(ctx context.Context, c *config) (err error) {
 		{"respawn", h.respawn},
 		{"overload", h.overload},
 		{"stop", h.stopScenario},
+		{"federation", h.federation},
 	}
 	for _, s := range steps {
 		if !c.selected(s.name) {
