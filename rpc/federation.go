@@ -406,25 +406,9 @@ func (s *Server) RefreshGateways(ctx context.Context) (changed int, err error) {
 			s.upstreamErrors.log(s.log, "gateway refresh: unreadable", zap.String("gateway", listedG.Name), zap.Error(err))
 			continue
 		}
-		c, err := s.upstreamClient(ctx, g.Name)
-		if err != nil {
-			continue
+		if ok, err := s.refreshGateway(ctx, gb, g, current); err == nil && ok {
+			changed++
 		}
-		listed, err := c.ListTools(ctx)
-		if err != nil {
-			s.upstreamErrors.log(s.log, "gateway refresh: the upstream did not answer", zap.String("gateway", g.Name), zap.Error(err))
-			continue
-		}
-		tools, _, _ := s.namespacedTools(g.Name, listed)
-		if sameTools(tools, current, g.Name) {
-			continue
-		}
-		if err := gb.PutGateway(ctx, g, tools, s.opt.UpstreamKey); err != nil {
-			s.log.Warn("gateway refresh: storing the new tool list failed", zap.String("gateway", g.Name), zap.Error(err))
-			continue
-		}
-		s.log.Info("gateway refresh: tool list changed", zap.String("gateway", g.Name), zap.Int("tools", len(tools)))
-		changed++
 	}
 	return changed, nil
 }

@@ -160,6 +160,7 @@ type Server struct {
 	servers        serverCache // virtual servers this worker serves (servers.go)
 	calls          runningCalls
 	relays         relays       // upstreams' requests waiting for the client's answer (mcp_relay.go)
+	watching       watchers     // upstreams' standing streams, for their list changes (federation_watch.go)
 	streams        atomic.Int64 // SSE answers being written
 	upstreamErrors errorLog
 	zones          zoneCache

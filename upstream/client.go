@@ -521,6 +521,32 @@ func parseResponse(raw []byte, id int64) (res json.RawMessage, isResponse bool, 
 // message; notifications and requests go to onNote, the response to id
 // ends it.
 func readStream(r io.Reader, id int64, onNote func(json.RawMessage)) (json.RawMessage, error) {
+	var res json.RawMessage
+	var resErr error
+	answered := false
+	err := scanEvents(r, func(msg []byte) bool {
+		if v, isResponse, err := parseResponse(msg, id); isResponse {
+			res, resErr, answered = v, err, true
+			return false
+		}
+		if onNote != nil {
+			onNote(json.RawMessage(bytes.Clone(msg)))
+		}
+		return true
+	})
+	switch {
+	case answered:
+		return res, resErr
+	case err != nil:
+		return nil, fmt.Errorf("read the event stream: %w", err)
+	}
+	return nil, errors.New("the event stream ended without the response")
+}
+
+// scanEvents reads an SSE stream and calls each with the data of every
+// event (one JSON-RPC message) until it returns false or the stream ends.
+// id:, event:, retry: and comments need nothing here.
+func scanEvents(r io.Reader, each func(data []byte) bool) error {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), maxMessage)
 	var data []byte
@@ -531,28 +557,18 @@ func readStream(r io.Reader, id int64, onNote func(json.RawMessage)) (json.RawMe
 			if len(data) == 0 {
 				continue
 			}
-			msg := data
-			data = nil
-			if res, isResponse, err := parseResponse(msg, id); isResponse {
-				return res, err
+			if !each(data) {
+				return nil
 			}
-			if onNote != nil {
-				onNote(json.RawMessage(bytes.Clone(msg)))
-			}
+			data = data[:0]
 		case bytes.HasPrefix(line, []byte("data:")):
-			v := bytes.TrimPrefix(bytes.TrimPrefix(line, []byte("data:")), []byte(" "))
 			if len(data) > 0 {
 				data = append(data, '\n')
 			}
-			data = append(data, v...)
+			data = append(data, bytes.TrimPrefix(bytes.TrimPrefix(line, []byte("data:")), []byte(" "))...)
 		}
-		// id:, event:, retry: and comments need nothing here: a POST's
-		// stream ends with its response.
 	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("read the event stream: %w", err)
-	}
-	return nil, errors.New("the event stream ended without the response")
+	return sc.Err()
 }
 
 func start(b []byte) string {

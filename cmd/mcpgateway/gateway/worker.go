@@ -25,6 +25,10 @@ const (
 	checkTimeout = 2 * time.Second
 )
 
+// watchEvery is how soon an upstream registered since gets its watcher
+// (rpc.Server.WatchGateways).
+const watchEvery = 5 * time.Second
+
 // rateLimitCounters are the status-table words of the rate-limit events.
 var rateLimitCounters = [...]protocol.Field{
 	rpc.RateLimitedUser: protocol.CRateLimitedUser, rpc.RateLimitedTool: protocol.CRateLimitedTool,
@@ -118,6 +122,9 @@ func Worker(ctx context.Context, s config.Settings, version string, info worker.
 		if len(specs) > 0 {
 			stops = append(stops, once(func(ctx context.Context) { srv.SyncGateways(ctx, specs) }))
 		}
+		// Upstreams' list changes, on their standing streams: a notified
+		// tool list is read again at once (rpc/federation_watch.go).
+		stops = append(stops, once(srv.WatchGateways), every(watchEvery, srv.WatchGateways), srv.StopWatching)
 		if s.HealthCheckInterval > 0 {
 			stops = append(stops, every(s.HealthCheckInterval, func(ctx context.Context) {
 				srv.SyncGateways(ctx, specs)
