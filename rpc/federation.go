@@ -122,12 +122,13 @@ func (s *Server) noteUpstream(e UpstreamEvent) {
 	}
 }
 
-// UpstreamsOpen counts the upstreams whose circuit this worker holds open.
+// UpstreamsOpen counts the upstreams (and REST origins) whose circuit this
+// worker holds open.
 func (s *Server) UpstreamsOpen() int {
+	n := s.restCircuitsOpen()
 	u := &s.upstreams
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	n := 0
 	for _, e := range u.clients {
 		if e.client.Breaker().State() != upstream.Closed {
 			n++

@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/valyala/fasthttp"
@@ -227,15 +228,38 @@ func (s *Server) callREST(ctx *fasthttp.RequestCtx, t store.Tool, args []byte, b
 	if err != nil {
 		return appendToolError(out, buf, "REST tool "+t.Name+": "+err.Error()), nil
 	}
+	g := s.restGuard(t) // rest_guard.go
+	if !g.breaker.Allow() {
+		s.noteUpstream(UpstreamCircuitOpen)
+		return appendToolError(out, buf, "REST tool "+t.Name+": its endpoint failed repeatedly; retry later"), nil
+	}
+	if n := g.inFlight.Add(1); n > g.limit.Current() {
+		g.inFlight.Add(-1)
+		g.breaker.Release()
+		s.noteUpstream(UpstreamBusy) // backpressure: a 503 for a single message, as an upstream's
+		ctx.SetUserValue(unavailableKey{}, true)
+		return out, &rpcError{codeUnavailable, "REST tool " + t.Name + " busy: too many calls in flight to its endpoint; retry shortly"}
+	}
+	start := time.Now()
 	resp, err := restClient.Do(req)
 	var body []byte
 	if err == nil {
 		body, err = io.ReadAll(io.LimitReader(resp.Body, maxRESTAnswer+1))
 		resp.Body.Close()
 	}
+	g.limit.Sample(int64(time.Since(s.rest.base)), int64(time.Since(start)), g.inFlight.Load())
+	g.inFlight.Add(-1)
 	var uerr *url.Error
 	if errors.As(err, &uerr) {
 		err = uerr.Err // without the URL: it holds the caller's arguments
+	}
+	switch {
+	case errors.Is(err, context.Canceled):
+		g.breaker.Release() // says nothing of the endpoint
+	case err != nil || resp.StatusCode >= 500:
+		g.breaker.Failure()
+	default:
+		g.breaker.Success()
 	}
 	switch {
 	case errors.Is(err, context.Canceled):

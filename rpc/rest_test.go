@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/mcpgateway/mcpgateway/store"
@@ -128,4 +129,42 @@ func TestRESTTools(t *testing.T) {
 	plain, _ := newTestServer(t, nil)
 	expectDetail(t, adminCall(t, plain, "PUT", "/admin/tools/x", `{"integration":{"type":"REST","url":"http://h/y","auth_type":"bearer","auth_token":"t"}}`),
 		400, "Invalid integration: credentials of upstreams are stored encrypted")
+}
+
+// An endpoint that keeps failing opens its origin's circuit: after five
+// failures in a row, calls of its REST tools are refused at once without
+// reaching it, and /metrics counts the open circuit; another origin's
+// tools are unaffected.
+func TestRESTToolCircuitBreaker(t *testing.T) {
+	var hits atomic.Int32
+	failing := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		http.Error(w, "down for maintenance", http.StatusServiceUnavailable)
+	}))
+	t.Cleanup(failing.Close)
+	fine := restEcho(t)
+	s, _ := newTestServer(t, nil)
+	for name, url := range map[string]string{"a": failing.URL + "/a", "b": failing.URL + "/b/{id}", "ok": fine.URL + "/text"} {
+		if r := adminCall(t, s, "PUT", "/admin/tools/"+name, `{"description":"d","inputSchema":{"type":"object"},"integration":{"type":"REST","url":"`+url+`"}}`); r.status != 200 {
+			t.Fatalf("register %s: %d %s", name, r.status, r.body)
+		}
+	}
+	call := func(name string) (string, bool) {
+		return toolText(t, rpcResult(t, s, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"`+name+`","arguments":{"id":"1"}}}`))
+	}
+	for i := range 5 {
+		name := []string{"a", "b"}[i%2] // one origin: the tools share its circuit
+		if text, isErr := call(name); !isErr || !strings.Contains(text, "HTTP 503") {
+			t.Fatalf("call %d: %q %v", i, text, isErr)
+		}
+	}
+	if text, isErr := call("a"); !isErr || !strings.Contains(text, "failed repeatedly") || hits.Load() != 5 {
+		t.Fatalf("after 5 failures: %q %v, %d requests reached the endpoint", text, isErr, hits.Load())
+	}
+	if s.UpstreamsOpen() != 1 {
+		t.Errorf("UpstreamsOpen() = %d, want 1", s.UpstreamsOpen())
+	}
+	if text, isErr := call("ok"); isErr || text != "hello" {
+		t.Errorf("another origin: %q %v", text, isErr)
+	}
 }

@@ -161,6 +161,7 @@ type Server struct {
 	calls          runningCalls
 	relays         relays       // upstreams' requests waiting for the client's answer (mcp_relay.go)
 	watching       watchers     // upstreams' standing streams, for their list changes (federation_watch.go)
+	rest           restGuards   // REST endpoints' breakers and in-flight limits, by origin (rest_guard.go)
 	streams        atomic.Int64 // SSE answers being written
 	upstreamErrors errorLog
 	zones          zoneCache

@@ -56,10 +56,10 @@ type Server struct {
 // calls, per worker.
 const DefaultMaxInFlight = 64
 
-// limitSlack is how much slower than its fastest an upstream's calls may be
+// LimitSlack is how much slower than its fastest an upstream's calls may be
 // on average before the in-flight limit takes it for a queue
 // (adaptive.New): a queue that adds less is not worth refusing calls for.
-const limitSlack = 20 * time.Millisecond
+const LimitSlack = 20 * time.Millisecond
 
 // ErrBusy is a call refused at once: the upstream's in-flight limit is
 // reached. The limit adapts to the upstream's latency (TCP Vegas, as the
@@ -141,7 +141,7 @@ func New(srv Server, transport http.RoundTripper) *Client {
 		srv.MaxInFlight = DefaultMaxInFlight
 	}
 	return &Client{srv: srv, http: &http.Client{Transport: transport}, breaker: NewBreaker(DefaultBreaker),
-		limit: adaptive.New(srv.MaxInFlight, limitSlack, nil), base: time.Now()}
+		limit: adaptive.New(srv.MaxInFlight, LimitSlack, nil), base: time.Now()}
 }
 
 // InFlightLimit is the adaptive limit on concurrent calls in force.
