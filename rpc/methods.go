@@ -41,6 +41,8 @@ func (s *Server) invoke(ctx *fasthttp.RequestCtx, m *message, buf *buffers, out 
 		return s.listFederated(ctx, &promptsList, m.params, out)
 	case "prompts/get":
 		return s.promptsGet(ctx, m.params, out)
+	case "completion/complete": // the upstreams' completions (completion.go)
+		return s.complete(ctx, m.params, out)
 	case "logging/setLevel":
 		if buf.sid != nil && s.levels != nil { // legacy sessions only (mcp_logging.go)
 			return s.setLevel(ctx, m.params, buf, out)

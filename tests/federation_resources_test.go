@@ -141,8 +141,59 @@ func TestFederatedResourcesAndPrompts(t *testing.T) {
 		if text, ok := got.Messages[0].Content.(*mcp.TextContent); !ok || !strings.Contains(text.Text, "Oslo") {
 			t.Fatalf("Go SDK %q: GetPrompt: %+v", version, got)
 		}
+		if version == "2025-11-25" { // completion is a method of the session revisions
+			compareCompletions(ctx, t, session, upURL)
+		}
 		session.Close()
 		cancel()
+	}
+}
+
+// compareCompletions asks the gateway's session and the upstream directly
+// for the same completions: a prompt's argument (alone, and narrowed by
+// the context of another) and a resource template's; the values must be
+// the same, and not empty.
+func compareCompletions(ctx context.Context, t *testing.T, gw *mcp.ClientSession, upURL string) {
+	t.Helper()
+	direct, err := mcp.NewClient(&mcp.Implementation{Name: "direct", Version: "1"}, nil).
+		Connect(ctx, &mcp.StreamableClientTransport{Endpoint: upURL, MaxRetries: -1}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer direct.Close()
+	templates, err := direct.ListResourceTemplates(ctx, nil)
+	if err != nil || len(templates.ResourceTemplates) == 0 {
+		t.Fatalf("the upstream's templates: %v %v", err, templates)
+	}
+	template := templates.ResourceTemplates[0].URITemplate
+	for _, c := range []struct {
+		ref      *mcp.CompleteReference // as the gateway names it
+		upstream string                 // the prompt's name upstream ("": the same ref)
+		arg      mcp.CompleteParamsArgument
+		context  map[string]string
+	}{
+		{&mcp.CompleteReference{Type: "ref/prompt", Name: "everything-completable-prompt"}, "completable-prompt", mcp.CompleteParamsArgument{Name: "department", Value: "E"}, nil},
+		{&mcp.CompleteReference{Type: "ref/prompt", Name: "everything-completable-prompt"}, "completable-prompt", mcp.CompleteParamsArgument{Name: "name", Value: ""}, map[string]string{"department": "Engineering"}},
+		{&mcp.CompleteReference{Type: "ref/resource", URI: template}, "", mcp.CompleteParamsArgument{Name: "resourceId", Value: "1"}, nil},
+	} {
+		params := &mcp.CompleteParams{Ref: c.ref, Argument: c.arg}
+		if c.context != nil {
+			params.Context = &mcp.CompleteContext{Arguments: c.context}
+		}
+		through, err := gw.Complete(ctx, params)
+		if err != nil {
+			t.Fatalf("complete %+v through the gateway: %v", c.ref, err)
+		}
+		if c.upstream != "" {
+			params.Ref = &mcp.CompleteReference{Type: "ref/prompt", Name: c.upstream}
+		}
+		want, err := direct.Complete(ctx, params)
+		if err != nil {
+			t.Fatalf("complete %+v directly: %v", params.Ref, err)
+		}
+		if len(want.Completion.Values) == 0 || strings.Join(through.Completion.Values, ",") != strings.Join(want.Completion.Values, ",") {
+			t.Errorf("complete %+v %+v: %v through the gateway, %v directly", c.ref, c.arg, through.Completion.Values, want.Completion.Values)
+		}
 	}
 }
 

@@ -120,3 +120,15 @@ func (c *Client) listAll(ctx context.Context, method, member string) ([]json.Raw
 		}
 	}
 }
+
+// Complete asks for completion values of a prompt's or a resource
+// template's argument (completion/complete): ref is the upstream's own
+// reference, argument and context as the client sent them. It changes
+// nothing, so it is retried like discovery.
+func (c *Client) Complete(ctx context.Context, ref, argument, context json.RawMessage) (json.RawMessage, error) {
+	params := map[string]any{"ref": ref, "argument": argument}
+	if len(context) > 0 {
+		params["context"] = context
+	}
+	return c.call(ctx, "completion/complete", params, nil, nil, true)
+}

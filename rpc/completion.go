@@ -1,0 +1,65 @@
+package rpc
+
+import (
+	"context"
+	"encoding/json"
+	"sort"
+	"strings"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/mcpgateway/mcpgateway/upstream"
+)
+
+// completion/complete (docs/federation.md, "Completion"): argument values
+// for a prompt or a resource template are the upstream's to suggest. A
+// prompt reference names the gateway's prompt (<gateway><sep><prompt>) and
+// goes to that upstream under the upstream's own name; a resource
+// reference goes to the upstream that owns the URI or template, unchanged.
+// Neither the built-in tools nor anything else of the gateway takes
+// completions.
+func (s *Server) complete(ctx *fasthttp.RequestCtx, params []byte, out []byte) ([]byte, *rpcError) {
+	ref, argument := member(params, "ref"), member(params, "argument")
+	if ref == nil || ref[0] != '{' || argument == nil || argument[0] != '{' {
+		return out, &rpcError{codeInvalidParams, "Invalid params: completion/complete needs ref and argument (objects)"}
+	}
+	kind := member(ref, "type")
+	var gateway string
+	switch {
+	case kind != nil && string(unquote(kind)) == "ref/prompt":
+		name := member(ref, "name")
+		if name == nil || name[0] != '"' {
+			return out, &rpcError{codeInvalidParams, "Invalid params: a ref/prompt needs a name"}
+		}
+		full := string(unquote(name))
+		g, prompt, ok := strings.Cut(full, s.opt.ToolNameSeparator)
+		names, rerr := s.enabledGateways(ctx)
+		if rerr != nil {
+			return out, rerr
+		}
+		if i := sort.SearchStrings(names, g); !ok || i == len(names) || names[i] != g {
+			return out, &rpcError{codeInvalidParams, "Unknown prompt: " + full}
+		}
+		gateway = g
+		ref, _ = json.Marshal(map[string]string{"type": "ref/prompt", "name": prompt})
+	case kind != nil && string(unquote(kind)) == "ref/resource":
+		uri := member(ref, "uri")
+		if uri == nil || uri[0] != '"' {
+			return out, &rpcError{codeInvalidParams, "Invalid params: a ref/resource needs a uri"}
+		}
+		owner, rerr := s.resourceOwner(ctx, string(unquote(uri)))
+		if rerr != nil {
+			return out, rerr
+		}
+		if owner == "" {
+			return out, &rpcError{codeInvalidParams, "Unknown resource template: " + string(unquote(uri))}
+		}
+		gateway = owner
+	default:
+		return out, &rpcError{codeInvalidParams, `Invalid params: ref.type must be "ref/prompt" or "ref/resource"`}
+	}
+	cctx := member(params, "context")
+	return s.forward(ctx, gateway, "completion/complete", out, func(c *upstream.Client, callCtx context.Context) (json.RawMessage, error) {
+		return c.Complete(callCtx, json.RawMessage(ref), json.RawMessage(argument), json.RawMessage(cctx))
+	})
+}
