@@ -3,8 +3,6 @@ package rpc
 import (
 	"context"
 	"encoding/json"
-	"sort"
-	"strings"
 
 	"github.com/valyala/fasthttp"
 
@@ -18,7 +16,10 @@ import (
 // reference goes to the upstream that owns the URI or template, unchanged.
 // Neither the built-in tools nor anything else of the gateway takes
 // completions.
-func (s *Server) complete(ctx *fasthttp.RequestCtx, params []byte, out []byte) ([]byte, *rpcError) {
+//
+// On a virtual server's endpoint (vs) only the server's prompts, by the
+// names it shows, and its templates and URIs are completed.
+func (s *Server) complete(ctx *fasthttp.RequestCtx, vs *serverView, params []byte, out []byte) ([]byte, *rpcError) {
 	ref, argument := member(params, "ref"), member(params, "argument")
 	if ref == nil || ref[0] != '{' || argument == nil || argument[0] != '{' {
 		return out, &rpcError{codeInvalidParams, "Invalid params: completion/complete needs ref and argument (objects)"}
@@ -31,14 +32,9 @@ func (s *Server) complete(ctx *fasthttp.RequestCtx, params []byte, out []byte) (
 		if name == nil || name[0] != '"' {
 			return out, &rpcError{codeInvalidParams, "Invalid params: a ref/prompt needs a name"}
 		}
-		full := string(unquote(name))
-		g, prompt, ok := strings.Cut(full, s.opt.ToolNameSeparator)
-		names, rerr := s.enabledGateways(ctx)
+		g, prompt, rerr := s.promptRoute(ctx, vs, string(unquote(name))) // resources.go
 		if rerr != nil {
 			return out, rerr
-		}
-		if i := sort.SearchStrings(names, g); !ok || i == len(names) || names[i] != g {
-			return out, &rpcError{codeInvalidParams, "Unknown prompt: " + full}
 		}
 		gateway = g
 		ref, _ = json.Marshal(map[string]string{"type": "ref/prompt", "name": prompt})
@@ -47,12 +43,13 @@ func (s *Server) complete(ctx *fasthttp.RequestCtx, params []byte, out []byte) (
 		if uri == nil || uri[0] != '"' {
 			return out, &rpcError{codeInvalidParams, "Invalid params: a ref/resource needs a uri"}
 		}
-		owner, rerr := s.resourceOwner(ctx, string(unquote(uri)))
+		u := string(unquote(uri))
+		owner, rerr := s.resourceOwner(ctx, u)
 		if rerr != nil {
 			return out, rerr
 		}
-		if owner == "" {
-			return out, &rpcError{codeInvalidParams, "Unknown resource template: " + string(unquote(uri))}
+		if owner == "" || vs != nil && !vs.servesTemplate(owner, u) && !vs.servesURI(owner, u) {
+			return out, &rpcError{codeInvalidParams, "Unknown resource template: " + u}
 		}
 		gateway = owner
 	default:

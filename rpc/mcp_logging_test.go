@@ -79,7 +79,7 @@ func TestMCPSessionLogLevel(t *testing.T) {
 		t.Run(rev, func(t *testing.T) {
 			r := mcpCall(t, a, tok, "", strings.Replace(mcpInit, "2025-06-18", rev, 1))
 			sid := r.header("Mcp-Session-Id")
-			if !strings.Contains(string(r.body), `"capabilities":{"logging":{}`) {
+			if !strings.Contains(string(r.body), `"capabilities":{"completions":{},"logging":{}`) {
 				t.Fatalf("initialize declares no logging: %s", r.body)
 			}
 			// Without a level, no log message: the session's calls stream

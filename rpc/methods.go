@@ -14,7 +14,7 @@ import (
 // invoke runs one method and appends its result value to out.
 func (s *Server) invoke(ctx *fasthttp.RequestCtx, m *message, buf *buffers, out []byte) ([]byte, *rpcError) {
 	if buf.vs != nil { // on a virtual server's endpoint (servers.go)
-		if out, rerr, done := s.invokeOnServer(m, buf, out); done {
+		if out, rerr, done := s.invokeOnServer(ctx, m, buf, out); done {
 			return out, rerr
 		}
 	}
@@ -40,9 +40,9 @@ func (s *Server) invoke(ctx *fasthttp.RequestCtx, m *message, buf *buffers, out 
 	case "prompts/list":
 		return s.listFederated(ctx, &promptsList, m.params, out)
 	case "prompts/get":
-		return s.promptsGet(ctx, m.params, out)
+		return s.promptsGet(ctx, m.params, nil, out)
 	case "completion/complete": // the upstreams' completions (completion.go)
-		return s.complete(ctx, m.params, out)
+		return s.complete(ctx, nil, m.params, out)
 	case "logging/setLevel":
 		if buf.sid != nil && s.levels != nil { // legacy sessions only (mcp_logging.go)
 			return s.setLevel(ctx, m.params, buf, out)
@@ -69,7 +69,7 @@ func (s *Server) initialize(params []byte, out []byte) ([]byte, *rpcError) {
 	out = append(out, `{"protocolVersion":`...)
 	out = appendString(out, rev.String())
 	if s.levels != nil { // logging/setLevel is offered (mcp_logging.go)
-		out = append(out, `,"capabilities":`+modernCapabilities...)
+		out = append(out, `,"capabilities":{"completions":{},`+modernCapabilities[1:]...)
 	} else {
 		out = append(out, `,"capabilities":`+serverCapabilities...)
 	}
@@ -79,13 +79,13 @@ func (s *Server) initialize(params []byte, out []byte) ([]byte, *rpcError) {
 }
 
 // serverCapabilities are what initialize declares: tools, and the
-// upstreams' prompts and resources (resources.go; no subscriptions), with
-// no list_changed notifications. prompts and resources are declared always,
+// upstreams' prompts and resources (resources.go; no subscriptions) and
+// their completions (completion.go), with no list_changed notifications. prompts and resources are declared always,
 // not only while an upstream offers them: the answer stays a constant, and
 // a session opened before an upstream is registered still sees its
 // resources and prompts (capabilities cannot change within a session);
 // with none, the lists are empty.
-const serverCapabilities = `{"prompts":{"listChanged":false},"resources":{"listChanged":false},"tools":{"listChanged":false}}`
+const serverCapabilities = `{"completions":{},"prompts":{"listChanged":false},"resources":{"listChanged":false},"tools":{"listChanged":false}}`
 
 // modernCapabilities are server/discover's: 2026-07-28 requests may carry a
 // logLevel, and then get an upstream's log messages on their stream

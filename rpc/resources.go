@@ -111,6 +111,12 @@ func (s *Server) gather(ctx *fasthttp.RequestCtx, lists ...*federatedList) ([][]
 	if rerr != nil {
 		return nil, rerr
 	}
+	return s.gatherFrom(ctx, names, lists...), nil
+}
+
+// gatherFrom is gather on the named upstreams only (a virtual server's,
+// servers.go).
+func (s *Server) gatherFrom(ctx *fasthttp.RequestCtx, names []string, lists ...*federatedList) [][]listed {
 	callCtx, cancel := s.withinRequest(ctx, ctx)
 	defer cancel()
 	out := make([][]listed, len(lists))
@@ -127,7 +133,7 @@ func (s *Server) gather(ctx *fasthttp.RequestCtx, lists ...*federatedList) ([][]
 		}
 	}
 	wg.Wait() // the goroutines use ctx: all must end before the handler does
-	return out, nil
+	return out
 }
 
 // listUpstream runs l on one upstream: nothing, and no error, when the
@@ -155,11 +161,8 @@ func (s *Server) listUpstream(ctx context.Context, name string, l *federatedList
 // prompts/list: every upstream's entries in one page, without nextCursor
 // (docs/mcp.md, P5). Prompts are renamed <gateway><separator><name>.
 func (s *Server) listFederated(ctx *fasthttp.RequestCtx, l *federatedList, params []byte, out []byte) ([]byte, *rpcError) {
-	if params != nil && params[0] != '{' && params[0] != 'n' {
-		return out, &rpcError{codeInvalidParams, "Invalid params: params must be an object"}
-	}
-	if c := member(params, "cursor"); c != nil && c[0] != 'n' {
-		return out, &rpcError{codeInvalidParams, "Invalid params: invalid cursor (this list has a single page)"}
+	if rerr := singlePageParams(params); rerr != nil {
+		return out, rerr
 	}
 	lists, rerr := s.gather(ctx, l)
 	if rerr != nil {
@@ -185,6 +188,17 @@ func (s *Server) listFederated(ctx *fasthttp.RequestCtx, l *federatedList, param
 	return append(out, "]}"...), nil
 }
 
+// singlePageParams checks the params of a list of one page.
+func singlePageParams(params []byte) *rpcError {
+	if params != nil && params[0] != '{' && params[0] != 'n' {
+		return &rpcError{codeInvalidParams, "Invalid params: params must be an object"}
+	}
+	if c := member(params, "cursor"); c != nil && c[0] != 'n' {
+		return &rpcError{codeInvalidParams, "Invalid params: invalid cursor (this list has a single page)"}
+	}
+	return nil
+}
+
 // renamed is an entry with its name replaced.
 func renamed(raw json.RawMessage, name string) json.RawMessage {
 	var fields map[string]json.RawMessage
@@ -201,7 +215,8 @@ func renamed(raw json.RawMessage, name string) json.RawMessage {
 
 // resourcesRead forwards resources/read to the upstream that listed the
 // URI, or a template whose literal start it has. An unknown URI is
-// -32002 "Resource not found" (-32602 in 2026-07-28).
+// -32002 "Resource not found" (-32602 in 2026-07-28); so is, on a virtual
+// server's endpoint, a URI the server does not serve (servers.go).
 func (s *Server) resourcesRead(ctx *fasthttp.RequestCtx, params []byte, buf *buffers, out []byte) ([]byte, *rpcError) {
 	uri := member(params, "uri")
 	if uri == nil || uri[0] != '"' {
@@ -209,6 +224,9 @@ func (s *Server) resourcesRead(ctx *fasthttp.RequestCtx, params []byte, buf *buf
 	}
 	u := string(unquote(uri))
 	gateway, rerr := s.resourceOwner(ctx, u)
+	if buf.vs != nil && gateway != "" && !buf.vs.servesURI(gateway, u) {
+		gateway = ""
+	}
 	switch {
 	case rerr != nil:
 		return out, rerr
@@ -222,8 +240,10 @@ func (s *Server) resourcesRead(ctx *fasthttp.RequestCtx, params []byte, buf *buf
 	})
 }
 
-// promptsGet forwards prompts/get to the upstream its name starts with.
-func (s *Server) promptsGet(ctx *fasthttp.RequestCtx, params []byte, out []byte) ([]byte, *rpcError) {
+// promptsGet forwards prompts/get to the upstream its name starts with;
+// on a virtual server's endpoint, to the upstream of the server's prompt
+// of that name (servers.go).
+func (s *Server) promptsGet(ctx *fasthttp.RequestCtx, params []byte, vs *serverView, out []byte) ([]byte, *rpcError) {
 	name, args := member(params, "name"), member(params, "arguments")
 	switch {
 	case name == nil || name[0] != '"':
@@ -233,19 +253,39 @@ func (s *Server) promptsGet(ctx *fasthttp.RequestCtx, params []byte, out []byte)
 	case args != nil && args[0] == 'n':
 		args = nil
 	}
-	full := string(unquote(name))
-	// Gateway names never hold the separator: the first one ends it.
-	gateway, prompt, ok := strings.Cut(full, s.opt.ToolNameSeparator)
-	names, rerr := s.enabledGateways(ctx)
+	gateway, prompt, rerr := s.promptRoute(ctx, vs, string(unquote(name)))
 	if rerr != nil {
 		return out, rerr
-	}
-	if i := sort.SearchStrings(names, gateway); !ok || i == len(names) || names[i] != gateway {
-		return out, &rpcError{codeInvalidParams, "Unknown prompt: " + full}
 	}
 	return s.forward(ctx, gateway, "prompts/get", out, func(c *upstream.Client, callCtx context.Context) (json.RawMessage, error) {
 		return c.GetPrompt(callCtx, prompt, json.RawMessage(args))
 	})
+}
+
+// promptRoute finds the upstream of the prompt a client names full, and
+// its name there: on /mcp the gateway's name (<gateway><sep><prompt>), on
+// a virtual server's endpoint vs the name the server shows.
+func (s *Server) promptRoute(ctx *fasthttp.RequestCtx, vs *serverView, full string) (gateway, prompt string, _ *rpcError) {
+	if vs != nil {
+		ref, found, rerr := s.serverPrompt(ctx, vs, full)
+		if rerr != nil {
+			return "", "", rerr
+		}
+		if !found {
+			return "", "", &rpcError{codeInvalidParams, "Unknown prompt: " + full}
+		}
+		return ref.gateway, ref.name, nil
+	}
+	// Gateway names never hold the separator: the first one ends it.
+	g, p, ok := strings.Cut(full, s.opt.ToolNameSeparator)
+	names, rerr := s.enabledGateways(ctx)
+	if rerr != nil {
+		return "", "", rerr
+	}
+	if i := sort.SearchStrings(names, g); !ok || i == len(names) || names[i] != g {
+		return "", "", &rpcError{codeInvalidParams, "Unknown prompt: " + full}
+	}
+	return g, p, nil
 }
 
 // forward runs one request on an upstream within the request's time and

@@ -3,7 +3,11 @@ package rpc
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"reflect"
+	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -16,15 +20,19 @@ import (
 )
 
 // Virtual servers (docs/federation.md, "Virtual servers"): a named set of
-// the catalogue's tools served on /servers/{id}/mcp, the MCP transport of
-// /mcp with the same revisions and authentication, where tools/list lists
-// only the server's tools and tools/call calls only them. An upstream's
-// tool is shown under its upstream's own name (echo, not everything-echo)
-// unless another tool of the server would be shown under the same name;
-// then those keep the gateway's names. A client configured for one
-// upstream can thus be pointed at a server of all its tools unchanged.
+// the catalogue's tools, the upstreams' resources and prompts, and whole
+// upstreams (everything each offers), served on /servers/{id}/mcp, the MCP
+// transport of /mcp with the same revisions and authentication, where the
+// lists list only the server's tools, resources, templates and prompts,
+// and only those are called, read and got. An upstream's tool or prompt
+// is shown under its upstream's own name (echo, not everything-echo)
+// unless another of the server's would be shown under the same name; then
+// those keep the gateway's names. Resource URIs are the upstream's own
+// everywhere. A client configured for one upstream can thus be pointed at
+// a server of that whole upstream unchanged.
 //
-//	GET /admin/servers   GET, PUT, DELETE /admin/servers/{id}   {"name":..., "description":..., "tools":[...]}
+//	GET /admin/servers   GET, PUT, DELETE /admin/servers/{id}
+//	{"name":..., "description":..., "tools":[...], "resources":[...], "prompts":[...], "gateways":[...]}
 
 const serversPrefix = "/servers/"
 
@@ -40,16 +48,59 @@ type serverBackend interface {
 // serverView is what a virtual server's endpoint serves: its tools, each a
 // copy of the catalogue's with Name the name its clients see, sorted by
 // that name (tools/list pages are name ranges), and the same tools by that
-// name with the gateway's own (for calls).
+// name with the gateway's own (for calls); what it serves of the
+// upstreams' resources and prompts, which are not stored but listed
+// (resources.go), so the view holds the rules that pick them.
 type serverView struct {
 	tools  []store.Tool
 	byName map[string]store.Tool
+
+	whole     map[string]bool           // upstreams served whole (Gateways)
+	uris      map[string]bool           // resources named by URI
+	templates map[string]*regexp.Regexp // templates named, each with the URIs it makes
+	prompts   map[string]bool           // prompts named, by the gateway's names
+	promptsOf map[string]bool           // upstreams of those, and the whole ones
+
+	hasResources, hasPrompts bool // declared at initialize and server/discover
+
+	named promptIndex // the prompts as last listed, by shown name
 }
 
+// promptIndex is a server's prompts as a worker last listed them, by the
+// names its clients see: prompts/get finds its prompt there.
+type promptIndex struct {
+	mu     sync.Mutex
+	built  time.Time
+	byName map[string]promptRef
+}
+
+// promptRef is a prompt of an upstream, by the upstream's own name.
+type promptRef struct{ gateway, name string }
+
 // newServerView picks the server's tools from the catalogue (sorted by
-// name, enabled only) and names them. A tool of the server that the
-// catalogue no longer has, or has disabled, is left out.
-func newServerView(def store.Server, catalogue []store.Tool) *serverView {
+// name, enabled only): those it names and those of its whole upstreams;
+// and names them. A tool of the server that the catalogue no longer has,
+// or has disabled, is left out. sep is the tool name separator, which
+// ends a prompt's upstream name.
+func newServerView(def store.Server, catalogue []store.Tool, sep string) *serverView {
+	v := &serverView{
+		whole: setOf(def.Gateways), uris: map[string]bool{}, templates: map[string]*regexp.Regexp{},
+		prompts: setOf(def.Prompts), promptsOf: setOf(def.Gateways),
+		hasResources: len(def.Resources) > 0 || len(def.Gateways) > 0,
+		hasPrompts:   len(def.Prompts) > 0 || len(def.Gateways) > 0,
+	}
+	for _, r := range def.Resources {
+		if isTemplate(r) {
+			v.templates[r] = templatePattern(r)
+		} else {
+			v.uris[r] = true
+		}
+	}
+	for _, p := range def.Prompts {
+		if g, _, ok := strings.Cut(p, sep); ok {
+			v.promptsOf[g] = true
+		}
+	}
 	var picked []store.Tool
 	seen := make(map[string]bool, len(def.Tools))
 	for _, name := range def.Tools {
@@ -60,8 +111,16 @@ func newServerView(def store.Server, catalogue []store.Tool) *serverView {
 		seen[name] = true
 		picked = append(picked, catalogue[i])
 	}
+	if len(v.whole) > 0 {
+		for _, t := range catalogue {
+			if t.Gateway != "" && v.whole[t.Gateway] && t.Enabled && !seen[t.Name] {
+				seen[t.Name] = true
+				picked = append(picked, t)
+			}
+		}
+	}
 	shown := exposedNames(picked)
-	v := &serverView{tools: make([]store.Tool, len(picked)), byName: make(map[string]store.Tool, len(picked))}
+	v.tools, v.byName = make([]store.Tool, len(picked)), make(map[string]store.Tool, len(picked))
 	for i, t := range picked {
 		v.byName[shown[i]] = t
 		t.Name = shown[i]
@@ -71,19 +130,84 @@ func newServerView(def store.Server, catalogue []store.Tool) *serverView {
 	return v
 }
 
-// exposedNames names each tool as a client of the server sees it: an
-// upstream's tool by its upstream's name, others by the gateway's. Any
-// upstream name shown for two tools falls back to the gateway's names for
-// them, again until no name is shown twice; this ends, since the
-// gateway's names are unique.
-func exposedNames(tools []store.Tool) []string {
-	names := make([]string, len(tools))
-	for i, t := range tools {
-		names[i] = t.Name
-		if t.Gateway != "" && t.UpstreamName != "" {
-			names[i] = t.UpstreamName
+func setOf(list []string) map[string]bool {
+	m := make(map[string]bool, len(list))
+	for _, x := range list {
+		m[x] = true
+	}
+	return m
+}
+
+// servesURI reports whether the server serves a resource of gateway's:
+// the upstream is served whole, or the URI is named, or one of the
+// server's templates makes it.
+func (v *serverView) servesURI(gateway, uri string) bool {
+	if v.whole[gateway] || v.uris[uri] {
+		return true
+	}
+	for _, re := range v.templates {
+		if re.MatchString(uri) {
+			return true
 		}
 	}
+	return false
+}
+
+// servesTemplate reports whether the server serves a template of gateway's.
+func (v *serverView) servesTemplate(gateway, template string) bool {
+	return v.whole[gateway] || v.templates[template] != nil
+}
+
+// isTemplate tells a URI template from a URI: braces are not allowed in a
+// URI (RFC 3986), and every template expression has them.
+func isTemplate(s string) bool { return strings.ContainsRune(s, '{') }
+
+// templatePattern matches the URIs a template (RFC 6570) makes: its
+// literal parts as they are; a simple expression ({id}, {a,b}) any text
+// without / ? #; an expression with an operator ({+path}, {/seg},
+// {?q}) any text.
+func templatePattern(t string) *regexp.Regexp {
+	var b strings.Builder
+	b.WriteByte('^')
+	for {
+		i := strings.IndexByte(t, '{')
+		j := strings.IndexByte(t[max(i, 0):], '}')
+		if i < 0 || j < 0 {
+			break
+		}
+		b.WriteString(regexp.QuoteMeta(t[:i]))
+		if expr := t[i+1 : i+j]; expr != "" && strings.ContainsRune("+#./;?&", rune(expr[0])) {
+			b.WriteString(".*")
+		} else {
+			b.WriteString("[^/?#]*")
+		}
+		t = t[i+j+1:]
+	}
+	b.WriteString(regexp.QuoteMeta(t))
+	b.WriteByte('$')
+	return regexp.MustCompile(b.String())
+}
+
+// exposedNames names each tool as a client of the server sees it: an
+// upstream's tool by its upstream's name, others by the gateway's.
+func exposedNames(tools []store.Tool) []string {
+	full, own := make([]string, len(tools)), make([]string, len(tools))
+	for i, t := range tools {
+		full[i], own[i] = t.Name, t.Name
+		if t.Gateway != "" && t.UpstreamName != "" {
+			own[i] = t.UpstreamName
+		}
+	}
+	return uniqueNames(full, own)
+}
+
+// uniqueNames names each of a server's tools or prompts by its own name
+// (the upstream's) unless that would show a name twice: any own name
+// shown for two falls back to the gateway's names (full) for them, again
+// until no name is shown twice; this ends, since the gateway's names are
+// unique.
+func uniqueNames(full, own []string) []string {
+	names := append([]string(nil), own...)
 	for {
 		count := make(map[string]int, len(names))
 		for _, n := range names {
@@ -91,8 +215,8 @@ func exposedNames(tools []store.Tool) []string {
 		}
 		changed := false
 		for i, n := range names {
-			if count[n] > 1 && n != tools[i].Name {
-				names[i], changed = tools[i].Name, true
+			if count[n] > 1 && n != full[i] {
+				names[i], changed = full[i], true
 			}
 		}
 		if !changed {
@@ -131,7 +255,7 @@ func (s *Server) serveServerMCP(ctx *fasthttp.RequestCtx) {
 	if _, ok := s.authorize(ctx); !ok {
 		return
 	}
-	view, err := s.servers.view(ctx, s.backend, sb, id)
+	view, err := s.servers.view(ctx, s.backend, sb, id, s.opt.ToolNameSeparator)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		writeDetail(ctx, fasthttp.StatusNotFound, "Server not found: "+id)
@@ -145,35 +269,214 @@ func (s *Server) serveServerMCP(ctx *fasthttp.RequestCtx) {
 }
 
 // invokeOnServer answers the methods that differ on a virtual server's
-// endpoint; done is false for those served as on /mcp (initialize, ping,
-// server/discover, logging/setLevel, notifications, and tools/call, whose
-// lookup is findCallable's). The server has tools only: its resource and prompt
-// lists are empty, and a tool is never called as a method.
-func (s *Server) invokeOnServer(m *message, buf *buffers, out []byte) ([]byte, *rpcError, bool) {
+// endpoint; done is false for those served as on /mcp (ping,
+// logging/setLevel, notifications, and tools/call, whose lookup is
+// findCallable's). A tool is never called as a method there. Everything
+// of resources, prompts and completion answers only what the server
+// serves, and anything else as it answers an unknown one.
+func (s *Server) invokeOnServer(ctx *fasthttp.RequestCtx, m *message, buf *buffers, out []byte) ([]byte, *rpcError, bool) {
+	vs := buf.vs
 	switch string(m.method) {
-	case "initialize", "ping", "tools/call", "server/discover", "logging/setLevel":
+	case "ping", "tools/call", "logging/setLevel":
 		return out, nil, false
+	case "initialize":
+		out, rerr := s.initializeServer(vs, m.params, out)
+		return out, rerr, true
+	case "server/discover":
+		if !buf.rev.modern() {
+			return out, nil, false
+		}
+		out = append(out, `{"supportedVersions":`...)
+		out = appendStrings(out, protocolVersions)
+		out = append(out, `,"capabilities":`...)
+		out = vs.appendCapabilities(out, true, false)
+		return append(out, '}'), nil, true
 	case "tools/list":
 		after, rerr := readCursor(m.params)
 		if rerr != nil {
 			return out, rerr, true
 		}
-		return appendToolsPage(out, buf.vs.tools, after), nil, true
+		return appendToolsPage(out, vs.tools, after), nil, true
 	case "resources/list":
-		return append(out, `{"resources":[]}`...), nil, true
+		out, rerr := s.listOnServer(ctx, vs, &resourcesList, m.params, out)
+		return out, rerr, true
 	case "resources/templates/list":
-		return append(out, `{"resourceTemplates":[]}`...), nil, true
+		out, rerr := s.listOnServer(ctx, vs, &templatesList, m.params, out)
+		return out, rerr, true
 	case "prompts/list":
-		return append(out, `{"prompts":[]}`...), nil, true
+		out, rerr := s.listOnServer(ctx, vs, &promptsList, m.params, out)
+		return out, rerr, true
 	case "resources/read":
-		return out, &rpcError{codeInvalidParams, "Resource not found: this server offers no resources"}, true
+		out, rerr := s.resourcesRead(ctx, m.params, buf, out)
+		return out, rerr, true
 	case "prompts/get":
-		return out, &rpcError{codeInvalidParams, "Prompt not found: this server offers no prompts"}, true
+		out, rerr := s.promptsGet(ctx, m.params, vs, out)
+		return out, rerr, true
+	case "completion/complete": // legacy sessions only, as on /mcp (mcp_modern.go)
+		out, rerr := s.complete(ctx, vs, m.params, out)
+		return out, rerr, true
 	}
 	if bytes.HasPrefix(m.method, []byte("notifications/")) {
 		return out, nil, false
 	}
 	return out, &rpcError{codeMethodNotFound, "Method not found: " + string(m.method)}, true
+}
+
+// initializeServer is initialize on a server's endpoint: as on /mcp
+// (methods.go:initialize), with the server's capabilities.
+func (s *Server) initializeServer(vs *serverView, params []byte, out []byte) ([]byte, *rpcError) {
+	rev, rerr := negotiate(params)
+	if rerr != nil {
+		return out, rerr
+	}
+	out = append(out, `{"protocolVersion":`...)
+	out = appendString(out, rev.String())
+	out = append(out, `,"capabilities":`...)
+	out = vs.appendCapabilities(out, s.levels != nil, true)
+	out = append(out, `,"serverInfo":{"name":"`+serverName+`","version":`...)
+	out = appendString(out, s.opt.Version)
+	return append(out, "}}"...), nil
+}
+
+// appendCapabilities appends what the server declares: those of /mcp
+// (serverCapabilities, modernCapabilities), with resources and prompts
+// only when it has some (named, or of a whole upstream), and completions
+// with them in a session. They follow from the server's definition alone,
+// so that every worker declares the same.
+func (v *serverView) appendCapabilities(out []byte, logging, session bool) []byte {
+	out = append(out, '{')
+	if session && (v.hasPrompts || v.hasResources) {
+		out = append(out, `"completions":{},`...)
+	}
+	if logging {
+		out = append(out, `"logging":{},`...)
+	}
+	if v.hasPrompts {
+		out = append(out, `"prompts":{"listChanged":false},`...)
+	}
+	if v.hasResources {
+		out = append(out, `"resources":{"listChanged":false},`...)
+	}
+	return append(out, `"tools":{"listChanged":false}}`...)
+}
+
+// serverUpstreams are the enabled upstreams that may hold what the server
+// serves of a list: its whole upstreams, and for prompts those of its
+// named prompts; for resources and templates, every upstream when it
+// names some (a URI does not name its upstream).
+func (s *Server) serverUpstreams(ctx *fasthttp.RequestCtx, vs *serverView, l *federatedList) ([]string, *rpcError) {
+	switch {
+	case l == &promptsList && !vs.hasPrompts, l != &promptsList && !vs.hasResources:
+		return nil, nil
+	}
+	all, rerr := s.enabledGateways(ctx)
+	if rerr != nil || l != &promptsList && (len(vs.uris) > 0 || len(vs.templates) > 0) {
+		return all, rerr
+	}
+	want := vs.whole
+	if l == &promptsList {
+		want = vs.promptsOf
+	}
+	var names []string
+	for _, g := range all {
+		if want[g] {
+			names = append(names, g)
+		}
+	}
+	return names, nil
+}
+
+// listOnServer answers resources/list, resources/templates/list or
+// prompts/list on a server's endpoint: the entries of its upstreams that
+// it serves, in one page, as the upstreams listed them; prompts under the
+// names its clients see.
+func (s *Server) listOnServer(ctx *fasthttp.RequestCtx, vs *serverView, l *federatedList, params []byte, out []byte) ([]byte, *rpcError) {
+	if rerr := singlePageParams(params); rerr != nil {
+		return out, rerr
+	}
+	var entries []json.RawMessage
+	if l == &promptsList {
+		prompts, rerr := s.serverPrompts(ctx, vs)
+		if rerr != nil {
+			return out, rerr
+		}
+		entries = prompts
+	} else {
+		names, rerr := s.serverUpstreams(ctx, vs, l)
+		if rerr != nil {
+			return out, rerr
+		}
+		for _, r := range s.gatherFrom(ctx, names, l)[0] {
+			for _, e := range r.entries {
+				if l == &templatesList && vs.servesTemplate(r.gateway, e.Key) || l == &resourcesList && vs.servesURI(r.gateway, e.Key) {
+					entries = append(entries, e.Raw)
+				}
+			}
+		}
+	}
+	out = append(out, `{"`...)
+	out = append(out, l.member...)
+	out = append(out, `":[`...)
+	for i, raw := range entries {
+		if i > 0 {
+			out = append(out, ',')
+		}
+		out = append(out, compactJSON(raw)...)
+	}
+	return append(out, "]}"...), nil
+}
+
+// serverPrompts lists the server's prompts, each named as its clients see
+// it (uniqueNames), and keeps them by that name for prompts/get.
+func (s *Server) serverPrompts(ctx *fasthttp.RequestCtx, vs *serverView) ([]json.RawMessage, *rpcError) {
+	names, rerr := s.serverUpstreams(ctx, vs, &promptsList)
+	if rerr != nil {
+		return nil, rerr
+	}
+	sep := s.opt.ToolNameSeparator
+	var refs []promptRef
+	var raws []json.RawMessage
+	var full, own []string
+	for _, r := range s.gatherFrom(ctx, names, &promptsList)[0] {
+		for _, e := range r.entries {
+			if name := r.gateway + sep + e.Key; vs.whole[r.gateway] || vs.prompts[name] {
+				refs, raws = append(refs, promptRef{r.gateway, e.Key}), append(raws, e.Raw)
+				full, own = append(full, name), append(own, e.Key)
+			}
+		}
+	}
+	shown := uniqueNames(full, own)
+	byName := make(map[string]promptRef, len(shown))
+	for i, name := range shown {
+		byName[name] = refs[i]
+		if name != own[i] {
+			raws[i] = renamed(raws[i], name)
+		}
+	}
+	x := &vs.named
+	x.mu.Lock()
+	x.byName, x.built = byName, time.Now()
+	x.mu.Unlock()
+	return raws, nil
+}
+
+// serverPrompt finds the server's prompt that its clients call name: in
+// the prompts last listed, listed again when older than resourceIndexTTL
+// (a name missing from them is not a reason to list again).
+func (s *Server) serverPrompt(ctx *fasthttp.RequestCtx, vs *serverView, name string) (promptRef, bool, *rpcError) {
+	x := &vs.named
+	x.mu.Lock()
+	fresh := !x.built.IsZero() && time.Since(x.built) < resourceIndexTTL
+	x.mu.Unlock()
+	if !fresh {
+		if _, rerr := s.serverPrompts(ctx, vs); rerr != nil {
+			return promptRef{}, false, rerr
+		}
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	ref, ok := x.byName[name]
+	return ref, ok, nil
 }
 
 // findCallable finds the tool a tools/call names: in the catalogue, or on
@@ -212,10 +515,10 @@ type serverEntry struct {
 }
 
 // view returns the server's view, reading its definition again after
-// serverTTL and making the view again when the catalogue changed (the
-// store hands out one shared slice per catalogue, so a new slice is a
-// change).
-func (c *serverCache) view(ctx context.Context, b Backend, sb serverBackend, id string) (*serverView, error) {
+// serverTTL and making the view again when the definition or the
+// catalogue changed (the store hands out one shared slice per catalogue,
+// so a new slice is a change).
+func (c *serverCache) view(ctx context.Context, b Backend, sb serverBackend, id, sep string) (*serverView, error) {
 	catalogue, err := b.Tools(ctx)
 	if err != nil {
 		return nil, err
@@ -232,16 +535,26 @@ func (c *serverCache) view(ctx context.Context, b Backend, sb serverBackend, id 
 		if err != nil {
 			return nil, err
 		}
+		if e != nil && sameSlice(e.catalogue, catalogue) && reflect.DeepEqual(def, e.def) {
+			// Unchanged: the view goes on, with the prompts it listed.
+			e = &serverEntry{def: def, read: now, catalogue: catalogue, view: e.view}
+			c.put(id, e)
+			return e.view, nil
+		}
 		e = &serverEntry{def: def, read: now}
 	}
-	e = &serverEntry{def: e.def, read: e.read, catalogue: catalogue, view: newServerView(e.def, catalogue)}
+	e = &serverEntry{def: e.def, read: e.read, catalogue: catalogue, view: newServerView(e.def, catalogue, sep)}
+	c.put(id, e)
+	return e.view, nil
+}
+
+func (c *serverCache) put(id string, e *serverEntry) {
 	c.mu.Lock()
 	if c.m == nil || len(c.m) >= maxCachedServers {
 		c.m = make(map[string]*serverEntry)
 	}
 	c.m[id] = e
 	c.mu.Unlock()
-	return e.view, nil
 }
 
 // forget drops a server this worker changed, so that it serves the change
@@ -263,6 +576,9 @@ type serverSpec struct {
 	Name        string   `json:"name"`
 	Description string   `json:"description"`
 	Tools       []string `json:"tools"`
+	Resources   []string `json:"resources"`
+	Prompts     []string `json:"prompts"`
+	Gateways    []string `json:"gateways"`
 }
 
 func (s *Server) serveServers(ctx *fasthttp.RequestCtx, id string) {
@@ -332,42 +648,149 @@ func (s *Server) adminFound(ctx *fasthttp.RequestCtx, err error, what, notFound 
 	return false
 }
 
-// adminPutServer creates or replaces a server. Its tools are the gateway's
-// names and must all be known (disabled ones too: enabling one later adds
-// it to the server); unknown ones are 400, named.
+// adminPutServer creates or replaces a server. What it names must be
+// known, else 400 naming every unknown one (serverUnknowns).
 func (s *Server) adminPutServer(ctx *fasthttp.RequestCtx, sb serverBackend, admin principal, id string) {
 	var in serverSpec
 	if !s.readAdminBody(ctx, &in) {
 		return
 	}
-	tools, err := s.adminTools(ctx)
+	v := store.Server{ID: id, Name: in.Name, Description: in.Description,
+		Tools: in.Tools, Resources: in.Resources, Prompts: in.Prompts, Gateways: in.Gateways}
+	unknown, err := s.serverUnknowns(ctx, v)
 	if err != nil {
-		s.storeFailed(ctx, "listing tools", err)
+		s.storeFailed(ctx, "checking the server's tools and upstreams", err)
 		return
 	}
-	known := make(map[string]bool, len(tools))
-	for _, t := range tools {
-		known[t.Name] = true
+	if unknown != "" {
+		writeDetail(ctx, fasthttp.StatusBadRequest, unknown)
+		return
 	}
-	var unknown []string
-	for _, name := range in.Tools {
-		if !known[name] {
-			unknown = append(unknown, name)
+	for _, l := range []*[]string{&v.Tools, &v.Resources, &v.Prompts, &v.Gateways} {
+		if *l == nil {
+			*l = []string{}
 		}
-	}
-	if len(unknown) > 0 {
-		writeDetail(ctx, fasthttp.StatusBadRequest, "Unknown tools: "+strings.Join(unknown, ", "))
-		return
-	}
-	v := store.Server{ID: id, Name: in.Name, Description: in.Description, Tools: in.Tools}
-	if v.Tools == nil {
-		v.Tools = []string{}
 	}
 	if err := sb.PutServer(ctx, v); err != nil {
 		s.storeFailed(ctx, "put server", err)
 		return
 	}
 	s.servers.forget(id)
-	s.log.Info("admin: server stored", zap.String("by", admin.email), zap.String("server", id), zap.Int("tools", len(v.Tools)))
+	s.log.Info("admin: server stored", zap.String("by", admin.email), zap.String("server", id), zap.Int("tools", len(v.Tools)),
+		zap.Int("resources", len(v.Resources)), zap.Int("prompts", len(v.Prompts)), zap.Strings("gateways", v.Gateways))
 	writeAdminJSON(ctx, fasthttp.StatusOK, v)
+}
+
+// serverUnknowns names what a server's definition names that is unknown
+// ("Unknown tools: a, b; unknown prompts: c"), "" when all is known:
+//   - tools: the catalogue's (disabled ones too: enabled later, served);
+//   - gateways: registered upstreams (disabled ones too);
+//   - prompts: <gateway><sep><prompt> of a registered upstream that lists
+//     it now; one whose upstream is disabled or does not answer is taken
+//     on its upstream's name (it is served once listed);
+//   - resources: URIs that an enabled upstream lists now, or that a listed
+//     template makes, and templates that one lists now.
+func (s *Server) serverUnknowns(ctx *fasthttp.RequestCtx, v store.Server) (string, error) {
+	var parts []string
+	add := func(what string, unknown []string) {
+		if len(unknown) > 0 {
+			parts = append(parts, "unknown "+what+": "+strings.Join(unknown, ", "))
+		}
+	}
+	tools, err := s.adminTools(ctx)
+	if err != nil {
+		return "", err
+	}
+	known := make(map[string]bool, len(tools))
+	for _, t := range tools {
+		known[t.Name] = true
+	}
+	add("tools", missing(v.Tools, known))
+
+	registered, enabled := map[string]bool{}, map[string]bool{}
+	if len(v.Gateways)+len(v.Prompts)+len(v.Resources) > 0 {
+		if gb, ok := s.backend.(gatewayBackend); ok {
+			all, err := gb.Gateways(ctx, nil)
+			if err != nil {
+				return "", err
+			}
+			for _, g := range all {
+				registered[g.Name], enabled[g.Name] = true, g.Enabled
+			}
+		}
+	}
+	add("gateways", missing(v.Gateways, registered))
+
+	if len(v.Prompts) > 0 {
+		var ask []string // the enabled upstreams of the prompts, once each
+		for _, p := range v.Prompts {
+			if g, _, _ := strings.Cut(p, s.opt.ToolNameSeparator); enabled[g] && !slices.Contains(ask, g) {
+				ask = append(ask, g)
+			}
+		}
+		listedOrUnasked := map[string]bool{}
+		for _, p := range v.Prompts {
+			if g, _, ok := strings.Cut(p, s.opt.ToolNameSeparator); ok && registered[g] && !enabled[g] {
+				listedOrUnasked[p] = true
+			}
+		}
+		for _, r := range s.gatherFrom(ctx, ask, &promptsList)[0] {
+			if r.err != nil {
+				for _, p := range v.Prompts {
+					if strings.HasPrefix(p, r.gateway+s.opt.ToolNameSeparator) {
+						listedOrUnasked[p] = true
+					}
+				}
+			}
+			for _, e := range r.entries {
+				listedOrUnasked[r.gateway+s.opt.ToolNameSeparator+e.Key] = true
+			}
+		}
+		add("prompts", missing(v.Prompts, listedOrUnasked))
+	}
+
+	if len(v.Resources) > 0 {
+		var ask []string
+		for g, on := range enabled {
+			if on {
+				ask = append(ask, g)
+			}
+		}
+		sort.Strings(ask)
+		lists := s.gatherFrom(ctx, ask, &resourcesList, &templatesList)
+		listed := map[string]bool{}
+		var patterns []*regexp.Regexp
+		for i := range lists[0] {
+			for _, e := range lists[0][i].entries {
+				listed[e.Key] = true
+			}
+			for _, e := range lists[1][i].entries {
+				listed[e.Key] = true
+				patterns = append(patterns, templatePattern(e.Key))
+			}
+		}
+		var unknown []string
+		for _, r := range v.Resources {
+			if !listed[r] && (isTemplate(r) || !slices.ContainsFunc(patterns, func(re *regexp.Regexp) bool { return re.MatchString(r) })) {
+				unknown = append(unknown, r)
+			}
+		}
+		add("resources", unknown)
+	}
+	if len(parts) == 0 {
+		return "", nil
+	}
+	msg := strings.Join(parts, "; ")
+	return "U" + msg[1:], nil
+}
+
+// missing are the names of list that known does not have, in order.
+func missing(list []string, known map[string]bool) []string {
+	var out []string
+	for _, x := range list {
+		if !known[x] {
+			out = append(out, x)
+		}
+	}
+	return out
 }

@@ -23,9 +23,10 @@ var migrations = []migration{
 	{version: 2, name: "seed convert_time and get_system_time", stmts: seedToolsV2},
 	{version: 3, name: "revocations (token jti, MCP sessions)", stmts: revocationsV3},
 	{version: 4, name: "upstream MCP servers (gateways) and their tools", stmts: gatewaysV4},
-	{version: 5, name: "REST tools: their HTTP endpoint", stmts: restToolsV5}, // rest.go
-	{version: 6, name: "virtual servers", stmts: serversV6},                   // servers.go
-	{version: 7, name: "resumable MCP stream events", stmts: streamEventsV7},  // events.go
+	{version: 5, name: "REST tools: their HTTP endpoint", stmts: restToolsV5},             // rest.go
+	{version: 6, name: "virtual servers", stmts: serversV6},                               // servers.go
+	{version: 7, name: "resumable MCP stream events", stmts: streamEventsV7},              // events.go
+	{version: 8, name: "virtual servers: resources, prompts, gateways", stmts: serversV8}, // servers.go
 }
 
 // gatewaysV4 is the table of gateways.go, and the tools' link to the

@@ -8,15 +8,23 @@ import (
 	"strings"
 )
 
-// Server is a virtual server: a named set of the catalogue's tools, served
-// on its own MCP endpoint (/servers/{id}/mcp, rpc/servers.go). Tools are
-// the gateway's names (everything-echo, convert_time); the rpc package
-// decides the names its clients see.
+// Server is a virtual server: a named set of the catalogue's tools, the
+// upstreams' resources and prompts, and whole upstreams, served on its own
+// MCP endpoint (/servers/{id}/mcp, rpc/servers.go). Tools are the
+// gateway's names (everything-echo, convert_time); Resources are URIs or
+// URI templates as the upstreams list them; Prompts are the gateway's
+// names (everything-simple-prompt); Gateways are upstream names, each
+// standing for everything that upstream offers (its tools, resources,
+// templates and prompts). The rpc package decides the names its clients
+// see. The lists are never nil once read.
 type Server struct {
 	ID          string   `json:"id"`
 	Name        string   `json:"name"`
 	Description string   `json:"description"`
 	Tools       []string `json:"tools"`
+	Resources   []string `json:"resources"`
+	Prompts     []string `json:"prompts"`
+	Gateways    []string `json:"gateways"`
 }
 
 // serversV6 is the table of virtual servers. The tools are a JSON array of
@@ -37,15 +45,28 @@ func serversV6(dialect string) []string {
 	}
 }
 
+// serversV8 adds a virtual server's resources, prompts and whole upstreams
+// (JSON arrays as tools are); existing servers get none of them.
+func serversV8(string) []string {
+	return []string{
+		`ALTER TABLE virtual_servers ADD COLUMN resources TEXT NOT NULL DEFAULT '[]'`,
+		`ALTER TABLE virtual_servers ADD COLUMN prompts TEXT NOT NULL DEFAULT '[]'`,
+		`ALTER TABLE virtual_servers ADD COLUMN gateways TEXT NOT NULL DEFAULT '[]'`,
+	}
+}
+
+// serverColumns are the columns queryServers scans.
+const serverColumns = "SELECT id, name, description, tools, resources, prompts, gateways FROM virtual_servers"
+
 // Servers lists the virtual servers sorted by id, straight from the
 // database (rpc/servers.go caches what it serves for a short while).
 func (s *Store) Servers(ctx context.Context) ([]Server, error) {
-	return s.queryServers(ctx, "SELECT id, name, description, tools FROM virtual_servers ORDER BY id")
+	return s.queryServers(ctx, serverColumns+" ORDER BY id")
 }
 
 // Server returns one virtual server, or ErrNotFound.
 func (s *Store) Server(ctx context.Context, id string) (Server, error) {
-	list, err := s.queryServers(ctx, "SELECT id, name, description, tools FROM virtual_servers WHERE id = $1", id)
+	list, err := s.queryServers(ctx, serverColumns+" WHERE id = $1", id)
 	if err != nil {
 		return Server{}, err
 	}
@@ -66,12 +87,17 @@ func (s *Store) queryServers(ctx context.Context, query string, args ...any) ([]
 	out := []Server{}
 	for r.Next() {
 		var v Server
-		var tools string
-		if err := r.Scan(&v.ID, &v.Name, &v.Description, &tools); err != nil {
+		var lists [4]string
+		if err := r.Scan(&v.ID, &v.Name, &v.Description, &lists[0], &lists[1], &lists[2], &lists[3]); err != nil {
 			return nil, fmt.Errorf("list servers: %w", err)
 		}
-		if err := json.Unmarshal([]byte(tools), &v.Tools); err != nil {
-			return nil, fmt.Errorf("server %s: tools: %w", v.ID, err)
+		for i, dst := range v.lists() {
+			if err := json.Unmarshal([]byte(lists[i]), dst); err != nil {
+				return nil, fmt.Errorf("server %s: %s: %w", v.ID, serverLists[i], err)
+			}
+			if *dst == nil {
+				*dst = []string{}
+			}
 		}
 		out = append(out, v)
 	}
@@ -82,27 +108,43 @@ func (s *Store) queryServers(ctx context.Context, query string, args ...any) ([]
 }
 
 // PutServer creates or replaces a virtual server. The caller checks that
-// its tools exist (the catalogue may change later anyway).
+// what it names exists (the catalogue and the upstreams may change later
+// anyway). Nil lists are stored, and left in v, as empty ones.
 func (s *Store) PutServer(ctx context.Context, v Server) error {
 	if strings.TrimSpace(v.ID) == "" {
 		return errors.New("put server: id is required")
 	}
-	if v.Tools == nil {
-		v.Tools = []string{}
-	}
-	tools, err := json.Marshal(v.Tools)
-	if err != nil {
-		return fmt.Errorf("put server %s: %w", v.ID, err)
+	var lists [4]string
+	for i, src := range v.lists() {
+		if *src == nil {
+			*src = []string{}
+		}
+		b, err := json.Marshal(*src)
+		if err != nil {
+			return fmt.Errorf("put server %s: %w", v.ID, err)
+		}
+		lists[i] = string(b)
 	}
 	ctx, cancel := s.writeContext(ctx)
 	defer cancel()
-	_, err = s.db.exec(ctx, `INSERT INTO virtual_servers (id, name, description, tools) VALUES ($1, $2, $3, $4)
+	_, err := s.db.exec(ctx, `INSERT INTO virtual_servers (id, name, description, tools, resources, prompts, gateways)
+		VALUES ($1, $2, $3, $4, $5, $6, $7)
 		ON CONFLICT (id) DO UPDATE SET name = excluded.name, description = excluded.description,
-		tools = excluded.tools, updated_at = CURRENT_TIMESTAMP`, v.ID, v.Name, v.Description, string(tools))
+		tools = excluded.tools, resources = excluded.resources, prompts = excluded.prompts,
+		gateways = excluded.gateways, updated_at = CURRENT_TIMESTAMP`,
+		v.ID, v.Name, v.Description, lists[0], lists[1], lists[2], lists[3])
 	if err = s.noteDB(err); err != nil {
 		return fmt.Errorf("put server %s: %w", v.ID, err)
 	}
 	return nil
+}
+
+// serverLists names the lists of lists(), in their columns' order.
+var serverLists = [4]string{"tools", "resources", "prompts", "gateways"}
+
+// lists are the server's lists, in the order of serverLists.
+func (v *Server) lists() [4]*[]string {
+	return [4]*[]string{&v.Tools, &v.Resources, &v.Prompts, &v.Gateways}
 }
 
 // DeleteServer removes a virtual server; ErrNotFound when there was none.

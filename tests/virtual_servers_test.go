@@ -15,12 +15,14 @@ import (
 	"github.com/mcpgateway/mcpgateway/internal/proctest"
 )
 
-// An upstream registered alone and exposed one-to-one as a virtual server:
-// the official Go SDK's client, configured as for the upstream itself,
-// pointed at /servers/everything/mcp of a gateway of two workers, lists
-// the upstream's tools under their own names and calls echo and get-sum by
-// them, getting what the upstream itself answers, in both eras, its requests
-// spread on both workers.
+// An upstream registered alone and exposed one-to-one as a virtual server
+// ("gateways":["everything"]): the official Go SDK's client, configured as
+// for the upstream itself, pointed at /servers/everything/mcp of a gateway
+// of two workers, lists the upstream's tools under their own names and
+// calls echo and get-sum by them, lists the same resources, templates and
+// prompts, reads a resource, gets a prompt and completes a prompt's and a
+// template's argument, getting what the upstream itself answers, in both
+// eras, its requests spread on both workers.
 func TestVirtualServerOneToOne(t *testing.T) {
 	upURL, _ := proctest.MustStartEverything(t)
 	g := serve(t, []string{"FEDERATION_TIMEOUT=10s"}, "--workers", "2")
@@ -37,12 +39,15 @@ func TestVirtualServerOneToOne(t *testing.T) {
 	if code, body := httpDo(freshClient, "PUT", g.url("/admin/servers/everything"), token, `{"name":"Everything","tools":["nope"]}`); code != 400 || !strings.Contains(body, "nope") {
 		t.Errorf("an unknown tool: %d %s", code, body)
 	}
-	tools, _ := json.Marshal(reg.Tools)
+	if code, body := httpDo(freshClient, "PUT", g.url("/admin/servers/everything"), token, `{"name":"Everything","gateways":["nowhere"],"prompts":["everything-nope"]}`); code != 400 ||
+		!strings.Contains(body, "Unknown gateways: nowhere; unknown prompts: everything-nope") {
+		t.Errorf("an unknown upstream and prompt: %d %s", code, body)
+	}
 	if code, body := httpDo(freshClient, "PUT", g.url("/admin/servers/everything"), token,
-		`{"name":"Everything","description":"the reference server, one-to-one","tools":`+string(tools)+`}`); code != 200 {
+		`{"name":"Everything","description":"the reference server, one-to-one","gateways":["everything"]}`); code != 200 {
 		t.Fatalf("put server: %d %s", code, body)
 	}
-	if code, body := httpDo(freshClient, "GET", g.url("/admin/servers"), token, ""); code != 200 || !strings.Contains(body, `"id":"everything"`) {
+	if code, body := httpDo(freshClient, "GET", g.url("/admin/servers"), token, ""); code != 200 || !strings.Contains(body, `"id":"everything"`) || !strings.Contains(body, `"gateways":["everything"]`) {
 		t.Errorf("list servers: %d %s", code, body)
 	}
 
@@ -113,6 +118,7 @@ func TestVirtualServerOneToOne(t *testing.T) {
 	sort.Strings(want)
 	wantEcho := callText(ctx, direct, "echo", map[string]any{"message": "one-to-one"})
 	wantSum := callText(ctx, direct, "get-sum", map[string]any{"a": 2, "b": 40})
+	wantFeatures := features(ctx, t, direct)
 
 	before := workerRequests(t, g)
 	for _, version := range []string{"", "2025-11-25", "2025-06-18"} {
@@ -139,6 +145,33 @@ func TestVirtualServerOneToOne(t *testing.T) {
 				t.Errorf("%q: get-sum %q; the upstream answers %q", version, sum, wantSum)
 			}
 		}
+		// Resources, templates and prompts: the upstream's own, as it lists
+		// them, read and got with the same results.
+		if got := features(ctx, t, session); !reflect.DeepEqual(got, wantFeatures) {
+			t.Errorf("%q: resources and prompts on the virtual server differ from the upstream's:\n got %s\nwant %s", version, got, wantFeatures)
+		}
+		if _, err := session.ReadResource(ctx, &mcp.ReadResourceParams{URI: "demo://nowhere"}); err == nil {
+			t.Errorf("%q: an unknown resource read", version)
+		}
+		if version != "" { // completion is a method of the session revisions
+			for _, ref := range []*mcp.CompleteReference{
+				{Type: "ref/prompt", Name: "completable-prompt"},
+				{Type: "ref/resource", URI: "demo://resource/dynamic/text/{resourceId}"},
+			} {
+				arg := mcp.CompleteParamsArgument{Name: "department", Value: "E"}
+				if ref.Type == "ref/resource" {
+					arg = mcp.CompleteParamsArgument{Name: "resourceId", Value: "1"}
+				}
+				want, err := direct.Complete(ctx, &mcp.CompleteParams{Ref: ref, Argument: arg})
+				if err != nil || len(want.Completion.Values) == 0 {
+					t.Fatalf("complete %+v directly: %v %+v", ref, err, want)
+				}
+				got, err := session.Complete(ctx, &mcp.CompleteParams{Ref: ref, Argument: arg})
+				if err != nil || !reflect.DeepEqual(got.Completion.Values, want.Completion.Values) {
+					t.Errorf("%q: complete %+v on the virtual server: %v %+v; directly %v", version, ref, err, got, want.Completion.Values)
+				}
+			}
+		}
 		// The gateway's names are not the server's.
 		if res, err := session.CallTool(ctx, &mcp.CallToolParams{Name: "everything-echo", Arguments: map[string]any{"message": "x"}}); err == nil && !res.IsError {
 			t.Errorf("%q: everything-echo called on the virtual server: %+v", version, res)
@@ -163,6 +196,50 @@ func TestVirtualServerOneToOne(t *testing.T) {
 			t.Fatalf("deleted server, request %d: %d %s", i, code, body)
 		}
 	}
+}
+
+// features lists a session's resources, templates and prompts, reads its
+// first static document and a resource of its dynamic text template, and
+// gets its args-prompt, as JSON for comparison.
+func features(ctx context.Context, t *testing.T, session *mcp.ClientSession) string {
+	t.Helper()
+	resources, err := session.ListResources(ctx, nil)
+	if err != nil {
+		t.Fatalf("ListResources: %v", err)
+	}
+	templates, err := session.ListResourceTemplates(ctx, nil)
+	if err != nil {
+		t.Fatalf("ListResourceTemplates: %v", err)
+	}
+	prompts, err := session.ListPrompts(ctx, nil)
+	if err != nil {
+		t.Fatalf("ListPrompts: %v", err)
+	}
+	doc := ""
+	for _, r := range resources.Resources {
+		if doc == "" && strings.HasPrefix(r.URI, "demo://resource/static/document/") {
+			doc = r.URI
+		}
+	}
+	read, err := session.ReadResource(ctx, &mcp.ReadResourceParams{URI: doc})
+	if err != nil || len(read.Contents) == 0 || read.Contents[0].Text == "" {
+		t.Fatalf("ReadResource %q: %v %+v", doc, err, read)
+	}
+	dynamic, err := session.ReadResource(ctx, &mcp.ReadResourceParams{URI: "demo://resource/dynamic/text/7"})
+	if err != nil || len(dynamic.Contents) == 0 {
+		t.Fatalf("ReadResource of a template: %v %+v", err, dynamic)
+	}
+	prompt, err := session.GetPrompt(ctx, &mcp.GetPromptParams{Name: "args-prompt", Arguments: map[string]string{"city": "Oslo"}})
+	if err != nil {
+		t.Fatalf("GetPrompt: %v", err)
+	}
+	b, _ := json.Marshal(map[string]any{
+		"resources": resources.Resources, "templates": templates.ResourceTemplates, "prompts": prompts.Prompts,
+		"read": read.Contents, "dynamicURI": dynamic.Contents[0].URI,
+		// Not its _meta: the gateway's, in 2026-07-28, names the gateway.
+		"prompt": prompt.Messages, "promptDescription": prompt.Description,
+	})
+	return string(b)
 }
 
 // freshBearer sends each request with the token on a new connection, so
