@@ -23,6 +23,7 @@ import (
 //	GET /admin/users/{email}   PUT /admin/users/{email}   {"active":bool,"admin":bool}
 //	GET /admin/tools           GET /admin/tools/{name}
 //	PUT /admin/tools/{name}    {"description":string,"inputSchema":{...},"enabled":bool,"integration":{"type":"REST",...}}
+//	DELETE /admin/tools/{name} a tool of the gateway (not an upstream's)
 //	POST /admin/tokens/revoke  {"jti":string,"exp":int,"reason":string} or {"token":string,"reason":string}
 //	GET /admin/tokens/revoked/{jti}                                               (revoke.go)
 //	GET /admin/gateways        GET, PUT, DELETE /admin/gateways/{name}            (federation.go)
@@ -55,8 +56,14 @@ func (s *Server) serveAdmin(ctx *fasthttp.RequestCtx) {
 			s.adminListTools(ctx)
 		}
 	case (kind == "tools" || kind == "users") && param != "":
-		if !ctx.IsGet() && !ctx.IsPut() {
-			methodNotAllowed(ctx, "GET, PUT")
+		_, deletes := s.backend.(toolDeleter)
+		deletes = deletes && kind == "tools"
+		if !ctx.IsGet() && !ctx.IsPut() && !(deletes && ctx.IsDelete()) {
+			if deletes {
+				methodNotAllowed(ctx, "GET, PUT, DELETE")
+			} else {
+				methodNotAllowed(ctx, "GET, PUT")
+			}
 			return
 		}
 		admin, ok := s.authorizeAdmin(ctx)
@@ -81,9 +88,12 @@ func (s *Server) serveAdmin(ctx *fasthttp.RequestCtx) {
 				"Invalid tool name: use 1 to 128 characters among A-Z a-z 0-9 _ - .")
 			return
 		}
-		if ctx.IsGet() {
+		switch {
+		case ctx.IsGet():
 			s.adminGetTool(ctx, param)
-		} else {
+		case ctx.IsDelete():
+			s.adminDeleteTool(ctx, param)
+		default:
 			s.adminPutTool(ctx, admin, param)
 		}
 	case kind == "tokens" && hasParam:
@@ -251,6 +261,28 @@ func (s *Server) adminGetTool(ctx *fasthttp.RequestCtx, name string) {
 		s.storeFailed(ctx, "reading tool", err)
 	default:
 		writeAdminJSON(ctx, fasthttp.StatusOK, publicTool(t))
+	}
+}
+
+// toolDeleter is a Backend that removes tools (*store.Store).
+type toolDeleter interface {
+	DeleteTool(ctx context.Context, name string) error
+}
+
+// adminDeleteTool removes a tool of the gateway: 204, 404 for none, 409 for
+// an upstream's (its upstream's list decides; delete the upstream, or
+// disable the tool).
+func (s *Server) adminDeleteTool(ctx *fasthttp.RequestCtx, name string) {
+	err := s.backend.(toolDeleter).DeleteTool(ctx, name)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		writeDetail(ctx, fasthttp.StatusNotFound, "Tool not found: "+name)
+	case errors.Is(err, store.ErrUpstreamTool):
+		writeDetail(ctx, fasthttp.StatusConflict, "Tool "+name+" belongs to an upstream: DELETE its /admin/gateways/{name}, or PUT it with \"enabled\":false")
+	case err != nil:
+		s.storeFailed(ctx, "deleting tool", err)
+	default:
+		ctx.SetStatusCode(fasthttp.StatusNoContent)
 	}
 }
 

@@ -150,7 +150,7 @@ func TestAdminRoutesAndMethods(t *testing.T) {
 		{"POST", "/admin/tools", "GET"},
 		{"PUT", "/admin/tools", "GET"},
 		{"DELETE", "/admin/users/bob@example.com", "GET, PUT"},
-		{"POST", "/admin/tools/convert_time", "GET, PUT"},
+		{"POST", "/admin/tools/convert_time", "GET, PUT, DELETE"},
 	} {
 		r := call(s, c.method, c.path, "")
 		expectDetail(t, r, 405, "Method Not Allowed")
@@ -272,6 +272,24 @@ func TestAdminTools(t *testing.T) {
 	if len(names) != 4 {
 		t.Fatalf("tools/list after the changes: %v", names)
 	}
+
+	// DELETE removes a tool of the gateway; an upstream's is refused (its
+	// upstream's list decides).
+	if r := adminCall(t, s, "PUT", "/admin/tools/doomed", `{"description":"d","inputSchema":{"type":"object"}}`); r.status != 200 {
+		t.Fatalf("create: %d %s", r.status, r.body)
+	}
+	if r := adminCall(t, s, "DELETE", "/admin/tools/doomed", ""); r.status != 204 {
+		t.Fatalf("delete: %d %s", r.status, r.body)
+	}
+	expectDetail(t, adminCall(t, s, "DELETE", "/admin/tools/doomed", ""), 404, "Tool not found: doomed")
+	if code, _, _ := rpcErr(t, s, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"doomed"}}`); code != codeInvalidParams && code != codeMethodNotFound {
+		t.Errorf("a deleted tool called: %d", code)
+	}
+	b.set(func(f *fakeBackend) {
+		up := store.Tool{Name: "up-x", Gateway: "up", UpstreamName: "x", Enabled: true}
+		f.tools, f.byName["up-x"] = append(f.tools, up), up
+	})
+	expectDetail(t, adminCall(t, s, "DELETE", "/admin/tools/up-x", ""), 409, "Tool up-x belongs to an upstream")
 
 	// The store failing.
 	b.set(func(f *fakeBackend) { f.putErr = errBackendDown })

@@ -182,6 +182,27 @@ func (f *fakeBackend) PutTool(ctx context.Context, t store.Tool) error {
 	return nil
 }
 
+func (f *fakeBackend) DeleteTool(ctx context.Context, name string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	t, ok := f.byName[name]
+	switch {
+	case !ok:
+		return store.ErrNotFound
+	case t.Gateway != "":
+		return store.ErrUpstreamTool
+	}
+	tools := make([]store.Tool, 0, len(f.tools))
+	for _, old := range f.tools {
+		if old.Name != name {
+			tools = append(tools, old)
+		}
+	}
+	f.tools = tools
+	delete(f.byName, name)
+	return nil
+}
+
 // allToolsFake is a fakeBackend that can read disabled tools (AllTools).
 type allToolsFake struct{ *fakeBackend }
 

@@ -517,6 +517,46 @@ func (s *Store) PutTool(ctx context.Context, t Tool) error {
 	return nil
 }
 
+// ErrUpstreamTool refuses to delete a tool of an upstream on its own: the
+// upstream's list decides its tools (DeleteGateway removes them all).
+var ErrUpstreamTool = errors.New("the tool belongs to an upstream")
+
+// DeleteTool removes a tool of the gateway (built in, registered or REST),
+// then makes every worker of every instance forget the old catalogue.
+// ErrNotFound when there is none; ErrUpstreamTool for an upstream's.
+func (s *Store) DeleteTool(ctx context.Context, name string) error {
+	ctx, cancel := s.writeContext(ctx)
+	defer cancel()
+	var upstream *string
+	err := s.db.tx(ctx, func(q querier) error {
+		switch err := queryOne(ctx, q, "SELECT gateway FROM tools WHERE name = $1", []any{name}, &upstream); {
+		case errors.Is(err, errNoRows):
+			return ErrNotFound
+		case err != nil:
+			return err
+		}
+		if upstream != nil && *upstream != "" {
+			return ErrUpstreamTool
+		}
+		if _, err := q.exec(ctx, "DELETE FROM tools WHERE name = $1", name); err != nil {
+			return err
+		}
+		_, err := bumpEpoch(ctx, q, toolsKey)
+		return err
+	})
+	switch {
+	case errors.Is(err, ErrUpstreamTool):
+		return fmt.Errorf("delete tool %q: %w (%s): delete the upstream, or disable the tool", name, err, *upstream)
+	case errors.Is(err, ErrNotFound):
+		return fmt.Errorf("delete tool %q: %w", name, err)
+	}
+	if err = s.noteDB(err); err != nil {
+		return fmt.Errorf("delete tool %q: %w", name, err)
+	}
+	s.afterWrite(ctx, toolsKey)
+	return nil
+}
+
 // afterWrite runs after a committed write: this worker forgets the key at
 // once (it reads its own writes), and with Redis every other client is told.
 // Other workers using the database epoch learn of it at their next poll.

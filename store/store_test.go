@@ -354,3 +354,32 @@ func TestLocalWritesAreSeenAtOnce(t *testing.T) {
 		waitFor(t, time.Second, "b trusts its near cache again", func() bool { return b.trusted(b.now()) })
 	})
 }
+
+// DeleteTool removes a tool of the gateway, seen by another store within the
+// coherence bound; an upstream's tool is refused, an unknown one is
+// ErrNotFound.
+func TestDeleteTool(t *testing.T) {
+	eachBackend(t, func(t *testing.T, o Options) {
+		ctx := context.Background()
+		a := openMigrated(t, o)
+		b := openStore(t, o)
+		if err := a.PutTool(ctx, Tool{Name: "gone", Description: "d", Enabled: true}); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.PutGateway(ctx, Gateway{Name: "up", URL: "http://127.0.0.1:1/mcp", Enabled: true},
+			[]Tool{{Name: "up-x", UpstreamName: "x", Gateway: "up", Enabled: true}}, nil); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 2*time.Second, "b sees the tool", func() bool { _, err := b.Tool(ctx, "gone"); return err == nil })
+		if err := a.DeleteTool(ctx, "gone"); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 2*time.Second, "b forgets the tool", func() bool { _, err := b.Tool(ctx, "gone"); return errors.Is(err, ErrNotFound) })
+		if err := a.DeleteTool(ctx, "gone"); !errors.Is(err, ErrNotFound) {
+			t.Errorf("deleted twice: %v", err)
+		}
+		if err := a.DeleteTool(ctx, "up-x"); !errors.Is(err, ErrUpstreamTool) {
+			t.Errorf("an upstream's tool: %v", err)
+		}
+	})
+}
