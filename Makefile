@@ -103,7 +103,9 @@ mcp-servers: ## install Node (apt-get) when missing, the upstream MCP servers of
 	@command -v npm >/dev/null || { \
 	  s=; [ "$$(id -u)" = 0 ] || s=sudo; $$s apt-get update -qq && $$s apt-get install -y -qq nodejs npm >/dev/null; }
 	@[ -x tests/upstream/node_modules/.bin/mcp-server-everything ] && [ -x tests/upstream/node_modules/.bin/conformance ] && \
-	  [ -x tests/upstream/node_modules/.bin/node ] || \
+	  [ -x tests/upstream/node_modules/.bin/node ] && \
+	  [ -e tests/upstream/node_modules/@modelcontextprotocol/sdk/package.json ] && \
+	  [ -e tests/upstream/node_modules/@modelcontextprotocol/client/package.json ] || \
 	  npm ci --prefix tests/upstream --no-audit --no-fund --loglevel=error
 
 hey: build tools ## mint a token and run the guide's hey load (tests/hey.sh) against a running server

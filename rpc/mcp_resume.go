@@ -292,6 +292,20 @@ func (s *Server) serveGet(ctx *fasthttp.RequestCtx, sid []byte, rev revision) {
 			fmt.Sprintf("Bad Request: Last-Event-ID %q names no stream of this session (or it expired)", last))
 		return
 	}
+	if after >= 1 {
+		// The id of the stream's last event (its response, or the error of
+		// a call that ended unanswered): nothing follows, and the client
+		// has it all. 204, not a stream that would wait for more: an SDK
+		// that counts only a result as the end (the TypeScript SDK 1.x)
+		// resumes again after an error, and would loop.
+		sctx, cancel := context.WithTimeout(ctx, storeOpTimeout)
+		last, _, err := s.events.StreamEvents(sctx, key, after-1, 1)
+		cancel()
+		if err == nil && len(last) == 1 && last[0].Seq == after && last[0].Final {
+			ctx.SetStatusCode(fasthttp.StatusNoContent)
+			return
+		}
+	}
 	var opening struct {
 		ID      json.RawMessage `json:"id"`
 		Started int64           `json:"started"`

@@ -192,6 +192,10 @@ func TestMCPStreamResumesOnAnotherWorker(t *testing.T) {
 	if len(all) != 6 {
 		t.Errorf("replay from 0: %d events", len(all))
 	}
+	// Resuming after the last event (the response): nothing follows, 204.
+	if r := getMCP(t, url2, sid, rest[4].id, "text/event-stream"); r.StatusCode != 204 {
+		t.Errorf("Last-Event-ID of the stream's last event: %d, want 204", r.StatusCode)
+	}
 	other := session11(t, s2)
 	for _, last := range []string{"0123456789abcdef-1", stream + "-x", "nonsense"} {
 		if r := getMCP(t, url2, sid, last, "text/event-stream"); r.StatusCode != 400 {

@@ -38,7 +38,7 @@ func (w *worker) serve() {
 		ReadTimeout:                  readTimeout(w.opts.Timeout),
 		NoDefaultContentType:         true,
 		DisablePreParseMultipartForm: true,
-		ConnState:                    w.conns.state,
+		ConnState:                    w.connState,
 		ErrorHandler:                 parseError, // limits.go: JSON 400, 408, 413, 431 for what fasthttp cannot parse
 		Logger:                       fasthttpLogger{w.log},
 		// No WriteTimeout: it is one deadline for a whole response. Writes
@@ -335,6 +335,24 @@ func (w *worker) finish(ctx *fasthttp.RequestCtx, req *inflightRequest, start in
 	// recycling faster would cost capacity exactly when it is scarce.
 	if n := w.admitted.Add(1); w.maxRequests > 0 && n >= w.maxRequests {
 		w.retire(protocol.ReasonRecycled)
+	}
+}
+
+// connState is fasthttp's ConnState hook. During a drain a connection that
+// goes idle is closed at once: its last answer began before the drain (a
+// stream that a stopping worker handed off, mcp_resume.go), so it could
+// not say "Connection: close", and its client, told to come back after a
+// retry delay, would come back to this worker on it rather than reach one
+// that stays (measured with the TypeScript SDK: each handed-off stream cost
+// a second resumption). Answers begun during the drain close their
+// connection themselves (account). A request racing the close is dropped
+// unrun (claim), never run and lost.
+func (w *worker) connState(c net.Conn, st fasthttp.ConnState) {
+	w.conns.state(c, st)
+	if st == fasthttp.StateIdle && w.draining.Load() {
+		if tc, ok := c.(*trackedConn); ok && tc.claim() {
+			tc.Close()
+		}
 	}
 }
 
