@@ -23,7 +23,7 @@ import (
 func TestToolRateLimitAcrossWorkers(t *testing.T) {
 	g := serve(t, []string{"TOOL_RATE_LIMIT=60", "RATE_LIMIT_BURST=10"}, "--workers", "2")
 	jwt := g.token()
-	shared, _ := filepath.Glob(fmt.Sprintf("/dev/shm/mcpgateway-%d-*", g.Cmd.Process.Pid))
+	shared, _ := filepath.Glob(fmt.Sprintf("/dev/shm/mcpgateway-%d-*-ratelimit", g.Cmd.Process.Pid))
 
 	before := workerRequests(t, g)
 	const n = 30
