@@ -158,7 +158,10 @@ func reportDatabase(r *protocol.Row, ok bool, at int64) {
 // later one passes; a worker that sheds is reported and never fails it.
 func TestHealthPortReadyFollowsTheLatestDatabaseCheck(t *testing.T) {
 	hp := healthPort(t)
-	s := start(t, nil, "--workers", "2", "--health-bind", hp)
+	// A shutdown delay keeps the stop's "/ready stopping" up longer than the
+	// probes below need: idle workers stop in milliseconds, and on a busy
+	// machine the master was gone before a probe saw it (a CI failure).
+	s := start(t, nil, "--workers", "2", "--health-bind", hp, "--shutdown-delay", "2s")
 	waitFor(t, "ready on the health port", 5*time.Second, func() bool { code, _, _, _ := probe(hp, "/ready", time.Second); return code == 200 })
 	tb := writableTable(t, s.p.Pid)
 	var rows []*protocol.Row

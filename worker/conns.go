@@ -36,6 +36,9 @@ type trackedConn struct {
 
 	stamps *stampedReader // reads with the kernel's receive timestamps; nil: plain reads
 	kept   atomic.Bool    // idle after a request: a keep-alive connection, not a new one whose request is still on its way
+	// streamed: its last answer is a stream (account); a draining worker
+	// closes the connection when it ends (connState).
+	streamed atomic.Bool
 }
 
 // connClaimed in idleSince marks a quiet connection that a drain or the

@@ -338,21 +338,24 @@ func (w *worker) finish(ctx *fasthttp.RequestCtx, req *inflightRequest, start in
 	}
 }
 
-// connState is fasthttp's ConnState hook. During a drain a connection that
-// goes idle is closed at once: its last answer began before the drain (a
-// stream that a stopping worker handed off, mcp_resume.go), so it could
+// connState is fasthttp's ConnState hook. During a drain a connection whose
+// stream just ended is closed at once: the stream began before the drain (a
+// stream that a stopping worker handed off, rpc/mcp_resume.go), so it could
 // not say "Connection: close", and its client, told to come back after a
 // retry delay, would come back to this worker on it rather than reach one
 // that stays (measured with the TypeScript SDK: each handed-off stream cost
-// a second resumption). Answers begun during the drain close their
-// connection themselves (account). A request racing the close is dropped
-// unrun (claim), never run and lost.
+// a second resumption). Only streams: a keep-alive client of short answers
+// sends its next request at once, and closing under it would reset that
+// request (measured: TestRecycleUnderLoadDropsNothing lost one); answers
+// begun during the drain close their connection themselves (account). A
+// request racing the close is dropped unrun (claim), never run and lost.
 func (w *worker) connState(c net.Conn, st fasthttp.ConnState) {
 	w.conns.state(c, st)
-	if st == fasthttp.StateIdle && w.draining.Load() {
-		if tc, ok := c.(*trackedConn); ok && tc.claim() {
-			tc.Close()
-		}
+	if st != fasthttp.StateIdle {
+		return
+	}
+	if tc, ok := c.(*trackedConn); ok && tc.streamed.Swap(false) && w.draining.Load() && tc.claim() {
+		tc.Close()
 	}
 }
 
@@ -360,6 +363,11 @@ func (w *worker) connState(c net.Conn, st fasthttp.ConnState) {
 func (w *worker) account(ctx *fasthttp.RequestCtx, start int64) {
 	if w.draining.Load() {
 		ctx.SetConnectionClose()
+	}
+	if ctx.Response.IsBodyStream() { // an SSE answer, written after this returns (connState)
+		if tc, ok := ctx.Conn().(*trackedConn); ok {
+			tc.streamed.Store(true)
+		}
 	}
 	dur := protocol.Nanotime() - start
 	code := ctx.Response.StatusCode()
