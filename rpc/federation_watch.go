@@ -26,15 +26,82 @@ import (
 // after it ended or failed.
 var watchPause = 2 * time.Second
 
+// watchers are this worker's listeners on upstreams' standing streams, one
+// per upstream (a server may allow one standing stream per session: the
+// TypeScript SDK's answers a second with 409), held for list changes
+// (slot 0, WatchGateways) and for resource subscriptions (subscriptions.go).
 type watchers struct {
-	mu     sync.Mutex
-	cancel map[string]context.CancelFunc // by upstream name
-	wg     sync.WaitGroup
+	mu sync.Mutex
+	ls map[string]*listener // by upstream name
+	wg sync.WaitGroup
 }
 
-// WatchGateways starts a watcher for every enabled upstream that has none
-// and stops those of upstreams removed or disabled since. It returns at
-// once; call it periodically, and StopWatching when the worker stops.
+type listener struct {
+	cancel context.CancelFunc
+	watch  bool // list changes are this worker's to apply
+	subs   int  // resource subscriptions that need it
+}
+
+// holdListener starts the listener of upstream name, or marks the one
+// running, for list changes (watch) or for one more subscription.
+func (s *Server) holdListener(name string, watch bool) {
+	w := &s.watching
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.ls == nil {
+		w.ls = map[string]*listener{}
+	}
+	l := w.ls[name]
+	if l == nil {
+		ctx, cancel := context.WithCancel(s.life)
+		l = &listener{cancel: cancel}
+		w.ls[name] = l
+		w.wg.Add(1)
+		go func() {
+			defer w.wg.Done()
+			s.listen(ctx, name)
+		}()
+	}
+	if watch {
+		l.watch = true
+	} else {
+		l.subs++
+	}
+}
+
+// releaseListener undoes a holdListener; the listener stops when nothing
+// holds it.
+func (s *Server) releaseListener(name string, watch bool) {
+	w := &s.watching
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	l := w.ls[name]
+	if l == nil {
+		return
+	}
+	if watch {
+		l.watch = false
+	} else if l.subs > 0 {
+		l.subs--
+	}
+	if !l.watch && l.subs == 0 {
+		l.cancel()
+		delete(w.ls, name)
+	}
+}
+
+// watches reports whether the listener of name applies list changes.
+func (s *Server) watches(name string) bool {
+	w := &s.watching
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	l := w.ls[name]
+	return l != nil && l.watch
+}
+
+// WatchGateways has every enabled upstream's list changes watched and
+// stops watching those removed or disabled since. It returns at once; call
+// it periodically, and StopWatching when the worker stops.
 func (s *Server) WatchGateways(ctx context.Context) {
 	gb, ok := s.backend.(gatewayBackend)
 	if !ok {
@@ -52,60 +119,69 @@ func (s *Server) WatchGateways(ctx context.Context) {
 	}
 	w := &s.watching
 	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.cancel == nil {
-		w.cancel = map[string]context.CancelFunc{}
-	}
-	for name, cancel := range w.cancel {
-		if !want[name] {
-			cancel()
-			delete(w.cancel, name)
+	var stop, start []string
+	for name, l := range w.ls {
+		if l.watch && !want[name] {
+			stop = append(stop, name)
 		}
 	}
 	for name := range want {
-		if w.cancel[name] != nil {
-			continue
+		if l := w.ls[name]; l == nil || !l.watch {
+			start = append(start, name)
 		}
-		wctx, cancel := context.WithCancel(s.life)
-		w.cancel[name] = cancel
-		w.wg.Add(1)
-		go func() {
-			defer w.wg.Done()
-			s.watch(wctx, name)
-		}()
+	}
+	w.mu.Unlock()
+	for _, name := range stop {
+		s.releaseListener(name, true)
+	}
+	for _, name := range start {
+		s.holdListener(name, true)
 	}
 }
 
-// StopWatching ends every watcher and waits for them.
+// StopWatching ends every listener and waits for them.
 func (s *Server) StopWatching() {
 	w := &s.watching
 	w.mu.Lock()
-	for name, cancel := range w.cancel {
-		cancel()
-		delete(w.cancel, name)
+	for name, l := range w.ls {
+		l.cancel()
+		delete(w.ls, name)
 	}
 	w.mu.Unlock()
 	w.wg.Wait()
 }
 
-// watch listens to the upstream name's standing stream until ctx ends.
-func (s *Server) watch(ctx context.Context, name string) {
+// listen follows the upstream name's standing stream until ctx ends: list
+// changes refresh its tools (when watched here), resource updates go to
+// the subscribed clients' streams.
+func (s *Server) listen(ctx context.Context, name string) {
 	for ctx.Err() == nil {
 		c, err := s.upstreamClient(ctx, name)
 		if err == nil {
 			err = c.ListenOnce(ctx, func(note json.RawMessage) {
 				var m struct {
 					Method string `json:"method"`
+					Params struct {
+						URI string `json:"uri"`
+					} `json:"params"`
 				}
-				if json.Unmarshal(note, &m) == nil && m.Method == "notifications/tools/list_changed" {
-					s.refreshOne(ctx, name)
+				if json.Unmarshal(note, &m) != nil {
+					return
+				}
+				switch m.Method {
+				case "notifications/tools/list_changed":
+					if s.watches(name) {
+						s.refreshOne(ctx, name)
+					}
+				case "notifications/resources/updated":
+					s.subs.deliver(m.Params.URI, note) // subscriptions.go
 				}
 			})
 		}
 		if errors.Is(err, upstream.ErrNoStream) {
-			s.log.Debug("upstream offers no standing stream: its tools are read again every HEALTH_CHECK_INTERVAL",
+			s.log.Debug("upstream offers no standing stream: its tools are read again every HEALTH_CHECK_INTERVAL, and its resources cannot be subscribed to",
 				zap.String("gateway", name))
-			<-ctx.Done() // until it is removed or the worker stops
+			<-ctx.Done() // until nothing holds it, or the worker stops
 			return
 		}
 		select {

@@ -78,7 +78,7 @@ func TestInitialize(t *testing.T) {
 	}
 	res := rpcResult(t, s, `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18"}}`)
 	got, _ := json.Marshal(res)
-	want := `{"capabilities":{"completions":{},"prompts":{"listChanged":false},"resources":{"listChanged":false},"tools":{"listChanged":false}},"protocolVersion":"2025-06-18","serverInfo":{"name":"mcpgateway","version":"1.2.3-test"}}`
+	want := `{"capabilities":{"completions":{},"prompts":{"listChanged":false},"resources":{"listChanged":false,"subscribe":true},"tools":{"listChanged":false}},"protocolVersion":"2025-06-18","serverInfo":{"name":"mcpgateway","version":"1.2.3-test"}}`
 	if string(got) != want {
 		t.Errorf("initialize result\n got %s\nwant %s", got, want)
 	}

@@ -270,7 +270,7 @@ func (s *Server) serveGet(ctx *fasthttp.RequestCtx, sid []byte, rev revision) {
 	}
 	last := ctx.Request.Header.Peek("Last-Event-ID")
 	if len(last) == 0 || bytes.HasPrefix(last, []byte(standalonePrefix)) {
-		s.standingStream(ctx, rev)
+		s.standingStream(ctx, string(sid), rev)
 		return
 	}
 	stream, after, ok := parseEventID(last)
@@ -385,9 +385,11 @@ func (s *Server) followStored(w *bufio.Writer, key, stream string, after int, id
 }
 
 // standingStream is GET /mcp without Last-Event-ID: the session's stream of
-// server-initiated messages. 2025-11-25 primes it with an id of a stream
-// that has no events, so that a client reconnecting with it gets a new one.
-func (s *Server) standingStream(ctx *fasthttp.RequestCtx, rev revision) {
+// server-initiated messages, the updates of the resources it subscribed to
+// (subscriptions.go) and keep-alive comments. 2025-11-25 primes it with an
+// id of a stream whose events are not kept, so that a client reconnecting
+// with it gets a new one.
+func (s *Server) standingStream(ctx *fasthttp.RequestCtx, sid string, rev revision) {
 	stream := ""
 	if rev == rev20251125 {
 		stream = standalonePrefix + newStreamID()
@@ -396,13 +398,25 @@ func (s *Server) standingStream(ctx *fasthttp.RequestCtx, rev revision) {
 	sseHeaders(ctx)
 	ctx.SetBodyStreamWriter(func(w *bufio.Writer) {
 		defer s.noteStreams(-1)
+		updates := make(chan []byte, 16)
+		refresh, stop := s.followSubscriptions(sid, updates)
+		defer stop()
 		ev := &eventWriter{w: w, stream: stream}
 		ev.open(stream)
-		tick := time.NewTicker(keepAliveEvery)
-		defer tick.Stop()
+		refresh()
+		keepAlive := time.NewTicker(keepAliveEvery)
+		defer keepAlive.Stop()
+		poll := time.NewTicker(subsPoll)
+		defer poll.Stop()
+		seq := 0
 		for !ev.failed {
 			select {
-			case <-tick.C:
+			case note := <-updates:
+				seq++
+				ev.send(seq, note)
+			case <-poll.C:
+				refresh()
+			case <-keepAlive.C:
 				ev.write([]byte(":\n\n"))
 			case <-s.draining:
 				ev.write(retryHint)

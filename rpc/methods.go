@@ -41,6 +41,8 @@ func (s *Server) invoke(ctx *fasthttp.RequestCtx, m *message, buf *buffers, out 
 		return s.listFederated(ctx, &promptsList, m.params, out)
 	case "prompts/get":
 		return s.promptsGet(ctx, m.params, nil, out)
+	case "resources/subscribe", "resources/unsubscribe": // legacy sessions (subscriptions.go)
+		return s.subscribeMethod(ctx, m.params, buf, string(m.method) == "resources/subscribe", out)
 	case "completion/complete": // the upstreams' completions (completion.go)
 		return s.complete(ctx, nil, m.params, out)
 	case "logging/setLevel":
@@ -69,7 +71,7 @@ func (s *Server) initialize(params []byte, out []byte) ([]byte, *rpcError) {
 	out = append(out, `{"protocolVersion":`...)
 	out = appendString(out, rev.String())
 	if s.levels != nil { // logging/setLevel is offered (mcp_logging.go)
-		out = append(out, `,"capabilities":{"completions":{},`+modernCapabilities[1:]...)
+		out = append(out, `,"capabilities":`+sessionLoggingCapabilities...)
 	} else {
 		out = append(out, `,"capabilities":`+serverCapabilities...)
 	}
@@ -79,13 +81,18 @@ func (s *Server) initialize(params []byte, out []byte) ([]byte, *rpcError) {
 }
 
 // serverCapabilities are what initialize declares: tools, and the
-// upstreams' prompts and resources (resources.go; no subscriptions) and
-// their completions (completion.go), with no list_changed notifications. prompts and resources are declared always,
+// upstreams' prompts and resources (resources.go), subscriptions to the
+// resources (subscriptions.go) and completions (completion.go), with no
+// list_changed notifications. prompts and resources are declared always,
 // not only while an upstream offers them: the answer stays a constant, and
 // a session opened before an upstream is registered still sees its
 // resources and prompts (capabilities cannot change within a session);
 // with none, the lists are empty.
-const serverCapabilities = `{"completions":{},"prompts":{"listChanged":false},"resources":{"listChanged":false},"tools":{"listChanged":false}}`
+const serverCapabilities = `{"completions":{},"prompts":{"listChanged":false},"resources":{"subscribe":true,"listChanged":false},"tools":{"listChanged":false}}`
+
+// sessionLoggingCapabilities are initialize's when the Backend keeps
+// session log levels (and subscriptions): serverCapabilities and logging.
+const sessionLoggingCapabilities = `{"completions":{},"logging":{},"prompts":{"listChanged":false},"resources":{"subscribe":true,"listChanged":false},"tools":{"listChanged":false}}`
 
 // modernCapabilities are server/discover's: 2026-07-28 requests may carry a
 // logLevel, and then get an upstream's log messages on their stream

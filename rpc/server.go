@@ -159,10 +159,11 @@ type Server struct {
 	federated      federated   // the upstreams' resources and prompts (resources.go)
 	servers        serverCache // virtual servers this worker serves (servers.go)
 	calls          runningCalls
-	relays         relays       // upstreams' requests waiting for the client's answer (mcp_relay.go)
-	watching       watchers     // upstreams' standing streams, for their list changes (federation_watch.go)
-	rest           restGuards   // REST endpoints' breakers and in-flight limits, by origin (rest_guard.go)
-	streams        atomic.Int64 // SSE answers being written
+	relays         relays        // upstreams' requests waiting for the client's answer (mcp_relay.go)
+	watching       watchers      // upstreams' standing streams, for their list changes (federation_watch.go)
+	rest           restGuards    // REST endpoints' breakers and in-flight limits, by origin (rest_guard.go)
+	subs           subscriptions // this worker's resource subscriptions on its upstreams (subscriptions.go)
+	streams        atomic.Int64  // SSE answers being written
 	upstreamErrors errorLog
 	zones          zoneCache
 	panics         atomic.Uint64

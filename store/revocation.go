@@ -40,10 +40,11 @@ const (
 	RevokedSession  = "session"
 	RevokedLogLevel = "loglevel"
 	RevokedCancel   = "cancel"
+	RevokedSubs     = "subs" // an MCP session's subscribed resource URIs (subscriptions.go)
 )
 
 // revocationKinds indexes the near cache's per-kind maps.
-var revocationKinds = [...]string{RevokedJTI, RevokedSession, RevokedLogLevel, RevokedCancel}
+var revocationKinds = [...]string{RevokedJTI, RevokedSession, RevokedLogLevel, RevokedCancel, RevokedSubs}
 
 // MaxRevocationIDLen is the longest id Revoke accepts. Ids are UUIDs (jti)
 // or 54-character session ids in practice; a longer one cannot have been
@@ -70,7 +71,7 @@ type Revocation struct {
 type revEntry struct {
 	revoked bool
 	until   int64  // Unix seconds; 0: for good (meaningful when revoked)
-	value   string // the row's reason, for RevokedLogLevel only
+	value   string // the row's reason, for RevokedLogLevel and RevokedSubs only
 	expires int64  // the store's monotonic clock
 }
 
@@ -187,7 +188,7 @@ func (s *Store) loadRevoked(ctx context.Context, k int, id string) (*revEntry, e
 
 // Redis encoding of a revocation key: redisNoUser ("-") for "not revoked",
 // else the decimal Unix time until which it is (0: for good), followed, for
-// RevokedLogLevel, by a space and the value.
+// RevokedLogLevel and RevokedSubs, by a space and the value.
 
 func (s *Store) fetchRevoked(ctx context.Context, k int, id, key string) (*revEntry, error) {
 	now := s.now()
@@ -220,7 +221,7 @@ func (s *Store) fetchRevoked(ctx context.Context, k int, id, key string) (*revEn
 		switch {
 		case err == nil:
 			e.revoked, e.until = true, until
-			if revocationKinds[k] == RevokedLogLevel {
+			if revocationKinds[k] == RevokedLogLevel || revocationKinds[k] == RevokedSubs {
 				e.value = reason // the others' reasons are for the admin API only
 			}
 		case errors.Is(err, errNoRows):

@@ -28,22 +28,13 @@ func (u *listChangingUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request)
 		u.mu.Lock()
 		u.streams = append(u.streams, ch)
 		u.mu.Unlock()
-		w.Header().Set("Content-Type", "text/event-stream")
-		w.WriteHeader(200)
-		w.(http.Flusher).Flush()
-		select {
-		case u.opened <- struct{}{}:
-		default:
-		}
-		for {
+		serveStandingStream(w, r, ch, func() {
 			select {
-			case msg := <-ch:
-				fmt.Fprintf(w, "event: message\ndata: %s\n\n", msg)
-				w.(http.Flusher).Flush()
-			case <-r.Context().Done():
-				return
+			case u.opened <- struct{}{}:
+			default:
 			}
-		}
+		})
+		return
 	}
 	body, _ := io.ReadAll(r.Body)
 	var m struct {
@@ -70,6 +61,25 @@ func (u *listChangingUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request)
 		fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"result":{"tools":[%s]}}`, m.ID, strings.Join(tools, ","))
 	default:
 		fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"error":{"code":-32601,"message":"no"}}`, m.ID)
+	}
+}
+
+// serveStandingStream answers a fake upstream's GET: an event stream that
+// carries every message sent on ch until the client goes; opened runs once
+// the headers are out.
+func serveStandingStream(w http.ResponseWriter, r *http.Request, ch <-chan string, opened func()) {
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.WriteHeader(200)
+	w.(http.Flusher).Flush()
+	opened()
+	for {
+		select {
+		case msg := <-ch:
+			fmt.Fprintf(w, "event: message\ndata: %s\n\n", msg)
+			w.(http.Flusher).Flush()
+		case <-r.Context().Done():
+			return
+		}
 	}
 }
 

@@ -132,3 +132,16 @@ func (c *Client) Complete(ctx context.Context, ref, argument, context json.RawMe
 	}
 	return c.call(ctx, "completion/complete", params, nil, nil, true)
 }
+
+// Subscribe asks the upstream for notifications/resources/updated of uri
+// on this client's session (they come on its standing stream: ListenOnce).
+func (c *Client) Subscribe(ctx context.Context, uri string) error {
+	_, err := c.call(ctx, "resources/subscribe", map[string]any{"uri": uri}, nil, nil, true)
+	return err
+}
+
+// Unsubscribe ends a Subscribe.
+func (c *Client) Unsubscribe(ctx context.Context, uri string) error {
+	_, err := c.call(ctx, "resources/unsubscribe", map[string]any{"uri": uri}, nil, nil, true)
+	return err
+}
