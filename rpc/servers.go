@@ -277,8 +277,8 @@ func (s *Server) serveServerMCP(ctx *fasthttp.RequestCtx) {
 func (s *Server) invokeOnServer(ctx *fasthttp.RequestCtx, m *message, buf *buffers, out []byte) ([]byte, *rpcError, bool) {
 	vs := buf.vs
 	switch string(m.method) {
-	case "ping", "tools/call", "logging/setLevel":
-		return out, nil, false
+	case "ping", "tools/call", "logging/setLevel", "resources/subscribe", "resources/unsubscribe":
+		return out, nil, false // subscriptions check the server's URIs (subscriptions.go)
 	case "initialize":
 		out, rerr := s.initializeServer(vs, m.params, out)
 		return out, rerr, true
@@ -354,7 +354,9 @@ func (v *serverView) appendCapabilities(out []byte, logging, session bool) []byt
 	if v.hasPrompts {
 		out = append(out, `"prompts":{"listChanged":false},`...)
 	}
-	if v.hasResources {
+	if v.hasResources && session {
+		out = append(out, `"resources":{"subscribe":true,"listChanged":false},`...)
+	} else if v.hasResources {
 		out = append(out, `"resources":{"listChanged":false},`...)
 	}
 	return append(out, `"tools":{"listChanged":false}}`...)

@@ -322,7 +322,7 @@ func TestVirtualServerResourcesAndPrompts(t *testing.T) {
 	// A whole upstream, one-to-one: its tools, resources, templates and
 	// prompts under its own names, as it lists them; nothing of another.
 	post, init := session("one")
-	if !strings.Contains(init, `"capabilities":{"completions":{},"prompts":{"listChanged":false},"resources":{"listChanged":false},"tools":{"listChanged":false}}`) {
+	if !strings.Contains(init, `"capabilities":{"completions":{},"prompts":{"listChanged":false},"resources":{"subscribe":true,"listChanged":false},"tools":{"listChanged":false}}`) {
 		t.Errorf("initialize: %s", init)
 	}
 	if got := toolNames(t, post(`{"jsonrpc":"2.0","id":1,"method":"tools/list"}`).body); !reflect.DeepEqual(got, []string{"echo"}) {
@@ -382,7 +382,7 @@ func TestVirtualServerResourcesAndPrompts(t *testing.T) {
 			t.Errorf("read %s outside the server: %s", uri, got)
 		}
 	}
-	if !strings.Contains(init, `"capabilities":{"completions":{},"prompts":{"listChanged":false},"resources":{"listChanged":false},"tools":`) {
+	if !strings.Contains(init, `"capabilities":{"completions":{},"prompts":{"listChanged":false},"resources":{"subscribe":true,"listChanged":false},"tools":`) {
 		t.Errorf("initialize: %s", init)
 	}
 	complete := func(ref string) string {

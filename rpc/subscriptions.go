@@ -80,7 +80,7 @@ func (s *Server) subscribeMethod(ctx *fasthttp.RequestCtx, params []byte, buf *b
 		if rerr != nil {
 			return out, rerr
 		}
-		if owner == "" {
+		if owner == "" || buf.vs != nil && !buf.vs.servesURI(owner, u) && !buf.vs.servesTemplate(owner, u) {
 			return out, &rpcError{codeResourceNotFound, "Resource not found: " + u}
 		}
 	}

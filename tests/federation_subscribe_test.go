@@ -90,7 +90,8 @@ func (u *subscribableUpstream) update(uri string) {
 // Issue 14 item 2: resource subscriptions pass through a gateway of two
 // workers. The client's subscribe lands on any worker; the worker holding
 // its standing stream subscribes upstream, and the upstream's update
-// reaches the client; an unsubscribe ends the upstream subscription.
+// reaches the client; an unsubscribe ends the upstream subscription. The
+// same on a virtual server exposing the upstream one-to-one.
 func TestFederatedResourceSubscriptions(t *testing.T) {
 	up := &subscribableUpstream{streams: map[string]chan string{}, subs: map[string]bool{}, changed: make(chan string, 8)}
 	srv := httptest.NewServer(up)
@@ -100,13 +101,24 @@ func TestFederatedResourceSubscriptions(t *testing.T) {
 	if code, body := httpDo(freshClient, "PUT", g.url("/admin/gateways/subs"), token, `{"url":"`+srv.URL+`/mcp"}`); code != 200 {
 		t.Fatalf("register: %d %s", code, body)
 	}
+	if code, body := httpDo(freshClient, "PUT", g.url("/admin/servers/subsrv"), token, `{"name":"one-to-one","gateways":["subs"]}`); code != 200 {
+		t.Fatalf("virtual server: %d %s", code, body)
+	}
+	for _, endpoint := range []string{"/mcp", "/servers/subsrv/mcp"} {
+		t.Run(strings.Trim(endpoint, "/"), func(t *testing.T) { subscribeThrough(t, up, g.url(endpoint), token) })
+	}
+}
+
+// subscribeThrough subscribes with the Go SDK's client at endpoint, gets
+// the upstream's update, and unsubscribes.
+func subscribeThrough(t *testing.T, up *subscribableUpstream, endpoint, token string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	updated := make(chan string, 8)
 	client := mcp.NewClient(&mcp.Implementation{Name: "subscribe-test", Version: "1"}, &mcp.ClientOptions{
 		ResourceUpdatedHandler: func(_ context.Context, req *mcp.ResourceUpdatedNotificationRequest) { updated <- req.Params.URI },
 	})
-	transport := &mcp.StreamableClientTransport{Endpoint: g.url("/mcp"), HTTPClient: &http.Client{Transport: freshBearer{token}}, MaxRetries: -1}
+	transport := &mcp.StreamableClientTransport{Endpoint: endpoint, HTTPClient: &http.Client{Transport: freshBearer{token}}, MaxRetries: -1}
 	session, err := client.Connect(ctx, transport, &mcp.ClientSessionOptions{ProtocolVersion: "2025-11-25"})
 	if err != nil {
 		t.Fatal(err)
