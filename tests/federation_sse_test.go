@@ -2,6 +2,7 @@ package tests
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -9,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/mcpgateway/mcpgateway/internal/proctest"
 )
@@ -129,6 +132,10 @@ func TestFederatedSSEUpstream(t *testing.T) {
 		t.Errorf("a 1 s operation answered in %v", d)
 	}
 
+	// The official Go SDK's client through the gateway gets what the SDK's
+	// own SSE client gets from the upstream directly.
+	sdkEchoesAlike(t, g, token, upURL)
+
 	// The upstream dies (its event streams break): calls fail as tool
 	// errors, fast.
 	up.Stop(syscall.SIGKILL, 5*time.Second)
@@ -141,5 +148,44 @@ func TestFederatedSSEUpstream(t *testing.T) {
 	}
 	if g.Log.Contains("s3cret") {
 		t.Error("the upstream's credential was logged")
+	}
+}
+
+// sdkEchoesAlike calls the sse upstream's echo and get-sum with the Go
+// SDK's client through the gateway (legacy-*) and with its SSE client
+// directly, and compares the answers.
+func sdkEchoesAlike(t *testing.T, g *gateway, token, upURL string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	through, err := mcp.NewClient(&mcp.Implementation{Name: "sse-through", Version: "1"}, nil).Connect(ctx,
+		&mcp.StreamableClientTransport{Endpoint: g.url("/mcp"), HTTPClient: &http.Client{Transport: bearer{token}}, MaxRetries: -1}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer through.Close()
+	direct, err := mcp.NewClient(&mcp.Implementation{Name: "sse-direct", Version: "1"}, nil).Connect(ctx,
+		&mcp.SSEClientTransport{Endpoint: upURL}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer direct.Close()
+	for _, c := range []struct {
+		tool string
+		args map[string]any
+	}{{"echo", map[string]any{"message": "same both ways"}}, {"get-sum", map[string]any{"a": 2, "b": 40}}} {
+		a, err := through.CallTool(ctx, &mcp.CallToolParams{Name: "legacy-" + c.tool, Arguments: c.args})
+		if err != nil {
+			t.Fatalf("%s through the gateway: %v", c.tool, err)
+		}
+		b, err := direct.CallTool(ctx, &mcp.CallToolParams{Name: c.tool, Arguments: c.args})
+		if err != nil {
+			t.Fatalf("%s directly: %v", c.tool, err)
+		}
+		ta, _ := a.Content[0].(*mcp.TextContent)
+		tb, _ := b.Content[0].(*mcp.TextContent)
+		if ta == nil || tb == nil || ta.Text != tb.Text || a.IsError {
+			t.Errorf("%s: %+v through the gateway, %+v directly", c.tool, a.Content, b.Content)
+		}
 	}
 }

@@ -394,6 +394,25 @@ func (c *Client) notify(ctx context.Context, method, session, version string) er
 	return nil
 }
 
+// cancelUpstream sends notifications/cancelled for the request id, in the
+// background and bounded: the caller has moved on.
+func (c *Client) cancelUpstream(id int64, why error, session, version string) {
+	reason := "the gateway's client cancelled the call"
+	if errors.Is(why, context.DeadlineExceeded) {
+		reason = "the gateway's time for the call ran out"
+	}
+	body, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "method": "notifications/cancelled",
+		"params": map[string]any{"requestId": id, "reason": reason}})
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if resp, err := c.post(ctx, body, session, version); err == nil {
+			io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+			resp.Body.Close()
+		}
+	}()
+}
+
 // requestsAnswered wraps onNote: the upstream's ping is answered here, and
 // so is any request when nobody passes requests on (onNote nil: a call
 // answered in JSON, or discovery), with "method not found", so that the
@@ -436,6 +455,16 @@ func (c *Client) exchange(ctx context.Context, method string, params any, sessio
 	body, err := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": id, "method": method, "params": params})
 	if err != nil {
 		return nil, nil, err
+	}
+	if method == "tools/call" {
+		// A call given up (its client cancelled or went away, or the time
+		// ran out) is cancelled upstream too: a closed stream is not a
+		// cancellation to a 2025-11-25 server, which would go on working.
+		defer func() {
+			if ctx.Err() != nil {
+				c.cancelUpstream(id, ctx.Err(), session, version)
+			}
+		}()
 	}
 	resp, err := c.post(ctx, body, session, version)
 	if err != nil {
