@@ -61,7 +61,8 @@ func newStreamUpstream(t *testing.T) *streamUpstream {
 			w.Header().Set("Mcp-Session-Id", "up-session")
 			fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"result":{"protocolVersion":"2025-11-25","capabilities":{"tools":{}},"serverInfo":{"name":"up","version":"0"}}}`, m.ID)
 			return
-		case "notifications/initialized":
+		}
+		if strings.HasPrefix(m.Method, "notifications/") { // initialized, and cancelled of a call given up
 			w.WriteHeader(http.StatusAccepted)
 			return
 		}
