@@ -51,10 +51,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// The handler sees it too (to record headers), but answers nothing.
 		s.Handle(r, m.Method, m.Params)
 		fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"result":{"protocolVersion":%q,"capabilities":%s,"serverInfo":{"name":"fake","version":"0"}}}`, m.ID, rev, caps)
-	case "notifications/initialized":
-		s.Handle(r, m.Method, m.Params)
-		w.WriteHeader(http.StatusAccepted)
 	default:
+		if m.ID == nil { // a notification (initialized, cancelled): seen, not answered
+			s.Handle(r, m.Method, m.Params)
+			w.WriteHeader(http.StatusAccepted)
+			return
+		}
 		if res := s.Handle(r, m.Method, m.Params); res != "" {
 			fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"result":%s}`, m.ID, res)
 			return
