@@ -47,8 +47,14 @@ func TestTypeScriptSDKClients(t *testing.T) {
 	}
 	upURL, _ := proctest.MustStartEverything(t)
 	for _, rev := range []string{"2025-03-26", "2025-06-18", "2025-11-25", "2026-07-28"} {
-		t.Run(rev, func(t *testing.T) { tsClientRun(t, node, filepath.Join(dir, "tsclient.mjs"), upURL, rev) })
+		t.Run(rev, func(t *testing.T) { tsClientRun(t, node, filepath.Join(dir, "tsclient.mjs"), upURL, "streamablehttp", rev) })
 	}
+	// The same through an upstream of the sse transport (the reference
+	// server's sse mode).
+	sseURL, _ := proctest.MustStartEverythingSSE(t)
+	t.Run("2025-11-25 over sse", func(t *testing.T) {
+		tsClientRun(t, node, filepath.Join(dir, "tsclient.mjs"), sseURL, "sse", "2025-11-25")
+	})
 }
 
 // nodeForSDKs returns the node on PATH, failing t with a clear message when
@@ -97,14 +103,15 @@ type tsSummary struct {
 // tsClientRun runs the script for one revision against a gateway of its
 // own, and drives its handshakes: HUP on its STREAMING line, and its last
 // steps only once the workers it used have all exited.
-func tsClientRun(t *testing.T, node, script, upURL, rev string) {
+func tsClientRun(t *testing.T, node, script, upURL, transport, rev string) {
 	start := time.Now()
 	// A quiet keep-alive connection keeps a draining worker alive as long
 	// as the keep-alive timeout (worker.quietLife); 2 s rather than 5 s
 	// shortens the wait for the old workers' exit below.
 	g := serve(t, []string{"FEDERATION_TIMEOUT=30s"}, "--workers", "2", "--keep-alive", "2s")
 	token := g.token()
-	if code, body := httpDo(freshClient, "PUT", g.url("/admin/gateways/everything"), token, `{"url":"`+upURL+`"}`); code != 200 ||
+	if code, body := httpDo(freshClient, "PUT", g.url("/admin/gateways/everything"), token,
+		`{"url":"`+upURL+`","transport":"`+transport+`"}`); code != 200 ||
 		!strings.Contains(body, `"everything-trigger-long-running-operation"`) {
 		t.Fatalf("register: %d %s", code, body)
 	}
