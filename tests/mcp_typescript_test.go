@@ -47,7 +47,9 @@ func TestTypeScriptSDKClients(t *testing.T) {
 	}
 	upURL, _ := proctest.MustStartEverything(t)
 	for _, rev := range []string{"2025-03-26", "2025-06-18", "2025-11-25", "2026-07-28"} {
-		t.Run(rev, func(t *testing.T) { tsClientRun(t, node, filepath.Join(dir, "tsclient.mjs"), upURL, "streamablehttp", rev) })
+		t.Run(rev, func(t *testing.T) {
+			tsClientRun(t, node, filepath.Join(dir, "tsclient.mjs"), upURL, "streamablehttp", rev)
+		})
 	}
 	// The same through an upstream of the sse transport (the reference
 	// server's sse mode).
