@@ -397,12 +397,8 @@ func (c *Client) notify(ctx context.Context, method, session, version string) er
 // cancelUpstream sends notifications/cancelled for the request id, in the
 // background and bounded: the caller has moved on.
 func (c *Client) cancelUpstream(id int64, why error, session, version string) {
-	reason := "the gateway's client cancelled the call"
-	if errors.Is(why, context.DeadlineExceeded) {
-		reason = "the gateway's time for the call ran out"
-	}
 	body, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "method": "notifications/cancelled",
-		"params": map[string]any{"requestId": id, "reason": reason}})
+		"params": map[string]any{"requestId": id, "reason": cancelReason(why)}})
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -411,6 +407,14 @@ func (c *Client) cancelUpstream(id int64, why error, session, version string) {
 			resp.Body.Close()
 		}
 	}()
+}
+
+// cancelReason says why a call was given up, for notifications/cancelled.
+func cancelReason(why error) string {
+	if errors.Is(why, context.DeadlineExceeded) {
+		return "the gateway's time for the call ran out"
+	}
+	return "the gateway's client cancelled the call"
 }
 
 // requestsAnswered wraps onNote: the upstream's ping is answered here, and

@@ -369,9 +369,24 @@ func (s *sseSession) request(ctx context.Context, method string, params map[stri
 				return nil, s.err
 			}
 		case <-ctx.Done():
+			if method == "tools/call" { // given up: cancelled upstream too, as over Streamable HTTP
+				s.cancelRequest(id, ctx.Err())
+			}
 			return nil, ctx.Err()
 		}
 	}
+}
+
+// cancelRequest sends notifications/cancelled for the request id, in the
+// background and bounded.
+func (s *sseSession) cancelRequest(id int64, why error) {
+	body, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "method": "notifications/cancelled",
+		"params": map[string]any{"requestId": id, "reason": cancelReason(why)}})
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		s.post(ctx, body)
+	}()
 }
 
 // notify sends a notification in the session, bounded by the timeout.

@@ -394,6 +394,24 @@ func TestSSEDeadlines(t *testing.T) {
 	if failures != 1 {
 		t.Errorf("failures %d, want 1 (the timeout, not the cancelled call)", failures)
 	}
+	// Both calls given up were cancelled upstream.
+	cancelled := func() int {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		n := 0
+		for _, h := range f.headers {
+			if strings.HasPrefix(h, "POST notifications/cancelled") {
+				n++
+			}
+		}
+		return n
+	}
+	for deadline := time.Now().Add(2 * time.Second); cancelled() < 2 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := cancelled(); n != 2 {
+		t.Errorf("%d notifications/cancelled reached the upstream, want 2", n)
+	}
 	if _, err := c.CallTool(ctx, "echo", json.RawMessage(`{"message":"x"}`), nil, nil); err != nil || f.gets.Load() != 1 {
 		t.Fatalf("after: %v, %d GETs", err, f.gets.Load())
 	}
