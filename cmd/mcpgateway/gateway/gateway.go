@@ -6,6 +6,7 @@ package gateway
 
 import (
 	"context"
+	"sync/atomic"
 
 	"github.com/mcpgateway/mcpgateway/config"
 	"github.com/mcpgateway/mcpgateway/rpc"
@@ -17,14 +18,15 @@ import (
 // nil) counts the panics it recovers. The caller closes the store after the
 // last request.
 func Open(ctx context.Context, s config.Settings, version string, log *zap.Logger, onPanic func()) (*rpc.Server, *store.Store, error) {
-	return open(ctx, s, version, log, store.Options{}, func(o *rpc.Options) { o.OnPanic = onPanic })
+	return open(ctx, s, version, log, nil, func(o *rpc.Options) { o.OnPanic = onPanic })
 }
 
-// open opens the store, with what local (LocalWrites) adds to the
-// settings, and the rpc server over it, with set's options.
-func open(ctx context.Context, s config.Settings, version string, log *zap.Logger, local store.Options, set func(*rpc.Options)) (*rpc.Server, *store.Store, error) {
+// open opens the store, with the instance's shared count of writes
+// (store.Options.LocalWrites; nil: none), and the rpc server over it, with
+// set's options.
+func open(ctx context.Context, s config.Settings, version string, log *zap.Logger, localWrites *atomic.Uint64, set func(*rpc.Options)) (*rpc.Server, *store.Store, error) {
 	so := StoreOptions(s, log)
-	so.LocalWrites = local.LocalWrites
+	so.LocalWrites = localWrites
 	st, err := store.Open(ctx, so)
 	if err != nil {
 		return nil, nil, err

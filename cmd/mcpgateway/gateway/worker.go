@@ -2,13 +2,13 @@ package gateway
 
 import (
 	"context"
+	"sync/atomic"
 	"time"
 
 	"github.com/mcpgateway/mcpgateway/config"
 	"github.com/mcpgateway/mcpgateway/internal/ratelimit"
 	"github.com/mcpgateway/mcpgateway/internal/shm"
 	"github.com/mcpgateway/mcpgateway/rpc"
-	"github.com/mcpgateway/mcpgateway/store"
 	"github.com/mcpgateway/mcpgateway/supervisor"
 	"github.com/mcpgateway/mcpgateway/supervisor/protocol"
 	"github.com/mcpgateway/mcpgateway/worker"
@@ -55,7 +55,7 @@ func Worker(ctx context.Context, s config.Settings, version string, info worker.
 	// The instance's count of store writes, shared by its workers: one
 	// worker's write (a DELETE /mcp, a revoked token) is seen by the next
 	// request on any other at once (store.Options.LocalWrites).
-	var local store.Options
+	var localWrites *atomic.Uint64
 	var writes *shm.Counter
 	if info.Table != nil {
 		var err error
@@ -65,9 +65,9 @@ func Worker(ctx context.Context, s config.Settings, version string, info worker.
 			}
 			return worker.App{}, err
 		}
-		local.LocalWrites = writes.Word()
+		localWrites = writes.Word()
 	}
-	srv, st, err := open(ctx, s, version, info.Logger, local, func(o *rpc.Options) {
+	srv, st, err := open(ctx, s, version, info.Logger, localWrites, func(o *rpc.Options) {
 		o.OnPanic = info.CountPanic
 		o.RateLimits = limits
 		if info.SetGauge != nil {
