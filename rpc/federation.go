@@ -149,7 +149,7 @@ func (s *Server) callUpstream(ctx *fasthttp.RequestCtx, tool store.Tool, args []
 	c, err := s.upstreamClient(ctx, tool.Gateway)
 	var res json.RawMessage
 	if err == nil {
-		callCtx := buf.callContext(ctx)
+		callCtx := buf.upstreamContext(ctx, buf.callContext(ctx))
 		if buf.onNote == nil { // a JSON answer is a request in flight (resources.go)
 			var cancel context.CancelFunc
 			callCtx, cancel = s.withinRequest(ctx, callCtx)
@@ -179,19 +179,28 @@ func (s *Server) upstreamAnswer(ctx *fasthttp.RequestCtx, gateway string, res js
 	case errors.Is(err, context.Canceled):
 		// The client cancelled it, or went away: says nothing of the
 		// upstream, and nobody reads the answer.
-		return out, &rpcError{codeInternalError, "Request cancelled"}, ""
+		return out, &rpcError{code: codeInternalError, msg: "Request cancelled"}, ""
 	case err == nil:
 		s.noteUpstream(UpstreamAnswered)
 		return append(out, res...), nil, ""
 	case errors.As(err, &rpcErr):
 		s.noteUpstream(UpstreamAnswered)
-		return out, &rpcError{rpcErr.Code, rpcErr.Message}, ""
+		rerr := &rpcError{code: rpcErr.Code, msg: rpcErr.Message}
+		if d := trimValue(rpcErr.Data); len(d) > 0 && validate(d) == nil {
+			rerr.data = bytes.Clone(d)
+		}
+		if rpcErr.Code == codeMissingCapability {
+			// A 2026-07-28 upstream's refusal of what the client did not
+			// declare: 400 over HTTP, as the upstream answered it.
+			ctx.SetUserValue(badRequestKey{}, true)
+		}
+		return out, rerr, ""
 	case errors.Is(err, upstream.ErrBusy):
 		// Backpressure, as the worker's in-flight limit refuses: a 503
 		// with Retry-After for a single message, counted as refused.
 		s.noteUpstream(UpstreamBusy)
 		ctx.SetUserValue(unavailableKey{}, true)
-		return out, &rpcError{codeUnavailable, "Upstream " + gateway + " busy: too many calls in flight; retry shortly"}, ""
+		return out, &rpcError{code: codeUnavailable, msg: "Upstream " + gateway + " busy: too many calls in flight; retry shortly"}, ""
 	case errors.Is(err, upstream.ErrOpen):
 		s.noteUpstream(UpstreamCircuitOpen)
 	default:

@@ -17,6 +17,7 @@ const (
 	codeInternalError      = -32603
 	codeSessionNotFound    = -32001 // /mcp: unknown or ended Mcp-Session-Id (as the MCP SDKs use)
 	codeHeaderMismatch     = -32020 // MCP 2026-07-28: a standard header missing or unequal to the body
+	codeMissingCapability  = -32021 // MCP 2026-07-28: MissingRequiredClientCapabilityError (an upstream's)
 	codeUnsupportedVersion = -32022 // MCP 2026-07-28: UnsupportedProtocolVersionError
 )
 
@@ -24,6 +25,7 @@ const (
 type rpcError struct {
 	code int
 	msg  string
+	data []byte // the error's data member (an upstream's, passed on); nil: none
 }
 
 // transport tells the dispatcher which route a message came through. /mcp
@@ -213,6 +215,11 @@ func (s *Server) invokeSafe(ctx *fasthttp.RequestCtx, m *message, buf *buffers, 
 // instead when there is one, the 2026-07-28 additions for rev.
 func (s *Server) endReply(out []byte, mark, start int, id, method []byte, rev revision, rerr *rpcError) []byte {
 	switch {
+	case rerr != nil && rerr.data != nil:
+		out = appendError(out[:mark], id, rerr.code, rerr.msg)
+		out = append(out[:len(out)-2], `,"data":`...) // before the error's and the response's braces
+		out = append(out, rerr.data...)
+		return append(out, "}}"...)
 	case rerr != nil:
 		return appendError(out[:mark], id, rerr.code, rerr.msg)
 	case rev.modern():
@@ -232,7 +239,7 @@ func parse(v []byte, t transport) (message, *rpcError) {
 	}
 	m.id = nil
 	if perr == nil {
-		perr = &rpcError{codeInvalidRequest, "Invalid Request: id must be a string or an integer"}
+		perr = &rpcError{code: codeInvalidRequest, msg: "Invalid Request: id must be a string or an integer"}
 	}
 	return m, perr
 }
@@ -252,7 +259,7 @@ func isMCPID(id []byte) bool {
 // parseMessage decodes one JSON-RPC message from a validated JSON value.
 func parseMessage(v []byte) (m message, perr *rpcError) {
 	if v[0] != '{' {
-		return m, &rpcError{codeInvalidRequest, "Invalid Request: a request must be a JSON object"}
+		return m, &rpcError{code: codeInvalidRequest, msg: "Invalid Request: a request must be a JSON object"}
 	}
 	var version, method []byte
 	hasMethod, hasResult, badID := false, false, false
@@ -281,16 +288,16 @@ func parseMessage(v []byte) (m message, perr *rpcError) {
 	}
 	switch {
 	case badID:
-		return m, &rpcError{codeInvalidRequest, "Invalid Request: id must be a string, a number or null"}
+		return m, &rpcError{code: codeInvalidRequest, msg: "Invalid Request: id must be a string, a number or null"}
 	case version == nil || version[0] != '"' || string(unquote(version)) != "2.0":
-		return m, &rpcError{codeInvalidRequest, `Invalid Request: jsonrpc must be "2.0"`}
+		return m, &rpcError{code: codeInvalidRequest, msg: `Invalid Request: jsonrpc must be "2.0"`}
 	case !hasMethod && hasResult && m.id != nil:
 		m.response, m.raw = true, v
 		return m, nil
 	case !hasMethod:
-		return m, &rpcError{codeInvalidRequest, "Invalid Request: method is required"}
+		return m, &rpcError{code: codeInvalidRequest, msg: "Invalid Request: method is required"}
 	case method[0] != '"':
-		return m, &rpcError{codeInvalidRequest, "Invalid Request: method must be a string"}
+		return m, &rpcError{code: codeInvalidRequest, msg: "Invalid Request: method must be a string"}
 	}
 	m.method = unquote(method)
 	if m.params != nil {
@@ -299,7 +306,7 @@ func parseMessage(v []byte) (m message, perr *rpcError) {
 		case 'n':
 			m.params = nil // null: as if absent
 		default:
-			return m, &rpcError{codeInvalidParams, "Invalid params: params must be an object or an array"}
+			return m, &rpcError{code: codeInvalidParams, msg: "Invalid params: params must be an object or an array"}
 		}
 	}
 	return m, nil

@@ -105,7 +105,7 @@ func negotiate(params []byte) (revision, *rpcError) {
 		return rev, nil
 	}
 	if params[0] != '{' {
-		return rev, &rpcError{codeInvalidParams, "Invalid params: initialize params must be an object"}
+		return rev, &rpcError{code: codeInvalidParams, msg: "Invalid params: initialize params must be an object"}
 	}
 	for it := objectMembers(params); ; {
 		k, v, ok := it.next()
@@ -116,7 +116,7 @@ func negotiate(params []byte) (revision, *rpcError) {
 			continue
 		}
 		if v[0] != '"' {
-			return rev, &rpcError{codeInvalidParams, "Invalid params: protocolVersion must be a string"}
+			return rev, &rpcError{code: codeInvalidParams, msg: "Invalid params: protocolVersion must be a string"}
 		}
 		if r := parseRevision(unquote(v)); r != revNone && !r.modern() {
 			rev = r

@@ -31,7 +31,7 @@ type sessionLevelBackend interface {
 func (s *Server) setLevel(ctx *fasthttp.RequestCtx, params []byte, buf *buffers, out []byte) ([]byte, *rpcError) {
 	level := member(params, "level")
 	if logLevel(level) < 0 {
-		return out, &rpcError{codeInvalidParams, "Invalid params: level must be one of " + strings.Join(logLevels[:], ", ")}
+		return out, &rpcError{code: codeInvalidParams, msg: "Invalid params: level must be one of " + strings.Join(logLevels[:], ", ")}
 	}
 	// The record outlives any session it can belong to (sessionLifetime).
 	until := time.Now().Add(sessionLifetime + sessionClockSkew + time.Minute)

@@ -2,12 +2,17 @@ package rpc
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"fmt"
+	"net/http"
 	"strconv"
 	"strings"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/mcpgateway/mcpgateway/store"
+	"github.com/mcpgateway/mcpgateway/upstream"
 )
 
 // The modern era of MCP (2026-07-28, docs/mcp.md section 1): every request
@@ -24,6 +29,7 @@ const (
 
 	metaProtocolVersion    = "io.modelcontextprotocol/protocolVersion"
 	metaClientCapabilities = "io.modelcontextprotocol/clientCapabilities"
+	metaClientInfo         = "io.modelcontextprotocol/clientInfo"
 )
 
 // modernRequest reports whether a POST to /mcp belongs to the modern era:
@@ -72,13 +78,13 @@ func (s *Server) serveModern(ctx *fasthttp.RequestCtx, p principal) {
 	defer putBuffers(buf)
 	buf.user, buf.rev, buf.vs = p.email, rev20260728, serverOf(ctx)
 	if err := validate(body); err != nil {
-		modernError(ctx, buf, fasthttp.StatusBadRequest, nil, &rpcError{codeParseError, "Parse error: " + err.Error()})
+		modernError(ctx, buf, fasthttp.StatusBadRequest, nil, &rpcError{code: codeParseError, msg: "Parse error: " + err.Error()})
 		return
 	}
 	v := trimValue(body)
 	if v[0] == '[' {
 		modernError(ctx, buf, fasthttp.StatusBadRequest, nil,
-			&rpcError{codeInvalidRequest, "Invalid Request: MCP 2026-07-28 has no JSON-RPC batches"})
+			&rpcError{code: codeInvalidRequest, msg: "Invalid Request: MCP 2026-07-28 has no JSON-RPC batches"})
 		return
 	}
 	m, perr := parse(v, transportMCP)
@@ -88,7 +94,7 @@ func (s *Server) serveModern(ctx *fasthttp.RequestCtx, p principal) {
 		return
 	case m.response:
 		modernError(ctx, buf, fasthttp.StatusBadRequest, nil,
-			&rpcError{codeInvalidRequest, "Invalid Request: a client sends no JSON-RPC responses in MCP 2026-07-28"})
+			&rpcError{code: codeInvalidRequest, msg: "Invalid Request: a client sends no JSON-RPC responses in MCP 2026-07-28"})
 		return
 	case m.id == nil:
 		ctx.Response.SetStatusCode(fasthttp.StatusAccepted)
@@ -98,13 +104,17 @@ func (s *Server) serveModern(ctx *fasthttp.RequestCtx, p principal) {
 		modernError(ctx, buf, status, m.id, rerr)
 		return
 	}
-	buf.id, buf.sse = m.id, acceptsSSE(ctx)
+	buf.id, buf.sse, buf.params = m.id, acceptsSSE(ctx), m.params
 	buf.out = s.invokeSafe(ctx, &m, buf, buf.out[:0])
 	if buf.stream != nil {
 		s.startStream(ctx, buf.stream) // mcp_stream.go
 		return
 	}
-	writeJSON(ctx, limitedStatus(ctx, buf, unavailableStatus(ctx), false), buf.out)
+	status := unavailableStatus(ctx)
+	if ctx.UserValue(badRequestKey{}) != nil {
+		status = fasthttp.StatusBadRequest
+	}
+	writeJSON(ctx, limitedStatus(ctx, buf, status, false), buf.out)
 }
 
 // modernError answers a request refused before its method ran: with its id
@@ -130,36 +140,39 @@ func (s *Server) checkModern(ctx *fasthttp.RequestCtx, m *message) (int, *rpcErr
 	header := ctx.Request.Header.Peek(headerProtocolVersion)
 	switch {
 	case len(header) == 0:
-		return fasthttp.StatusBadRequest, &rpcError{codeHeaderMismatch,
-			"Header mismatch: the MCP-Protocol-Version header is required"}
+		return fasthttp.StatusBadRequest, &rpcError{code: codeHeaderMismatch, msg: "Header mismatch: the MCP-Protocol-Version header is required"}
+
 	case version != nil && (version[0] != '"' || string(unquote(version)) != string(header)):
-		return fasthttp.StatusBadRequest, &rpcError{codeHeaderMismatch, fmt.Sprintf(
+		return fasthttp.StatusBadRequest, &rpcError{code: codeHeaderMismatch, msg: fmt.Sprintf(
 			"Header mismatch: MCP-Protocol-Version header value %q does not match _meta %s %s", header, metaProtocolVersion, version)}
+
 	case !parseRevision(header).modern():
-		return fasthttp.StatusBadRequest, &rpcError{codeUnsupportedVersion, string(header)}
+		return fasthttp.StatusBadRequest, &rpcError{code: codeUnsupportedVersion, msg: string(header)}
 	}
 
 	// Methods first: one this revision lacks has no params to check (the
 	// SDKs send ping, removed in 2026-07-28, without _meta).
 	switch string(m.method) {
 	case "server/discover", "tools/list", "tools/call",
-		"resources/list", "resources/templates/list", "resources/read", "prompts/list", "prompts/get": // the upstreams' (resources.go)
+		"resources/list", "resources/templates/list", "resources/read", "prompts/list", "prompts/get", // the upstreams' (resources.go)
+		"completion/complete": // the upstreams' (completion.go)
 	default:
-		return fasthttp.StatusNotFound, &rpcError{codeMethodNotFound, "Method not found: " + string(m.method)}
+		return fasthttp.StatusNotFound, &rpcError{code: codeMethodNotFound, msg: "Method not found: " + string(m.method)}
 	}
 
 	switch caps := member(meta, metaClientCapabilities); {
 	case meta == nil || meta[0] != '{':
-		return fasthttp.StatusBadRequest, &rpcError{codeInvalidParams,
-			"Invalid params: params._meta is required, with " + metaProtocolVersion + " and " + metaClientCapabilities}
+		return fasthttp.StatusBadRequest, &rpcError{code: codeInvalidParams, msg: "Invalid params: params._meta is required, with " + metaProtocolVersion + " and " + metaClientCapabilities}
+
 	case version == nil:
-		return fasthttp.StatusBadRequest, &rpcError{codeInvalidParams, "Invalid params: _meta " + metaProtocolVersion + " is required"}
+		return fasthttp.StatusBadRequest, &rpcError{code: codeInvalidParams, msg: "Invalid params: _meta " + metaProtocolVersion + " is required"}
 	case caps == nil || caps[0] != '{':
-		return fasthttp.StatusBadRequest, &rpcError{codeInvalidParams, "Invalid params: _meta " + metaClientCapabilities + " is required (an object)"}
+		return fasthttp.StatusBadRequest, &rpcError{code: codeInvalidParams, msg: "Invalid params: _meta " + metaClientCapabilities + " is required (an object)"}
 	}
 	if level := member(meta, metaLogLevel); level != nil && logLevel(level) < 0 {
-		return fasthttp.StatusBadRequest, &rpcError{codeInvalidParams, fmt.Sprintf(
+		return fasthttp.StatusBadRequest, &rpcError{code: codeInvalidParams, msg: fmt.Sprintf(
 			"Invalid params: _meta %s %s is not a log level (%s)", metaLogLevel, level, strings.Join(logLevels[:], ", "))}
+
 	}
 
 	if rerr := checkStandardHeaders(ctx, m); rerr != nil {
@@ -183,10 +196,11 @@ func checkStandardHeaders(ctx *fasthttp.RequestCtx, m *message) *rpcError {
 	method := trimValue(ctx.Request.Header.Peek(headerMethod))
 	switch {
 	case len(method) == 0:
-		return &rpcError{codeHeaderMismatch, "Header mismatch: the Mcp-Method header is required"}
+		return &rpcError{code: codeHeaderMismatch, msg: "Header mismatch: the Mcp-Method header is required"}
 	case string(method) != string(m.method):
-		return &rpcError{codeHeaderMismatch, fmt.Sprintf(
+		return &rpcError{code: codeHeaderMismatch, msg: fmt.Sprintf(
 			"Header mismatch: Mcp-Method header value %q does not match body value %q", method, m.method)}
+
 	}
 	switch string(m.method) {
 	case "tools/call", "prompts/get":
@@ -206,7 +220,16 @@ func (s *Server) checkParamHeaders(ctx *fasthttp.RequestCtx, params []byte) *rpc
 	if name == nil || name[0] != '"' {
 		return nil
 	}
-	t, err := s.backend.Tool(ctx, string(unquote(name)))
+	var t store.Tool
+	var err error
+	if vs := serverOf(ctx); vs != nil { // a virtual server's own names (servers.go)
+		var ok bool
+		if t, ok = vs.byName[string(unquote(name))]; !ok {
+			return nil
+		}
+	} else {
+		t, err = s.backend.Tool(ctx, string(unquote(name)))
+	}
 	schema := trimValue(t.InputSchema)
 	if err != nil || !t.Enabled || validate(schema) != nil {
 		return nil // toolsCall answers, from its own lookup
@@ -257,22 +280,23 @@ func checkMirrored(name string, header, body []byte) *rpcError {
 	case len(header) == 0 && body == nil:
 		return nil
 	case len(header) == 0:
-		return &rpcError{codeHeaderMismatch, "Header mismatch: the " + name + " header is required: the body has its value"}
+		return &rpcError{code: codeHeaderMismatch, msg: "Header mismatch: the " + name + " header is required: the body has its value"}
 	case body == nil:
-		return &rpcError{codeHeaderMismatch, "Header mismatch: " + name + " header sent, but the body has no value for it"}
+		return &rpcError{code: codeHeaderMismatch, msg: "Header mismatch: " + name + " header sent, but the body has no value for it"}
 	}
 	for _, c := range header {
 		if (c < 0x20 || c > 0x7e) && c != '\t' {
-			return &rpcError{codeHeaderMismatch, "Header mismatch: " + name + " header value has invalid characters"}
+			return &rpcError{code: codeHeaderMismatch, msg: "Header mismatch: " + name + " header value has invalid characters"}
 		}
 	}
 	value, ok := decodeHeaderValue(header)
 	if !ok {
-		return &rpcError{codeHeaderMismatch, "Header mismatch: " + name + " header value is not valid Base64"}
+		return &rpcError{code: codeHeaderMismatch, msg: "Header mismatch: " + name + " header value is not valid Base64"}
 	}
 	if !sameValue(value, body) {
-		return &rpcError{codeHeaderMismatch, fmt.Sprintf(
+		return &rpcError{code: codeHeaderMismatch, msg: fmt.Sprintf(
 			"Header mismatch: %s header value %q does not match body value %s", name, header, body)}
+
 	}
 	return nil
 }
@@ -362,7 +386,7 @@ func (s *Server) completeResult(out []byte, start int, method []byte) []byte {
 	if len(res) < 2 || res[0] != '{' {
 		return out
 	}
-	n, hasType, hasMeta := 0, false, false
+	n, hasType, hasMeta, hasHints := 0, false, false, false
 	for it := objectMembers(res); ; n++ {
 		k, _, ok := it.next()
 		if !ok {
@@ -370,6 +394,7 @@ func (s *Server) completeResult(out []byte, start int, method []byte) []byte {
 		}
 		hasType = hasType || keyIs(k, "resultType")
 		hasMeta = hasMeta || keyIs(k, "_meta")
+		hasHints = hasHints || keyIs(k, "ttlMs") || keyIs(k, "cacheScope")
 	}
 	out = out[:start+bytes.LastIndexByte(out[start:], '}')] // reopen the object
 	if !hasType {
@@ -382,9 +407,12 @@ func (s *Server) completeResult(out []byte, start int, method []byte) []byte {
 	case "tools/list", "server/discover", "resources/list", "resources/templates/list", "prompts/list":
 		out = appendMember(out, &n, s.cacheHints)
 	case "resources/read":
-		// An upstream's content, which the gateway cannot tell the
-		// freshness of: stale at once (the spec's default).
-		out = appendMember(out, &n, []byte(`"ttlMs":0,"cacheScope":"public"`))
+		// An upstream's content: its own hints when it gave them (a
+		// 2026-07-28 upstream), else stale at once (the spec's default),
+		// since the gateway cannot tell its freshness.
+		if !hasHints {
+			out = appendMember(out, &n, []byte(`"ttlMs":0,"cacheScope":"public"`))
+		}
 	}
 	return append(out, '}')
 }
@@ -426,4 +454,47 @@ func member(obj []byte, name string) []byte {
 			val = v
 		}
 	}
+}
+
+// --- Upstreams that speak 2026-07-28 -----------------------------------------------
+
+// upstreamContext is callCtx, marked for the upstream client when the
+// request is a 2026-07-28 one: an upstream that speaks that revision gets
+// the request in its form, with the client's capabilities, log level and
+// mirrored argument headers, and a multi-round-trip retry's inputResponses
+// and requestState (upstream/modern.go). An older upstream gets it in the
+// worker's session with it, as a legacy client's.
+func (b *buffers) upstreamContext(ctx *fasthttp.RequestCtx, callCtx context.Context) context.Context {
+	if b.modern == nil && b.params != nil {
+		b.modern = newModern(ctx, b.params)
+	}
+	if b.modern == nil {
+		return callCtx
+	}
+	return upstream.WithModern(callCtx, b.modern)
+}
+
+// newModern copies out of a 2026-07-28 request what goes on upstream.
+func newModern(ctx *fasthttp.RequestCtx, params []byte) *upstream.Modern {
+	meta := member(params, "_meta")
+	m := &upstream.Modern{
+		Capabilities:   bytes.Clone(member(meta, metaClientCapabilities)),
+		ClientInfo:     bytes.Clone(member(meta, metaClientInfo)),
+		InputResponses: bytes.Clone(member(params, "inputResponses")),
+		RequestState:   bytes.Clone(member(params, "requestState")),
+	}
+	if level := member(meta, metaLogLevel); level != nil && level[0] == '"' {
+		m.LogLevel = string(unquote(level))
+	}
+	// The Mcp-Param-* headers were checked against the arguments, which go
+	// upstream as they are: they mirror them there too.
+	ctx.Request.Header.VisitAll(func(k, v []byte) {
+		if len(k) > len(headerParamPrefix) && strings.EqualFold(string(k[:len(headerParamPrefix)]), headerParamPrefix) {
+			if m.Header == nil {
+				m.Header = http.Header{}
+			}
+			m.Header.Add(string(k), string(v))
+		}
+	})
+	return m
 }

@@ -77,7 +77,7 @@ func TestMCPModernRequests(t *testing.T) {
 	res := modernResult(t, modernCall(t, s, tok, "server/discover", "", modernBody("server/discover", "")))
 	got, _ := json.Marshal(res)
 	want := `{"_meta":{"io.modelcontextprotocol/serverInfo":{"name":"mcpgateway","version":"1.2.3-test"}},"cacheScope":"public",` +
-		`"capabilities":{"logging":{},"prompts":{"listChanged":false},"resources":{"listChanged":false},"tools":{"listChanged":false}},"resultType":"complete",` +
+		`"capabilities":{"completions":{},"logging":{},"prompts":{"listChanged":false},"resources":{"listChanged":false},"tools":{"listChanged":false}},"resultType":"complete",` +
 		`"supportedVersions":["2026-07-28","2025-11-25","2025-06-18","2025-03-26"],"ttlMs":60000}`
 	if string(got) != want {
 		t.Errorf("server/discover\n got %s\nwant %s", got, want)
@@ -117,7 +117,7 @@ func TestMCPModernRequests(t *testing.T) {
 
 	// Methods 2026-07-28 does not have, or the gateway does not offer: 404.
 	for _, method := range []string{"initialize", "ping", "logging/setLevel", "resources/subscribe", "resources/unsubscribe",
-		"unknown/method", "notifications/initialized", "convert_time", "completion/complete"} {
+		"unknown/method", "notifications/initialized", "convert_time"} {
 		modernErr(t, method, modernCall(t, s, tok, method, "", modernBody(method, "")), 404, codeMethodNotFound, false)
 	}
 

@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/mcpgateway/mcpgateway/store"
+	"github.com/mcpgateway/mcpgateway/upstream"
 )
 
 // SSE answers to POST /mcp (docs/mcp.md, G9 to G12). A tools/call of an
@@ -95,12 +96,14 @@ type streamCall struct {
 	level int             // the least severe notifications/message forwarded; -1: none
 	key   string          // in Server.calls, for notifications/cancelled; "": none
 	sid   string          // the legacy session's id; "": none
+
+	modern *upstream.Modern // a 2026-07-28 request's, for the upstream (mcp_modern.go)
 }
 
 // deferToStream decides whether a tools/call of the upstream tool t is
 // answered over SSE and, if so, records it in buf.stream for serveMCP or
 // serveModern to start once the handler's checks are all done.
-func (s *Server) deferToStream(ctx context.Context, t store.Tool, params, args []byte, buf *buffers) bool {
+func (s *Server) deferToStream(ctx *fasthttp.RequestCtx, t store.Tool, params, args []byte, buf *buffers) bool {
 	if !buf.sse || buf.id == nil {
 		return false
 	}
@@ -123,6 +126,9 @@ func (s *Server) deferToStream(ctx context.Context, t store.Tool, params, args [
 	}
 	sc := &streamCall{tool: t, args: bytes.Clone(args), id: bytes.Clone(buf.id), user: buf.user, rev: buf.rev,
 		token: bytes.Clone(token), level: level}
+	if buf.params != nil {
+		sc.modern = newModern(ctx, buf.params)
+	}
 	if buf.sid != nil {
 		sc.key, sc.sid = callKey(buf.sid, buf.id), string(buf.sid)
 	}
@@ -210,7 +216,7 @@ func (s *Server) runCall(run *callRun) {
 	}()
 	buf := getBuffers()
 	defer putBuffers(buf)
-	buf.user, buf.rev, buf.callCtx = sc.user, sc.rev, run.ctx
+	buf.user, buf.rev, buf.callCtx, buf.modern = sc.user, sc.rev, run.ctx, sc.modern
 	if sc.token != nil {
 		buf.progressToken = sc.token // an untyped nil otherwise: no progress asked upstream
 	}

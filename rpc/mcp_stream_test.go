@@ -56,6 +56,10 @@ func newStreamUpstream(t *testing.T) *streamUpstream {
 			u.replies <- json.RawMessage(raw)
 			w.WriteHeader(http.StatusAccepted)
 			return
+		case "server/discover": // a 2025-11-25 server knows no such method
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"error":{"code":-32601,"message":"Method not found"}}`, m.ID)
+			return
 		case "initialize":
 			w.Header().Set("Content-Type", "application/json")
 			w.Header().Set("Mcp-Session-Id", "up-session")

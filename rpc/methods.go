@@ -40,11 +40,11 @@ func (s *Server) invoke(ctx *fasthttp.RequestCtx, m *message, buf *buffers, out 
 	case "prompts/list":
 		return s.listFederated(ctx, &promptsList, m.params, out)
 	case "prompts/get":
-		return s.promptsGet(ctx, m.params, nil, out)
+		return s.promptsGet(ctx, m.params, buf, out)
 	case "resources/subscribe", "resources/unsubscribe": // legacy sessions (subscriptions.go)
 		return s.subscribeMethod(ctx, m.params, buf, string(m.method) == "resources/subscribe", out)
 	case "completion/complete": // the upstreams' completions (completion.go)
-		return s.complete(ctx, nil, m.params, out)
+		return s.complete(ctx, buf, m.params, out)
 	case "logging/setLevel":
 		if buf.sid != nil && s.levels != nil { // legacy sessions only (mcp_logging.go)
 			return s.setLevel(ctx, m.params, buf, out)
@@ -99,7 +99,7 @@ const sessionLoggingCapabilities = `{"completions":{},"logging":{},"prompts":{"l
 // (mcp_stream.go), which needs logging declared. Legacy sessions set theirs
 // with logging/setLevel: initialize declares the same when the Backend
 // keeps session levels (mcp_logging.go).
-const modernCapabilities = `{"logging":{},"prompts":{"listChanged":false},"resources":{"listChanged":false},"tools":{"listChanged":false}}`
+const modernCapabilities = `{"completions":{},"logging":{},"prompts":{"listChanged":false},"resources":{"listChanged":false},"tools":{"listChanged":false}}`
 
 // fallbackSchema stands in for a stored input schema that is missing or not
 // valid JSON, so that one bad row cannot make tools/list invalid JSON.
@@ -166,7 +166,7 @@ func appendToolsPage(out []byte, tools []store.Tool, after string) []byte {
 // a tool that runs and fails answers a result with isError.
 func (s *Server) toolsCall(ctx *fasthttp.RequestCtx, params []byte, buf *buffers, out []byte) ([]byte, *rpcError) {
 	if params == nil || params[0] != '{' {
-		return out, &rpcError{codeInvalidParams, "Invalid params: tools/call params must be an object with a name"}
+		return out, &rpcError{code: codeInvalidParams, msg: "Invalid params: tools/call params must be an object with a name"}
 	}
 	var name, args []byte
 	hasName := false
@@ -178,7 +178,7 @@ func (s *Server) toolsCall(ctx *fasthttp.RequestCtx, params []byte, buf *buffers
 		switch string(unquote(k)) {
 		case "name":
 			if v[0] != '"' {
-				return out, &rpcError{codeInvalidParams, "Invalid params: name must be a string"}
+				return out, &rpcError{code: codeInvalidParams, msg: "Invalid params: name must be a string"}
 			}
 			name, hasName = unquote(v), true
 		case "arguments":
@@ -188,19 +188,19 @@ func (s *Server) toolsCall(ctx *fasthttp.RequestCtx, params []byte, buf *buffers
 			case 'n':
 				args = nil
 			default:
-				return out, &rpcError{codeInvalidParams, "Invalid params: arguments must be an object"}
+				return out, &rpcError{code: codeInvalidParams, msg: "Invalid params: arguments must be an object"}
 			}
 		}
 	}
 	if !hasName {
-		return out, &rpcError{codeInvalidParams, "Invalid params: name is required"}
+		return out, &rpcError{code: codeInvalidParams, msg: "Invalid params: name is required"}
 	}
 	tool, t, found, rerr := s.findCallable(ctx, buf, name) // servers.go
 	if rerr != nil {
 		return out, rerr
 	}
 	if !found {
-		return out, &rpcError{codeInvalidParams, "Unknown tool: " + string(name)}
+		return out, &rpcError{code: codeInvalidParams, msg: "Unknown tool: " + string(name)}
 	}
 	if rerr := s.rateLimit(tool, buf); rerr != nil {
 		return out, rerr
@@ -225,10 +225,10 @@ func (s *Server) bareTool(ctx *fasthttp.RequestCtx, m *message, buf *buffers, ou
 		return out, rerr
 	}
 	if !found {
-		return out, &rpcError{codeMethodNotFound, "Method not found: " + string(m.method)}
+		return out, &rpcError{code: codeMethodNotFound, msg: "Method not found: " + string(m.method)}
 	}
 	if m.params != nil && m.params[0] != '{' {
-		return out, &rpcError{codeInvalidParams, "Invalid params: the arguments of tool " + tool + " must be an object"}
+		return out, &rpcError{code: codeInvalidParams, msg: "Invalid params: the arguments of tool " + tool + " must be an object"}
 	}
 	if rerr := s.rateLimit(tool, buf); rerr != nil {
 		return out, rerr

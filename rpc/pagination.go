@@ -33,7 +33,7 @@ func readCursor(params []byte) (string, *rpcError) {
 		return "", nil
 	}
 	if params[0] != '{' {
-		return "", &rpcError{codeInvalidParams, "Invalid params: tools/list params must be an object"}
+		return "", &rpcError{code: codeInvalidParams, msg: "Invalid params: tools/list params must be an object"}
 	}
 	var cursor []byte
 	for it := objectMembers(params); ; {
@@ -50,7 +50,7 @@ func readCursor(params []byte) (string, *rpcError) {
 		case 'n':
 			cursor = nil
 		default:
-			return "", &rpcError{codeInvalidParams, "Invalid params: cursor must be a string"}
+			return "", &rpcError{code: codeInvalidParams, msg: "Invalid params: cursor must be a string"}
 		}
 	}
 	if len(cursor) == 0 {
@@ -58,7 +58,7 @@ func readCursor(params []byte) (string, *rpcError) {
 	}
 	name, err := cursorEncoding.AppendDecode(nil, cursor)
 	if err != nil || len(name) == 0 || !utf8.Valid(name) {
-		return "", &rpcError{codeInvalidParams, "Invalid params: invalid cursor"}
+		return "", &rpcError{code: codeInvalidParams, msg: "Invalid params: invalid cursor"}
 	}
 	return string(name), nil
 }

@@ -149,7 +149,7 @@ func (b *buffers) limited(wait time.Duration, msg string) *rpcError {
 	if secs > b.retryAfter {
 		b.retryAfter = secs
 	}
-	return &rpcError{codeRateLimited, msg + "; retry after " + strconv.Itoa(secs) + " s"}
+	return &rpcError{code: codeRateLimited, msg: msg + "; retry after " + strconv.Itoa(secs) + " s"}
 }
 
 // limitedStatus sets Retry-After when a call of the request was over a rate

@@ -191,10 +191,10 @@ func (s *Server) listFederated(ctx *fasthttp.RequestCtx, l *federatedList, param
 // singlePageParams checks the params of a list of one page.
 func singlePageParams(params []byte) *rpcError {
 	if params != nil && params[0] != '{' && params[0] != 'n' {
-		return &rpcError{codeInvalidParams, "Invalid params: params must be an object"}
+		return &rpcError{code: codeInvalidParams, msg: "Invalid params: params must be an object"}
 	}
 	if c := member(params, "cursor"); c != nil && c[0] != 'n' {
-		return &rpcError{codeInvalidParams, "Invalid params: invalid cursor (this list has a single page)"}
+		return &rpcError{code: codeInvalidParams, msg: "Invalid params: invalid cursor (this list has a single page)"}
 	}
 	return nil
 }
@@ -220,22 +220,19 @@ func renamed(raw json.RawMessage, name string) json.RawMessage {
 func (s *Server) resourcesRead(ctx *fasthttp.RequestCtx, params []byte, buf *buffers, out []byte) ([]byte, *rpcError) {
 	uri := member(params, "uri")
 	if uri == nil || uri[0] != '"' {
-		return out, &rpcError{codeInvalidParams, "Invalid params: resources/read needs a uri (a string)"}
+		return out, &rpcError{code: codeInvalidParams, msg: "Invalid params: resources/read needs a uri (a string)"}
 	}
 	u := string(unquote(uri))
-	gateway, rerr := s.resourceOwner(ctx, u)
-	if buf.vs != nil && gateway != "" && !buf.vs.servesURI(gateway, u) {
-		gateway = ""
-	}
+	gateway, rerr := s.resourceOwner(ctx, u, buf.vs.servesURIFunc(u))
 	switch {
 	case rerr != nil:
 		return out, rerr
 	case gateway == "" && buf.rev.modern():
-		return out, &rpcError{codeInvalidParams, "Resource not found: " + u}
+		return out, &rpcError{code: codeInvalidParams, msg: "Resource not found: " + u}
 	case gateway == "":
-		return out, &rpcError{codeResourceNotFound, "Resource not found: " + u}
+		return out, &rpcError{code: codeResourceNotFound, msg: "Resource not found: " + u}
 	}
-	return s.forward(ctx, gateway, "resources/read", out, func(c *upstream.Client, callCtx context.Context) (json.RawMessage, error) {
+	return s.forward(ctx, buf, gateway, "resources/read", out, func(c *upstream.Client, callCtx context.Context) (json.RawMessage, error) {
 		return c.ReadResource(callCtx, u)
 	})
 }
@@ -243,21 +240,21 @@ func (s *Server) resourcesRead(ctx *fasthttp.RequestCtx, params []byte, buf *buf
 // promptsGet forwards prompts/get to the upstream its name starts with;
 // on a virtual server's endpoint, to the upstream of the server's prompt
 // of that name (servers.go).
-func (s *Server) promptsGet(ctx *fasthttp.RequestCtx, params []byte, vs *serverView, out []byte) ([]byte, *rpcError) {
+func (s *Server) promptsGet(ctx *fasthttp.RequestCtx, params []byte, buf *buffers, out []byte) ([]byte, *rpcError) {
 	name, args := member(params, "name"), member(params, "arguments")
 	switch {
 	case name == nil || name[0] != '"':
-		return out, &rpcError{codeInvalidParams, "Invalid params: prompts/get needs a name (a string)"}
+		return out, &rpcError{code: codeInvalidParams, msg: "Invalid params: prompts/get needs a name (a string)"}
 	case args != nil && args[0] != '{' && args[0] != 'n':
-		return out, &rpcError{codeInvalidParams, "Invalid params: arguments must be an object"}
+		return out, &rpcError{code: codeInvalidParams, msg: "Invalid params: arguments must be an object"}
 	case args != nil && args[0] == 'n':
 		args = nil
 	}
-	gateway, prompt, rerr := s.promptRoute(ctx, vs, string(unquote(name)))
+	gateway, prompt, rerr := s.promptRoute(ctx, buf.vs, string(unquote(name)))
 	if rerr != nil {
 		return out, rerr
 	}
-	return s.forward(ctx, gateway, "prompts/get", out, func(c *upstream.Client, callCtx context.Context) (json.RawMessage, error) {
+	return s.forward(ctx, buf, gateway, "prompts/get", out, func(c *upstream.Client, callCtx context.Context) (json.RawMessage, error) {
 		return c.GetPrompt(callCtx, prompt, json.RawMessage(args))
 	})
 }
@@ -272,7 +269,7 @@ func (s *Server) promptRoute(ctx *fasthttp.RequestCtx, vs *serverView, full stri
 			return "", "", rerr
 		}
 		if !found {
-			return "", "", &rpcError{codeInvalidParams, "Unknown prompt: " + full}
+			return "", "", &rpcError{code: codeInvalidParams, msg: "Unknown prompt: " + full}
 		}
 		return ref.gateway, ref.name, nil
 	}
@@ -283,7 +280,7 @@ func (s *Server) promptRoute(ctx *fasthttp.RequestCtx, vs *serverView, full stri
 		return "", "", rerr
 	}
 	if i := sort.SearchStrings(names, g); !ok || i == len(names) || names[i] != g {
-		return "", "", &rpcError{codeInvalidParams, "Unknown prompt: " + full}
+		return "", "", &rpcError{code: codeInvalidParams, msg: "Unknown prompt: " + full}
 	}
 	return g, p, nil
 }
@@ -292,18 +289,18 @@ func (s *Server) promptRoute(ctx *fasthttp.RequestCtx, vs *serverView, full stri
 // appends its result as it is. The upstream's JSON-RPC errors are passed
 // on; an upstream that cannot be reached is -32603 "upstream NAME
 // unavailable".
-func (s *Server) forward(ctx *fasthttp.RequestCtx, gateway, method string, out []byte,
+func (s *Server) forward(ctx *fasthttp.RequestCtx, buf *buffers, gateway, method string, out []byte,
 	do func(*upstream.Client, context.Context) (json.RawMessage, error)) ([]byte, *rpcError) {
 	c, err := s.upstreamClient(ctx, gateway)
 	var res json.RawMessage
 	if err == nil {
-		callCtx, cancel := s.withinRequest(ctx, ctx)
+		callCtx, cancel := s.withinRequest(ctx, buf.upstreamContext(ctx, ctx))
 		res, err = do(c, callCtx)
 		cancel()
 	}
 	out, rerr, failure := s.upstreamAnswer(ctx, gateway, res, err, out, zap.String("method", method))
 	if failure != "" {
-		rerr = &rpcError{codeInternalError, failure}
+		rerr = &rpcError{code: codeInternalError, msg: failure}
 	}
 	return out, rerr
 }
@@ -317,7 +314,7 @@ type resourceIndex struct {
 	built      time.Time
 	refreshing bool
 	last       map[string]upstreamURIs // by gateway: an upstream that fails keeps what it listed
-	uris       map[string]string       // URI → gateway
+	uris       map[string][]string     // URI → the gateways that list it, in name order
 	prefixes   []uriPrefix             // templates' literal starts, longest first
 }
 
@@ -325,11 +322,14 @@ type upstreamURIs struct{ uris, prefixes []string }
 
 type uriPrefix struct{ prefix, gateway string }
 
-// resourceOwner returns the upstream that owns uri ("": none). The index
+// resourceOwner returns the upstream that owns uri ("": none): the first,
+// in name order, of those that list it (or a template it fits) that accept
+// takes (nil: any), so that a virtual server's endpoint reads a URI that
+// two upstreams list from the one it serves. The index
 // is listed again when older than resourceIndexTTL, by one request while
 // the others use the older one; a URI missing from it is not a reason to
 // list again (unknown URIs would make every upstream list for each).
-func (s *Server) resourceOwner(ctx *fasthttp.RequestCtx, uri string) (string, *rpcError) {
+func (s *Server) resourceOwner(ctx *fasthttp.RequestCtx, uri string, accept func(gateway string) bool) (string, *rpcError) {
 	x := &s.federated.index
 	x.mu.Lock()
 	refresh := x.built.IsZero() || time.Since(x.built) >= resourceIndexTTL && !x.refreshing
@@ -352,7 +352,7 @@ func (s *Server) resourceOwner(ctx *fasthttp.RequestCtx, uri string) (string, *r
 	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	return x.owner(uri), nil
+	return x.owner(uri, accept), nil
 }
 
 // rebuild makes the index from each upstream's resources and templates;
@@ -381,8 +381,8 @@ func (x *resourceIndex) rebuild(resources, templates []listed) {
 		}
 		last[r.gateway] = u
 	}
-	x.last, x.uris, x.prefixes = last, map[string]string{}, nil
-	// Gateways in name order: the first to list a URI owns it.
+	x.last, x.uris, x.prefixes = last, map[string][]string{}, nil
+	// Gateways in name order: the first to list a URI owns it on /mcp.
 	gateways := make([]string, 0, len(last))
 	for g := range last {
 		gateways = append(gateways, g)
@@ -390,8 +390,8 @@ func (x *resourceIndex) rebuild(resources, templates []listed) {
 	sort.Strings(gateways)
 	for _, g := range gateways {
 		for _, uri := range last[g].uris {
-			if _, taken := x.uris[uri]; !taken {
-				x.uris[uri] = g
+			if gs := x.uris[uri]; len(gs) == 0 || gs[len(gs)-1] != g {
+				x.uris[uri] = append(gs, g)
 			}
 		}
 		for _, p := range last[g].prefixes {
@@ -402,14 +402,16 @@ func (x *resourceIndex) rebuild(resources, templates []listed) {
 	x.built = time.Now()
 }
 
-// owner finds uri's upstream: listed as it is, else by the longest
-// template start; x.mu is held.
-func (x *resourceIndex) owner(uri string) string {
-	if g, ok := x.uris[uri]; ok {
-		return g
+// owner finds uri's upstream that accept takes (nil: any): listed as it
+// is, else by the longest template start; x.mu is held.
+func (x *resourceIndex) owner(uri string, accept func(string) bool) string {
+	for _, g := range x.uris[uri] {
+		if accept == nil || accept(g) {
+			return g
+		}
 	}
 	for _, p := range x.prefixes {
-		if strings.HasPrefix(uri, p.prefix) {
+		if strings.HasPrefix(uri, p.prefix) && (accept == nil || accept(p.gateway)) {
 			return p.gateway
 		}
 	}

@@ -238,7 +238,7 @@ func (s *Server) callREST(ctx *fasthttp.RequestCtx, t store.Tool, args []byte, b
 		g.breaker.Release()
 		s.noteUpstream(UpstreamBusy) // backpressure: a 503 for a single message, as an upstream's
 		ctx.SetUserValue(unavailableKey{}, true)
-		return out, &rpcError{codeUnavailable, "REST tool " + t.Name + " busy: too many calls in flight to its endpoint; retry shortly"}
+		return out, &rpcError{code: codeUnavailable, msg: "REST tool " + t.Name + " busy: too many calls in flight to its endpoint; retry shortly"}
 	}
 	start := time.Now()
 	resp, err := restClient.Do(req)
@@ -263,7 +263,7 @@ func (s *Server) callREST(ctx *fasthttp.RequestCtx, t store.Tool, args []byte, b
 	}
 	switch {
 	case errors.Is(err, context.Canceled):
-		return out, &rpcError{codeInternalError, "Request cancelled"} // nobody reads the answer
+		return out, &rpcError{code: codeInternalError, msg: "Request cancelled"} // nobody reads the answer
 	case err != nil:
 		s.noteUpstream(UpstreamFailed)
 		s.upstreamErrors.log(s.log, "REST tool call failed", zap.String("tool", t.Name), zap.String("method", t.REST.Method), zap.Error(err))

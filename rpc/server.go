@@ -467,6 +467,12 @@ type buffers struct {
 	onNote        func(json.RawMessage)
 
 	vs *serverView // the virtual server whose endpoint this is (servers.go); nil: /mcp or /rpc
+
+	// A 2026-07-28 request's params, and what of them goes on to an
+	// upstream that speaks that revision, made when one is called
+	// (upstreamContext, mcp_modern.go).
+	params []byte
+	modern *upstream.Modern
 }
 
 // callContext is the context an upstream call runs in: its own when it
@@ -492,7 +498,7 @@ func putBuffers(b *buffers) {
 	}
 	b.out, b.text, b.user, b.retryAfter, b.rev = b.out[:0], b.text[:0], "", 0, revNone
 	b.sse, b.id, b.sid, b.stream, b.callCtx, b.progressToken, b.onNote = false, nil, nil, nil, nil, nil, nil
-	b.vs = nil
+	b.vs, b.params, b.modern = nil, nil, nil
 	bufferPool.Put(b)
 }
 
@@ -513,6 +519,10 @@ const (
 // unavailableKey marks a request one of whose messages got codeUnavailable.
 type unavailableKey struct{}
 
+// badRequestKey marks a 2026-07-28 request that an upstream refused for a
+// capability its client did not declare: 400, as the upstream answered.
+type badRequestKey struct{}
+
 // storeError maps the error of a store lookup made for a JSON-RPC message,
 // and logs it (an outage is logged at most once a second per worker, not
 // once per request).
@@ -523,10 +533,10 @@ func (s *Server) storeError(ctx *fasthttp.RequestCtx, what string, err error) *r
 			s.unavailableLogged.Store(now)
 			s.log.Warn(what+": database unavailable", zap.Error(err))
 		}
-		return &rpcError{codeUnavailable, msgUnavailable}
+		return &rpcError{code: codeUnavailable, msg: msgUnavailable}
 	}
 	s.log.Error(what, zap.Error(err))
-	return &rpcError{codeInternalError, "Internal error"}
+	return &rpcError{code: codeInternalError, msg: "Internal error"}
 }
 
 // unavailableStatus is the HTTP status of a single JSON-RPC message's

@@ -153,6 +153,24 @@ func (v *serverView) servesURI(gateway, uri string) bool {
 	return false
 }
 
+// servesURIFunc is servesURI of uri as resourceOwner's filter: nil (any
+// upstream) when there is no server (/mcp).
+func (v *serverView) servesURIFunc(uri string) func(gateway string) bool {
+	if v == nil {
+		return nil
+	}
+	return func(gateway string) bool { return v.servesURI(gateway, uri) }
+}
+
+// servesAnyFunc is servesURIFunc, a template of uri's upstream counting too
+// (completion, subscriptions).
+func (v *serverView) servesAnyFunc(uri string) func(gateway string) bool {
+	if v == nil {
+		return nil
+	}
+	return func(gateway string) bool { return v.servesURI(gateway, uri) || v.servesTemplate(gateway, uri) }
+}
+
 // servesTemplate reports whether the server serves a template of gateway's.
 func (v *serverView) servesTemplate(gateway, template string) bool {
 	return v.whole[gateway] || v.templates[template] != nil
@@ -310,16 +328,16 @@ func (s *Server) invokeOnServer(ctx *fasthttp.RequestCtx, m *message, buf *buffe
 		out, rerr := s.resourcesRead(ctx, m.params, buf, out)
 		return out, rerr, true
 	case "prompts/get":
-		out, rerr := s.promptsGet(ctx, m.params, vs, out)
+		out, rerr := s.promptsGet(ctx, m.params, buf, out)
 		return out, rerr, true
 	case "completion/complete": // legacy sessions only, as on /mcp (mcp_modern.go)
-		out, rerr := s.complete(ctx, vs, m.params, out)
+		out, rerr := s.complete(ctx, buf, m.params, out)
 		return out, rerr, true
 	}
 	if bytes.HasPrefix(m.method, []byte("notifications/")) {
 		return out, nil, false
 	}
-	return out, &rpcError{codeMethodNotFound, "Method not found: " + string(m.method)}, true
+	return out, &rpcError{code: codeMethodNotFound, msg: "Method not found: " + string(m.method)}, true
 }
 
 // initializeServer is initialize on a server's endpoint: as on /mcp
@@ -345,7 +363,7 @@ func (s *Server) initializeServer(vs *serverView, params []byte, out []byte) ([]
 // so that every worker declares the same.
 func (v *serverView) appendCapabilities(out []byte, logging, session bool) []byte {
 	out = append(out, '{')
-	if session && (v.hasPrompts || v.hasResources) {
+	if v.hasPrompts || v.hasResources {
 		out = append(out, `"completions":{},`...)
 	}
 	if logging {

@@ -68,20 +68,20 @@ func (s *Server) subscribeMethod(ctx *fasthttp.RequestCtx, params []byte, buf *b
 		if subscribe {
 			method = "resources/subscribe"
 		}
-		return out, &rpcError{codeMethodNotFound, "Method not found: " + method}
+		return out, &rpcError{code: codeMethodNotFound, msg: "Method not found: " + method}
 	}
 	uri := member(params, "uri")
 	if uri == nil || uri[0] != '"' {
-		return out, &rpcError{codeInvalidParams, "Invalid params: a uri (a string) is required"}
+		return out, &rpcError{code: codeInvalidParams, msg: "Invalid params: a uri (a string) is required"}
 	}
 	u := string(unquote(uri))
 	if subscribe {
-		owner, rerr := s.resourceOwner(ctx, u)
+		owner, rerr := s.resourceOwner(ctx, u, buf.vs.servesAnyFunc(u))
 		if rerr != nil {
 			return out, rerr
 		}
 		if owner == "" || buf.vs != nil && !buf.vs.servesURI(owner, u) && !buf.vs.servesTemplate(owner, u) {
-			return out, &rpcError{codeResourceNotFound, "Resource not found: " + u}
+			return out, &rpcError{code: codeResourceNotFound, msg: "Resource not found: " + u}
 		}
 	}
 	sid := string(buf.sid)
@@ -163,7 +163,7 @@ func (s *Server) subscribeHere(ctx *fasthttp.RequestCtx, uri string, ch chan []b
 		return true
 	}
 	ss.mu.Unlock()
-	owner, rerr := s.resourceOwner(ctx, uri)
+	owner, rerr := s.resourceOwner(ctx, uri, nil)
 	if rerr != nil || owner == "" {
 		return false
 	}

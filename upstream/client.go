@@ -88,7 +88,13 @@ type Client struct {
 	version string      // the negotiated revision
 	sse     *sseSession // the event stream of an sse upstream's session; nil otherwise
 	info    ServerInfo
+
+	// Whether the upstream serves 2026-07-28 (modern.go), once asked.
+	modernKnown, modern bool
 }
+
+// clientInfo is the gateway's identity to its upstreams.
+var clientInfo = map[string]string{"name": "mcpgateway", "version": "1"}
 
 // ServerInfo is what initialize told of the upstream.
 type ServerInfo struct {
@@ -198,7 +204,7 @@ func (c *Client) initializeLocked(ctx context.Context) error {
 	params := map[string]any{
 		"protocolVersion": Versions[0],
 		"capabilities":    capabilities,
-		"clientInfo":      map[string]string{"name": "mcpgateway", "version": "1"},
+		"clientInfo":      clientInfo,
 	}
 	var res struct {
 		ProtocolVersion string          `json:"protocolVersion"`
@@ -246,7 +252,26 @@ func (c *Client) initializeLocked(ctx context.Context) error {
 	c.ready, c.session, c.version = true, session, res.ProtocolVersion
 	c.info = res.ServerInfo
 	c.info.Capabilities, c.info.Protocol = res.Capabilities, res.ProtocolVersion
+	c.askAllLogs(ctx, res.Capabilities)
 	return nil
+}
+
+// askAllLogs sets the session's log level to debug when the upstream
+// declares logging: a server sends no log messages before a level is set
+// (the Go SDK's rule), and the gateway filters them for each of its own
+// clients by that client's level (rpc/mcp_logging.go). A refusal leaves
+// the session as it is.
+func (c *Client) askAllLogs(ctx context.Context, capabilities json.RawMessage) {
+	var caps map[string]json.RawMessage
+	if json.Unmarshal(capabilities, &caps) != nil || caps["logging"] == nil || string(caps["logging"]) == "null" {
+		return
+	}
+	params := map[string]any{"level": "debug"}
+	if c.sse != nil {
+		c.sse.request(ctx, "logging/setLevel", params, nil, nil)
+		return
+	}
+	c.exchange(ctx, "logging/setLevel", params, c.session, c.version, nil)
 }
 
 // ListTools lists every tool of the upstream, page after page (listAll,
@@ -337,7 +362,8 @@ func (c *Client) call(ctx context.Context, method string, params map[string]any,
 	var st *StatusError
 	if err != nil && ctx.Err() == nil && (discovery || errors.Is(err, errNotSent) || errors.As(err, &st) && (st.Status == 404 || st.Status == 400)) {
 		c.mu.Lock()
-		c.ready = false // the next callOnce initializes again
+		c.ready = false       // the next callOnce initializes again
+		c.modernKnown = false // and asks again which revisions it serves
 		c.mu.Unlock()
 		res, err = c.callOnce(ctx, method, params, progressToken, onNote)
 	}
@@ -358,6 +384,17 @@ func (c *Client) call(ctx context.Context, method string, params map[string]any,
 }
 
 func (c *Client) callOnce(ctx context.Context, method string, params map[string]any, progressToken any, onNote func(json.RawMessage)) (json.RawMessage, error) {
+	if m := modernOf(ctx); m != nil {
+		modern, err := c.speaksModern(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if modern {
+			modernParams(m, params, progressToken)
+			res, _, err := c.exchange(ctx, method, params, "", ModernVersion, onNote)
+			return res, err
+		}
+	}
 	c.mu.Lock()
 	if !c.ready || c.sse != nil && c.sse.ended() {
 		// Under the lock: concurrent first calls open one session, and
@@ -382,7 +419,7 @@ func (c *Client) callOnce(ctx context.Context, method string, params map[string]
 // notify sends a notification (no answer but 202).
 func (c *Client) notify(ctx context.Context, method, session, version string) error {
 	body, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "method": method})
-	resp, err := c.post(ctx, body, session, version)
+	resp, err := c.post(ctx, body, session, version, nil)
 	if err != nil {
 		return err
 	}
@@ -402,7 +439,7 @@ func (c *Client) cancelUpstream(id int64, why error, session, version string) {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		if resp, err := c.post(ctx, body, session, version); err == nil {
+		if resp, err := c.post(ctx, body, session, version, nil); err == nil {
 			io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 			resp.Body.Close()
 		}
@@ -439,7 +476,7 @@ func (c *Client) requestsAnswered(ctx context.Context, onNote func(json.RawMessa
 			reply["error"] = map[string]any{"code": -32601, "message": "Method not found: " + m.Method + " cannot reach the gateway's client on this call"}
 		}
 		body, _ := json.Marshal(reply)
-		if resp, err := c.post(ctx, body, session, version); err == nil {
+		if resp, err := c.post(ctx, body, session, version, nil); err == nil {
 			io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 			resp.Body.Close()
 		}
@@ -460,17 +497,23 @@ func (c *Client) exchange(ctx context.Context, method string, params any, sessio
 	if err != nil {
 		return nil, nil, err
 	}
-	if method == "tools/call" {
+	if method == "tools/call" && version != ModernVersion {
 		// A call given up (its client cancelled or went away, or the time
 		// ran out) is cancelled upstream too: a closed stream is not a
 		// cancellation to a 2025-11-25 server, which would go on working.
+		// (A 2026-07-28 request is cancelled by closing its stream.)
 		defer func() {
 			if ctx.Err() != nil {
 				c.cancelUpstream(id, ctx.Err(), session, version)
 			}
 		}()
 	}
-	resp, err := c.post(ctx, body, session, version)
+	var headers func(*http.Request)
+	if version == ModernVersion {
+		p, _ := params.(map[string]any)
+		headers = func(req *http.Request) { modernHeaders(req, method, p, modernOf(ctx)) }
+	}
+	resp, err := c.post(ctx, body, session, version, headers)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -478,7 +521,12 @@ func (c *Client) exchange(ctx context.Context, method string, params any, sessio
 	ct := resp.Header.Get("Content-Type")
 	switch {
 	case resp.StatusCode/100 == 2 && strings.HasPrefix(ct, "text/event-stream"):
-		res, err := readStream(resp.Body, id, c.requestsAnswered(ctx, onNote, session, version))
+		notes := c.requestsAnswered(ctx, onNote, session, version)
+		var pos streamPosition
+		res, err := readStream(resp.Body, id, &pos, notes)
+		if errors.Is(err, errStreamEnded) && pos.lastID != "" && version != ModernVersion {
+			res, err = c.resumeStream(ctx, id, &pos, session, version, notes)
+		}
 		return res, resp.Header, err
 	case strings.HasPrefix(ct, "application/json"):
 		raw, err := io.ReadAll(io.LimitReader(resp.Body, maxMessage))
@@ -491,9 +539,10 @@ func (c *Client) exchange(ctx context.Context, method string, params any, sessio
 		}
 		if err != nil && resp.StatusCode/100 != 2 {
 			// An error answer with a JSON-RPC body: the status tells
-			// a lost session (404) from a bad request.
+			// a lost session (404) from a bad request. A 2026-07-28
+			// request has no session: its error is the answer.
 			var rpcErr *RPCError
-			if errors.As(err, &rpcErr) && (resp.StatusCode == 404 || resp.StatusCode == 400 && session != "") {
+			if errors.As(err, &rpcErr) && version != ModernVersion && (resp.StatusCode == 404 || resp.StatusCode == 400 && session != "") {
 				return nil, nil, &StatusError{Status: resp.StatusCode, Body: rpcErr.Message}
 			}
 		}
@@ -504,7 +553,7 @@ func (c *Client) exchange(ctx context.Context, method string, params any, sessio
 	}
 }
 
-func (c *Client) post(ctx context.Context, body []byte, session, version string) (*http.Response, error) {
+func (c *Client) post(ctx context.Context, body []byte, session, version string, headers func(*http.Request)) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.srv.URL, bytes.NewReader(body))
 	if err != nil {
 		return nil, err
@@ -512,6 +561,9 @@ func (c *Client) post(ctx context.Context, body []byte, session, version string)
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json, text/event-stream")
 	c.setHeaders(req, session, version)
+	if headers != nil {
+		headers(req)
+	}
 	return c.http.Do(req)
 }
 
@@ -550,14 +602,17 @@ func parseResponse(raw []byte, id int64) (res json.RawMessage, isResponse bool, 
 	return m.Result, true, nil
 }
 
+// errStreamEnded is an SSE answer that ended before the response.
+var errStreamEnded = errors.New("the event stream ended without the response")
+
 // readStream reads an SSE answer: each event's data is one JSON-RPC
 // message; notifications and requests go to onNote, the response to id
-// ends it.
-func readStream(r io.Reader, id int64, onNote func(json.RawMessage)) (json.RawMessage, error) {
+// ends it. pos, when set, keeps the last event id and retry hint seen.
+func readStream(r io.Reader, id int64, pos *streamPosition, onNote func(json.RawMessage)) (json.RawMessage, error) {
 	var res json.RawMessage
 	var resErr error
 	answered := false
-	err := scanEvents(r, func(msg []byte) bool {
+	err := scanEvents(r, pos, func(msg []byte) bool {
 		if v, isResponse, err := parseResponse(msg, id); isResponse {
 			res, resErr, answered = v, err, true
 			return false
@@ -573,13 +628,20 @@ func readStream(r io.Reader, id int64, onNote func(json.RawMessage)) (json.RawMe
 	case err != nil:
 		return nil, fmt.Errorf("read the event stream: %w", err)
 	}
-	return nil, errors.New("the event stream ended without the response")
+	return nil, errStreamEnded
+}
+
+// streamPosition is where an SSE answer stands: the id of its last event
+// (a priming event with no data counts) and the server's retry hint.
+type streamPosition struct {
+	lastID, eventID string
+	retry           time.Duration
 }
 
 // scanEvents reads an SSE stream and calls each with the data of every
 // event (one JSON-RPC message) until it returns false or the stream ends.
-// id:, event:, retry: and comments need nothing here.
-func scanEvents(r io.Reader, each func(data []byte) bool) error {
+// pos, when set, follows id: and retry:; event: and comments need nothing.
+func scanEvents(r io.Reader, pos *streamPosition, each func(data []byte) bool) error {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), maxMessage)
 	var data []byte
@@ -587,6 +649,9 @@ func scanEvents(r io.Reader, each func(data []byte) bool) error {
 		line := sc.Bytes()
 		switch {
 		case len(line) == 0: // the end of an event
+			if pos != nil && pos.eventID != "" {
+				pos.lastID, pos.eventID = pos.eventID, ""
+			}
 			if len(data) == 0 {
 				continue
 			}
@@ -599,6 +664,12 @@ func scanEvents(r io.Reader, each func(data []byte) bool) error {
 				data = append(data, '\n')
 			}
 			data = append(data, bytes.TrimPrefix(bytes.TrimPrefix(line, []byte("data:")), []byte(" "))...)
+		case pos != nil && bytes.HasPrefix(line, []byte("id:")):
+			pos.eventID = string(bytes.TrimPrefix(bytes.TrimPrefix(line, []byte("id:")), []byte(" ")))
+		case pos != nil && bytes.HasPrefix(line, []byte("retry:")):
+			if ms, err := strconv.Atoi(string(bytes.TrimSpace(line[len("retry:"):]))); err == nil && ms >= 0 {
+				pos.retry = time.Duration(ms) * time.Millisecond
+			}
 		}
 	}
 	return sc.Err()

@@ -59,7 +59,7 @@ func (c *Client) ListenOnce(ctx context.Context, onNote func(json.RawMessage)) e
 		io.Copy(io.Discard, io.LimitReader(resp.Body, 512))
 		return fmt.Errorf("listen to %s: %w", c.srv.Name, &StatusError{Status: resp.StatusCode})
 	}
-	err = scanEvents(resp.Body, func(data []byte) bool {
+	err = scanEvents(resp.Body, nil, func(data []byte) bool {
 		onNote(json.RawMessage(bytes.Clone(data)))
 		return true
 	})

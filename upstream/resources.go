@@ -84,8 +84,12 @@ func (c *Client) listEntries(ctx context.Context, method, member, key string) ([
 // listAll reads every page of a list method (following nextCursor) and
 // returns the items of each page's member array, as the upstream sent them.
 // Discovery is safe to repeat: a failure is retried once after a fresh
-// initialize.
+// initialize. An upstream that speaks 2026-07-28 is asked in that form,
+// with no session, so that one that speaks nothing older can be listed.
 func (c *Client) listAll(ctx context.Context, method, member string) ([]json.RawMessage, error) {
+	if modernOf(ctx) == nil {
+		ctx = WithModern(ctx, &Modern{})
+	}
 	var all []json.RawMessage
 	cursor := ""
 	for page := 0; ; page++ {

@@ -24,7 +24,7 @@ func (c *Client) Respond(ctx context.Context, msg json.RawMessage) error {
 		}
 		return nil
 	}
-	resp, err := c.post(ctx, msg, session, version)
+	resp, err := c.post(ctx, msg, session, version, nil)
 	if err != nil {
 		return fmt.Errorf("respond to %s: %w", c.srv.Name, err)
 	}
