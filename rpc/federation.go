@@ -150,12 +150,23 @@ func (s *Server) callUpstream(ctx *fasthttp.RequestCtx, tool store.Tool, args []
 	var res json.RawMessage
 	if err == nil {
 		callCtx := buf.upstreamContext(ctx, buf.callContext(ctx))
+		if !buf.rev.modern() {
+			if h := paramHeaders(tool.InputSchema, args); h != nil { // mcp_modern.go
+				callCtx = upstream.WithParamHeaders(callCtx, h)
+			}
+		}
 		if buf.onNote == nil { // a JSON answer is a request in flight (resources.go)
 			var cancel context.CancelFunc
 			callCtx, cancel = s.withinRequest(ctx, callCtx)
 			defer cancel()
 		}
 		res, err = c.CallTool(callCtx, tool.UpstreamName, json.RawMessage(args), buf.progressToken, buf.onNote)
+		if err == nil && !buf.rev.modern() && inputRequired(res) {
+			res, err = s.fulfilInputs(callCtx, c, tool, args, buf, res) // mcp_relay.go
+			if rerr, ok := err.(*rpcError); ok {
+				return out, rerr // the client's side of the rounds failed
+			}
+		}
 	}
 	out, rerr, failure := s.upstreamAnswer(ctx, tool.Gateway, res, err, out, zap.String("tool", tool.UpstreamName))
 	if failure == "" {

@@ -28,6 +28,9 @@ type rpcError struct {
 	data []byte // the error's data member (an upstream's, passed on); nil: none
 }
 
+// Error makes an rpcError an error where one travels as such (mcp_relay.go).
+func (e *rpcError) Error() string { return e.msg }
+
 // transport tells the dispatcher which route a message came through. /mcp
 // accepts JSON-RPC responses from the client, keeps initialize unbatched and
 // applies the rules of the request's MCP revision (buffers.rev): batches only

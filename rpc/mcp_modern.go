@@ -267,6 +267,56 @@ func checkParamProperties(ctx *fasthttp.RequestCtx, schema, args []byte) *rpcErr
 	}
 }
 
+// paramHeaders makes the Mcp-Param-* headers that the x-mcp-header
+// annotations of schema ask for from the arguments args (nil: none), for
+// a client that sent none: a session client's call that reaches an
+// upstream in the 2026-07-28 form. Only primitive values are mirrored.
+func paramHeaders(schema, args []byte) http.Header {
+	if !bytes.Contains(schema, []byte("x-mcp-header")) {
+		return nil // the common case, at the cost of a scan
+	}
+	schema, args = trimValue(schema), trimValue(args)
+	if validate(schema) != nil || validate(args) != nil {
+		return nil
+	}
+	var h http.Header
+	var walk func(schema, args []byte)
+	walk = func(schema, args []byte) {
+		props := member(schema, "properties")
+		if props == nil || props[0] != '{' {
+			return
+		}
+		for it := objectMembers(props); ; {
+			k, prop, ok := it.next()
+			if !ok {
+				return
+			}
+			if prop[0] != '{' {
+				continue
+			}
+			arg := member(args, string(unquote(k)))
+			name := member(prop, "x-mcp-header")
+			if name == nil || name[0] != '"' || !isToken(unquote(name)) || arg == nil {
+				walk(prop, arg)
+				continue
+			}
+			value := string(arg) // a number, true or false, as written
+			switch arg[0] {
+			case '"':
+				value = string(unquote(arg))
+			case '{', '[', 'n':
+				continue
+			}
+			if h == nil {
+				h = http.Header{}
+			}
+			h.Set(headerParamPrefix+string(unquote(name)), upstream.HeaderValue(value))
+		}
+	}
+	walk(schema, args)
+	return h
+}
+
 // checkMirrored compares the header name, whose value is header, with the
 // body value it mirrors (raw JSON; nil or null: absent). The header is
 // trimmed, must be visible ASCII, and is decoded when it has the form

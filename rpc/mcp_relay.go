@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"sync"
 	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/mcpgateway/mcpgateway/store"
+	"github.com/mcpgateway/mcpgateway/upstream"
 )
 
 // Requests from upstreams to their client (issue 14 item 2; docs/federation.md,
@@ -179,5 +181,94 @@ func (s *Server) takeReply(raw, id []byte, buf *buffers) {
 		time.Now().Add(streamRetention))
 	if err != nil {
 		s.log.Warn("a client's response to a relayed request was not recorded", zap.Error(err))
+	}
+}
+
+// --- Multi-round-trip results for session clients ---------------------------------
+
+// maxInputRounds bounds the rounds of one call: an upstream that asks
+// again and again must not hold its client for ever.
+const maxInputRounds = 10
+
+// inputRequired reports whether an upstream's result is a 2026-07-28
+// multi-round-trip one, asking its client for input.
+func inputRequired(res []byte) bool {
+	v := trimValue(res)
+	if validate(v) != nil {
+		return false
+	}
+	t := member(v, "resultType")
+	return t != nil && string(unquote(t)) == "input_required"
+}
+
+// fulfilInputs answers for a session client the input_required result res
+// of an upstream that speaks only 2026-07-28: each input request (sampling,
+// elicitation, roots) goes to the client on the call's stream, as the
+// requests of session upstreams do, and the call is sent again with the
+// client's results and the upstream's requestState, until it completes. A
+// session client knows nothing of such results; one answered in JSON
+// cannot be asked anything, and gets an error saying so. A failure of the
+// client's side is an *rpcError, the upstream's any other error.
+func (s *Server) fulfilInputs(ctx context.Context, c *upstream.Client, tool store.Tool, args []byte, buf *buffers,
+	res json.RawMessage) (json.RawMessage, error) {
+	for round := 1; inputRequired(res); round++ {
+		if buf.ask == nil {
+			return nil, &rpcError{code: codeInvalidRequest, msg: "Tool " + tool.UpstreamName +
+				" needs input from the client, which the gateway can ask for only in a streamed answer (Accept: text/event-stream)"}
+		}
+		if round > maxInputRounds {
+			return nil, &rpcError{code: codeInternalError, msg: fmt.Sprintf(
+				"Tool %s asked for input more than %d times", tool.UpstreamName, maxInputRounds)}
+		}
+		v := trimValue(res)
+		requests := member(v, "inputRequests")
+		responses := []byte{'{'}
+		n := 0
+		for it := objectMembers(requests); ; n++ {
+			k, req, ok := it.next()
+			if !ok {
+				break
+			}
+			method := member(req, "method")
+			if method == nil || method[0] != '"' {
+				return nil, &rpcError{code: codeInternalError, msg: "Tool " + tool.UpstreamName + " asked for input without a method"}
+			}
+			result, rerr := buf.ask(ctx, unquote(method), member(req, "params"))
+			if rerr != nil {
+				return nil, rerr
+			}
+			if n > 0 {
+				responses = append(responses, ',')
+			}
+			responses = append(append(append(responses, k...), ':'), result...)
+		}
+		retry := upstream.SessionRetry(append(responses, '}'), bytes.Clone(member(v, "requestState")))
+		var err error
+		if res, err = c.CallTool(upstream.WithModern(ctx, retry), tool.UpstreamName, json.RawMessage(args), buf.progressToken, buf.onNote); err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+// askClient passes a request of run's upstream (an input request of a
+// multi-round-trip result) on to the client, and returns the client's
+// result, or its error as the call's.
+func (s *Server) askClient(run *callRun) func(ctx context.Context, method, params []byte) ([]byte, *rpcError) {
+	return func(ctx context.Context, method, params []byte) ([]byte, *rpcError) {
+		var answer []byte
+		s.relayRequest(run, method, []byte("0"), params, func(_ context.Context, msg []byte) error {
+			answer = msg
+			return nil
+		})
+		v := trimValue(answer)
+		switch e := member(v, "error"); {
+		case answer == nil:
+			return nil, &rpcError{code: codeInternalError, msg: "Request cancelled"}
+		case e != nil:
+			msg := member(e, "message")
+			return nil, &rpcError{code: codeInternalError, msg: "The client did not answer the upstream's " + string(method) + ": " + string(unquote(msg))}
+		}
+		return bytes.Clone(member(v, "result")), nil
 	}
 }

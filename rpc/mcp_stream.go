@@ -217,6 +217,9 @@ func (s *Server) runCall(run *callRun) {
 	buf := getBuffers()
 	defer putBuffers(buf)
 	buf.user, buf.rev, buf.callCtx, buf.modern = sc.user, sc.rev, run.ctx, sc.modern
+	if !sc.rev.modern() {
+		buf.ask = s.askClient(run)
+	}
 	if sc.token != nil {
 		buf.progressToken = sc.token // an untyped nil otherwise: no progress asked upstream
 	}

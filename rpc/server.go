@@ -473,6 +473,10 @@ type buffers struct {
 	// (upstreamContext, mcp_modern.go).
 	params []byte
 	modern *upstream.Modern
+
+	// ask passes a request on to the session client of a streamed call
+	// and returns its result (mcp_relay.go); nil when the answer is JSON.
+	ask func(ctx context.Context, method, params []byte) ([]byte, *rpcError)
 }
 
 // callContext is the context an upstream call runs in: its own when it
@@ -498,7 +502,7 @@ func putBuffers(b *buffers) {
 	}
 	b.out, b.text, b.user, b.retryAfter, b.rev = b.out[:0], b.text[:0], "", 0, revNone
 	b.sse, b.id, b.sid, b.stream, b.callCtx, b.progressToken, b.onNote = false, nil, nil, nil, nil, nil, nil
-	b.vs, b.params, b.modern = nil, nil, nil
+	b.vs, b.params, b.modern, b.ask = nil, nil, nil, nil
 	bufferPool.Put(b)
 }
 

@@ -1,6 +1,7 @@
 package rpc
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -163,4 +164,82 @@ func sameDocUpstream(t *testing.T, reads *atomic.Int32) string {
 	}))
 	t.Cleanup(srv.Close)
 	return srv.URL + "/mcp"
+}
+
+// A session client of an upstream that speaks only 2026-07-28 is served
+// in that form, and the upstream's input_required result is answered for
+// it: the input request goes to the client on the call's stream, as the
+// requests of session upstreams do, and the call is sent again with the
+// client's result and the upstream's requestState. A call answered in
+// JSON cannot ask the client anything, and is refused saying why.
+func TestSessionClientOfModernOnlyUpstream(t *testing.T) {
+	var seen atomic.Value
+	fb := newFakeBackend()
+	fb.setTools([]store.Tool{{Name: "m-ask", InputSchema: json.RawMessage(`{"type":"object"}`), Enabled: true, Gateway: "m", UpstreamName: "ask"}})
+	o := testOptions()
+	o.FederationTimeout = 10 * time.Second
+	s, url := serveGateway(t, o, gatewaysFake{fb, []store.Gateway{{Name: "m", URL: modernUpstream(t, &seen), Enabled: true}}})
+	tok := mint(t, nil)
+	sid := session11(t, s)
+
+	resp := postMCP(t, url, `{"jsonrpc":"2.0","id":41,"method":"tools/call","params":{"name":"m-ask","arguments":{}}}`, "Mcp-Session-Id", sid)
+	defer resp.Body.Close()
+	br := bufio.NewReader(resp.Body)
+	evs, _ := readUntil(t, br, `"method":"elicitation/create"`)
+	if len(evs) == 0 {
+		t.Fatal("no elicitation request on the call's stream")
+	}
+	var req struct {
+		ID     string          `json:"id"`
+		Params json.RawMessage `json:"params"`
+	}
+	if err := json.Unmarshal([]byte(evs[len(evs)-1].data), &req); err != nil || !strings.HasPrefix(req.ID, "gw-") || !strings.Contains(string(req.Params), `"name?"`) {
+		t.Fatalf("the input request: %s (%v)", evs[len(evs)-1].data, err)
+	}
+	if r := mcpCall(t, s, tok, sid, `{"jsonrpc":"2.0","id":"`+req.ID+`","result":{"action":"accept","content":{"name":"Alice"}}}`); r.status != 202 {
+		t.Fatalf("the client's response: %d %s", r.status, r.body)
+	}
+	rest, _ := readUntil(t, br, `"id":41,`)
+	if len(rest) == 0 || !strings.Contains(rest[len(rest)-1].data, "hello Alice") || strings.Contains(rest[len(rest)-1].data, "input_required") {
+		t.Fatalf("the result: %+v", rest)
+	}
+	retry, _ := seen.Load().(string)
+	for _, want := range []string{`"requestState":"round1"`, `"inputResponses":{"user_name":{"action":"accept","content":{"name":"Alice"}}}`,
+		`"io.modelcontextprotocol/clientCapabilities":{"elicitation":{},"roots":{},"sampling":{}}`} {
+		if !strings.Contains(retry, want) {
+			t.Errorf("the retry upstream lacks %s: %s", want, retry)
+		}
+	}
+
+	r := call(s, "POST", "/mcp", `{"jsonrpc":"2.0","id":42,"method":"tools/call","params":{"name":"m-ask","arguments":{}}}`,
+		"Authorization", "Bearer "+tok, "Accept", "application/json", "Mcp-Session-Id", sid, "MCP-Protocol-Version", "2025-11-25")
+	if !strings.Contains(string(r.body), "streamed answer") || strings.Contains(string(r.body), "input_required") {
+		t.Errorf("a JSON answer: %d %s", r.status, r.body)
+	}
+}
+
+// The Mcp-Param-* headers the gateway makes for a session client's call
+// to an upstream in the 2026-07-28 form: from the annotated properties,
+// nested ones too, primitive values only, Base64 where not plain.
+func TestParamHeaders(t *testing.T) {
+	schema := []byte(`{"type":"object","properties":{"region":{"type":"string","x-mcp-header":"Region"},` +
+		`"count":{"type":"integer","x-mcp-header":"Count"},"flag":{"type":"boolean","x-mcp-header":"Flag"},` +
+		`"tags":{"type":"array","x-mcp-header":"Tags"},"plain":{"type":"string"},` +
+		`"where":{"type":"object","properties":{"city":{"type":"string","x-mcp-header":"City"}}}}}`)
+	h := paramHeaders(schema, []byte(`{"region":"eu","count":3,"flag":true,"tags":["a"],"plain":"x","where":{"city":"Zürich"}}`))
+	want := map[string]string{"Mcp-Param-Region": "eu", "Mcp-Param-Count": "3", "Mcp-Param-Flag": "true", "Mcp-Param-City": "=?base64?WsO8cmljaA==?="}
+	if len(h) != len(want) {
+		t.Errorf("headers: %v", h)
+	}
+	for k, v := range want {
+		if h.Get(k) != v {
+			t.Errorf("%s: %q, want %q", k, h.Get(k), v)
+		}
+	}
+	if h := paramHeaders([]byte(`{"type":"object"}`), []byte(`{"region":"eu"}`)); h != nil {
+		t.Errorf("no annotations: %v", h)
+	}
+	if h := paramHeaders(schema, nil); h != nil {
+		t.Errorf("no arguments: %v", h)
+	}
 }

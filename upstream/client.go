@@ -89,8 +89,9 @@ type Client struct {
 	sse     *sseSession // the event stream of an sse upstream's session; nil otherwise
 	info    ServerInfo
 
-	// Whether the upstream serves 2026-07-28 (modern.go), once asked.
-	modernKnown, modern bool
+	// Whether the upstream serves 2026-07-28 (modern.go), once asked,
+	// and whether it serves nothing older (it refused initialize).
+	modernKnown, modern, modernOnly bool
 }
 
 // clientInfo is the gateway's identity to its upstreams.
@@ -362,8 +363,8 @@ func (c *Client) call(ctx context.Context, method string, params map[string]any,
 	var st *StatusError
 	if err != nil && ctx.Err() == nil && (discovery || errors.Is(err, errNotSent) || errors.As(err, &st) && (st.Status == 404 || st.Status == 400)) {
 		c.mu.Lock()
-		c.ready = false       // the next callOnce initializes again
-		c.modernKnown = false // and asks again which revisions it serves
+		c.ready = false                            // the next callOnce initializes again
+		c.modernKnown, c.modernOnly = false, false // and asks again which revisions it serves
 		c.mu.Unlock()
 		res, err = c.callOnce(ctx, method, params, progressToken, onNote)
 	}
@@ -390,17 +391,22 @@ func (c *Client) callOnce(ctx context.Context, method string, params map[string]
 			return nil, err
 		}
 		if modern {
-			modernParams(m, params, progressToken)
-			res, _, err := c.exchange(ctx, method, params, "", ModernVersion, onNote)
-			return res, err
+			return c.modernCall(ctx, m, method, params, progressToken, onNote)
 		}
 	}
 	c.mu.Lock()
+	if c.modernOnly {
+		c.mu.Unlock()
+		return c.modernCall(ctx, sessionClientModern, method, params, progressToken, onNote)
+	}
 	if !c.ready || c.sse != nil && c.sse.ended() {
 		// Under the lock: concurrent first calls open one session, and
 		// calls after an sse stream broke open one new stream.
 		if err := c.initializeLocked(ctx); err != nil {
 			c.mu.Unlock()
+			if c.refusedSessions(ctx, err) {
+				return c.modernCall(ctx, sessionClientModern, method, params, progressToken, onNote)
+			}
 			return nil, err
 		}
 	}

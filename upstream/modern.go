@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"time"
 )
 
 // The stateless revision of MCP (2026-07-28): no initialize and no session;
@@ -83,7 +84,9 @@ func (c *Client) speaksModern(ctx context.Context) (bool, error) {
 		metaClientCapabilities: map[string]any{},
 		metaClientInfo:         clientInfo,
 	}}
-	raw, _, err := c.exchange(ctx, "server/discover", params, "", ModernVersion, nil)
+	pctx, cancel := context.WithTimeout(ctx, min(c.srv.Timeout, probeTimeout))
+	raw, _, err := c.exchange(pctx, "server/discover", params, "", ModernVersion, nil)
+	cancel()
 	var rpcErr *RPCError
 	var status *StatusError
 	var res struct {
@@ -97,6 +100,10 @@ func (c *Client) speaksModern(ctx context.Context) (bool, error) {
 		modern = slices.Contains(res.SupportedVersions, ModernVersion)
 	case errors.As(err, &rpcErr) || errors.As(err, &status):
 		modern = false // an answer, if not one of 2026-07-28
+	case errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
+		// Connected, but no answer to a method it does not know: an
+		// older server that leaves those unanswered.
+		modern = false
 	default:
 		return false, fmt.Errorf("server/discover %s: %w", c.srv.Name, err)
 	}
@@ -110,6 +117,60 @@ func (c *Client) speaksModern(ctx context.Context) (bool, error) {
 	}
 	c.mu.Unlock()
 	return modern, nil
+}
+
+// probeTimeout bounds the server/discover question: a server that
+// leaves unknown methods unanswered must not hold every first call for the
+// upstream's whole timeout.
+var probeTimeout = 5 * time.Second
+
+// sessionClientModern is what a request of a session client carries to
+// an upstream that speaks only 2026-07-28: the capabilities the gateway
+// declares to session upstreams (it passes their requests on, and the
+// multi-round-trip results of this one, rpc/mcp_relay.go), every log
+// message (it filters them per client), and no client information of
+// the client's own.
+var sessionClientModern = &Modern{
+	Capabilities: json.RawMessage(`{"elicitation":{},"roots":{},"sampling":{}}`),
+	LogLevel:     "debug",
+}
+
+// SessionRetry is what the retry of a multi-round-trip request carries
+// for a session client: the inputs the client gave and the upstream's
+// requestState.
+func SessionRetry(inputResponses, requestState json.RawMessage) *Modern {
+	m := *sessionClientModern
+	m.InputResponses, m.RequestState = inputResponses, requestState
+	return &m
+}
+
+// refusedSessions reports whether initErr, initialize's failure, is the
+// answer of an upstream that serves only 2026-07-28: then calls of session
+// clients go to it in that form (sessionClientModern), from now on.
+func (c *Client) refusedSessions(ctx context.Context, initErr error) bool {
+	var rpcErr *RPCError
+	var status *StatusError
+	if c.srv.Transport == TransportSSE || !errors.As(initErr, &rpcErr) && !errors.As(initErr, &status) {
+		return false // not an answer: it is down
+	}
+	if modern, err := c.speaksModern(ctx); err != nil || !modern {
+		return false
+	}
+	c.mu.Lock()
+	c.modernOnly = true
+	c.mu.Unlock()
+	return true
+}
+
+// modernCall sends a request in the 2026-07-28 form, with what m carries.
+func (c *Client) modernCall(ctx context.Context, m *Modern, method string, params map[string]any, progressToken any,
+	onNote func(json.RawMessage)) (json.RawMessage, error) {
+	if modernOf(ctx) != m {
+		ctx = WithModern(ctx, m) // for the headers (exchange)
+	}
+	modernParams(m, params, progressToken)
+	res, _, err := c.exchange(ctx, method, params, "", ModernVersion, onNote)
+	return res, err
 }
 
 // modernParams adds to params what a 2026-07-28 request carries: _meta
@@ -159,6 +220,24 @@ func modernHeaders(req *http.Request, method string, params map[string]any, m *M
 			req.Header[k] = v
 		}
 	}
+	for k, v := range paramHeadersOf(req.Context()) {
+		req.Header[k] = v
+	}
+}
+
+type paramHeadersKey struct{}
+
+// WithParamHeaders gives the Mcp-Param-* headers of a call made for a
+// client that sent none (a session client): the gateway makes them from
+// the tool's schema and the arguments, for an upstream that serves the
+// call in the 2026-07-28 form. A 2026-07-28 client's own go in Modern.
+func WithParamHeaders(ctx context.Context, h http.Header) context.Context {
+	return context.WithValue(ctx, paramHeadersKey{}, h)
+}
+
+func paramHeadersOf(ctx context.Context) http.Header {
+	h, _ := ctx.Value(paramHeadersKey{}).(http.Header)
+	return h
 }
 
 // HeaderValue is s as a header mirroring a body value (SEP-2243): as it is

@@ -232,3 +232,32 @@ func TestHeaderValue(t *testing.T) {
 		}
 	}
 }
+
+// A server that leaves server/discover unanswered is an older one once
+// the probe's time is up: its calls go on in its session, and it is not
+// asked again.
+func TestModernProbeUnansweredIsNo(t *testing.T) {
+	defer func(d time.Duration) { probeTimeout = d }(probeTimeout)
+	probeTimeout = 200 * time.Millisecond
+	f := newFakeUpstream(t, func(w http.ResponseWriter, r wireRequest) {
+		switch r.method() {
+		case "server/discover":
+			time.Sleep(400 * time.Millisecond)
+		case "initialize":
+			answerJSON(w, r, `{"protocolVersion":"2025-11-25","capabilities":{"tools":{}},"serverInfo":{"name":"old","version":"1"}}`)
+		case "notifications/initialized":
+			w.WriteHeader(http.StatusAccepted)
+		default:
+			answerJSON(w, r, `{"tools":[]}`)
+		}
+	})
+	c := New(Server{Name: "quiet", URL: f.srv.URL, Timeout: 10 * time.Second}, nil)
+	for range 2 {
+		if _, err := c.ListTools(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := strings.Join(f.methods(), " "); got != "server/discover initialize notifications/initialized tools/list tools/list" {
+		t.Errorf("requests: %s", got)
+	}
+}
