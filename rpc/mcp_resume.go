@@ -22,10 +22,17 @@ import (
 // Resumable streams and the state they share across workers (docs/mcp.md,
 // G10 and G13; issue 13 items 3 to 5).
 //
-// A 2025-11-25 session's streamed call records every event in the store
+// A 2025-11-25 session's streamed call records its events in the store
 // (store.AppendStreamEvent: Redis with CACHE_TYPE=redis, the database
-// otherwise) before it writes it to its stream, under "<session> <stream>",
-// kept streamRetention after the latest. A client whose stream breaks, or
+// otherwise) under "<session> <stream>", kept streamRetention after the
+// latest: from the moment it may need them, every event before it is
+// written to the stream. That moment is the first of: the call has run
+// persistAfter, its stream failed, or the worker hands the stream off. A
+// call answered sooner, the common case, writes nothing: with SQLite, the
+// two or three transactions of recording every call cost about 1 ms of CPU
+// and an 8th of the throughput (measured; docs/mcp.md). What is given up:
+// the replay of such a call for a client whose connection broke without
+// the worker's write failing. A client whose stream breaks, or
 // that a stopping worker hands off (a retry hint, then the end of the
 // stream), sends GET /mcp with Last-Event-ID to any worker of any instance:
 // that worker replays what followed the id from the store and follows the
@@ -55,6 +62,8 @@ const (
 	resumeBatch     = 100                    // events read at a time
 	resumeGrace     = 30 * time.Second       // past FEDERATION_TIMEOUT, a resumed stream gives up on its call
 	cancelPoll      = 250 * time.Millisecond // a running call's look for a cancellation from another worker
+	persistAfter    = 200 * time.Millisecond // a resumable call still running this long records its events
+	resumeWait      = time.Second            // how long a resumption waits for a stream not recorded yet
 	storeOpTimeout  = 2 * time.Second
 	// shutdownMargin: a drain cancels the calls still running this long
 	// before its graceful deadline, so that their error events are recorded
@@ -82,10 +91,19 @@ type callRun struct {
 	stream string // the event ids' stream; "": no ids (before 2025-11-25, and 2026-07-28)
 	key    string // in the store: "<session> <stream>"; "": not resumable
 
-	mu      sync.Mutex
-	events  [][]byte // compact JSON-RPC messages; event n is events[n-1]
-	ended   bool
-	changed chan struct{} // 1-buffered: something new since the last look
+	mu       sync.Mutex
+	events   [][]byte // compact JSON-RPC messages; event n is events[n-1]
+	ended    bool
+	finalSeq int           // the seq of the last event, once emitted
+	changed  chan struct{} // 1-buffered: something new since the last look
+
+	// Recording (key set): the opening record and the events so far are
+	// written at once by persist, the later ones by emit as they come.
+	// persistMu orders the two.
+	persistMu sync.Mutex
+	persisted bool
+	opening   []byte
+	timer     *time.Timer
 }
 
 // launch starts the call of sc in its own goroutine.
@@ -96,10 +114,8 @@ func (s *Server) launch(sc *streamCall) *callRun {
 		run.stream = newStreamID()
 		if s.events != nil && sc.sid != "" {
 			run.key = sc.sid + " " + run.stream
-			opening := fmt.Appendf(nil, `{"id":%s,"started":%d}`, trimValue(sc.id), time.Now().UnixMilli())
-			if err := run.record(store.StreamEvent{Seq: 0, Data: opening}); err != nil {
-				run.key = "" // streamed all the same, without resumption
-			}
+			run.opening = fmt.Appendf(nil, `{"id":%s,"started":%d}`, trimValue(sc.id), time.Now().UnixMilli())
+			run.timer = time.AfterFunc(persistAfter, run.persistRunning)
 		}
 	}
 	done := s.calls.add(sc.key, func() { cancel(errCancelled) })
@@ -130,6 +146,40 @@ func (run *callRun) record(ev store.StreamEvent) error {
 	return err
 }
 
+// persist records the opening record and the events so far, once; the
+// events after it are recorded by emit. A failure leaves the stream
+// without resumption (logged by record).
+func (run *callRun) persist() {
+	run.persistMu.Lock()
+	defer run.persistMu.Unlock()
+	if run.key == "" || run.persisted {
+		return
+	}
+	run.persisted = true
+	if run.record(store.StreamEvent{Seq: 0, Data: run.opening}) != nil {
+		return
+	}
+	run.mu.Lock()
+	events, finalSeq := run.events, run.finalSeq
+	run.mu.Unlock()
+	for i, data := range events {
+		if run.record(store.StreamEvent{Seq: i + 1, Data: data, Final: i+1 == finalSeq}) != nil {
+			return
+		}
+	}
+}
+
+// persistRunning is persist for the timer: a call that has ended by then
+// needs nothing recorded, unless its stream fails (followRun).
+func (run *callRun) persistRunning() {
+	run.mu.Lock()
+	ended := run.ended
+	run.mu.Unlock()
+	if !ended {
+		run.persist()
+	}
+}
+
 // emit adds an event: msg (compacted; nil: the call ended unanswered, which
 // records an empty last event so that resumed streams end too). Only the
 // call's goroutine emits, so the store gets events in order.
@@ -145,21 +195,29 @@ func (run *callRun) emit(msg []byte, final bool) {
 			data = b.Bytes()
 		}
 	}
+	run.persistMu.Lock()
 	run.mu.Lock()
 	seq := len(run.events) + 1
 	run.mu.Unlock()
-	if run.key != "" {
+	if run.persisted {
 		_ = run.record(store.StreamEvent{Seq: seq, Data: data, Final: final})
 	}
 	run.mu.Lock()
 	run.events = append(run.events, data)
 	run.ended = run.ended || final
+	if final {
+		run.finalSeq = seq
+	}
 	run.mu.Unlock()
+	run.persistMu.Unlock()
 	run.signal()
 }
 
 // end marks the run over (also when it emitted no last event).
 func (run *callRun) end() {
+	if run.timer != nil {
+		run.timer.Stop()
+	}
 	run.mu.Lock()
 	run.ended = true
 	run.mu.Unlock()
@@ -283,6 +341,14 @@ func (s *Server) serveGet(ctx *fasthttp.RequestCtx, sid []byte, rev revision) {
 	sctx, cancel := context.WithTimeout(ctx, storeOpTimeout)
 	head, found, err := s.events.StreamEvents(sctx, key, -1, 1)
 	cancel()
+	// A call records its events once it has run persistAfter, or as its
+	// stream fails: a client quicker than that finds them a moment later.
+	for wait := time.Now().Add(resumeWait); err == nil && !found && time.Now().Before(wait); {
+		time.Sleep(resumePoll)
+		sctx, cancel := context.WithTimeout(ctx, storeOpTimeout)
+		head, found, err = s.events.StreamEvents(sctx, key, -1, 1)
+		cancel()
+	}
 	if err != nil {
 		s.mcpStoreError(ctx, rev, "resuming an MCP stream", err)
 		return

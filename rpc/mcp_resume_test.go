@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"maps"
 	"net/http"
 	"sort"
 	"strings"
@@ -322,5 +323,61 @@ func TestMCPStandingStream(t *testing.T) {
 	s, _ := newStreamGateway(t, up, nil)
 	if r := call(s, "GET", "/mcp", "", "Authorization", "Bearer "+mint(t, nil), "Accept", "text/event-stream"); r.status != 405 {
 		t.Errorf("GET without an event store: %d", r.status)
+	}
+}
+
+// A resumable call records its events only from the moment it may need
+// them: one answered within persistAfter writes nothing to the store; one
+// that runs longer records the opening record and every event, the last
+// one final; one whose client goes away records at once.
+func TestMCPStreamRecordsWhatMayBeResumed(t *testing.T) {
+	up := newStreamUpstream(t)
+	b := newEventsFake(up)
+	o := testOptions()
+	o.FederationTimeout = 10 * time.Second
+	s, url := serveGateway(t, o, b)
+	sid := session11(t, s)
+	recorded := func() map[string]map[int]store.StreamEvent {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		out := map[string]map[int]store.StreamEvent{}
+		for k, v := range b.streams {
+			if strings.HasPrefix(k, sid+" ") {
+				out[k] = maps.Clone(v)
+			}
+		}
+		return out
+	}
+
+	resp := postMCP(t, url, fmt.Sprintf(streamCallBody, "1", "up-notes", `"progressToken":"p"`), "Mcp-Session-Id", sid)
+	fast, _ := readUntil(t, bufio.NewReader(resp.Body), `"id":1,`)
+	resp.Body.Close()
+	if len(fast) < 2 || !strings.Contains(fast[len(fast)-1].data, `"result"`) {
+		t.Fatalf("the fast call: %+v", fast)
+	}
+	time.Sleep(2 * persistAfter)
+	if got := recorded(); len(got) != 0 {
+		t.Fatalf("a call answered at once recorded %d streams", len(got))
+	}
+
+	resp = postMCP(t, url, fmt.Sprintf(streamCallBody, "2", "up-slow", `"progressToken":"p"`), "Mcp-Session-Id", sid)
+	slow, _ := readUntil(t, bufio.NewReader(resp.Body), `"id":2,`)
+	resp.Body.Close()
+	got := recorded()
+	if len(got) != 1 {
+		t.Fatalf("the slow call recorded %d streams", len(got))
+	}
+	for _, evs := range got {
+		// The opening record, then what the client got after the priming event.
+		if len(evs) != len(slow) || evs[0].Seq != 0 || !evs[len(evs)-1].Final || !strings.Contains(string(evs[len(evs)-1].Data), `"id":2,"result"`) {
+			t.Errorf("recorded %d events, the client got %d: %+v", len(evs), len(slow), evs)
+		}
+	}
+
+	resp = postMCP(t, url, fmt.Sprintf(streamCallBody, "3", "up-slow", `"progressToken":"p"`), "Mcp-Session-Id", sid)
+	readUntil(t, bufio.NewReader(resp.Body), `"progress":1`)
+	resp.Body.Close() // within persistAfter of the call's start, mostly; recorded either way
+	if err := waitFor(func() bool { return len(recorded()) == 2 }); err != nil {
+		t.Fatalf("a call whose client went away: %d streams recorded", len(recorded()))
 	}
 }

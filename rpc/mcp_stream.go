@@ -180,6 +180,8 @@ func (s *Server) followRun(run *callRun, w *bufio.Writer) {
 		if ev.failed {
 			if run.key == "" {
 				run.cancel(errClientGone)
+			} else {
+				run.persist() // for the client to resume (mcp_resume.go)
 			}
 			return
 		}
@@ -192,6 +194,7 @@ func (s *Server) followRun(run *callRun, w *bufio.Writer) {
 			ev.write([]byte(":\n\n"))
 		case <-drain:
 			if run.key != "" {
+				run.persist() // before the client resumes elsewhere
 				ev.write(retryHint)
 				return
 			}
