@@ -234,14 +234,17 @@ func (s *Server) checkParamHeaders(ctx *fasthttp.RequestCtx, params []byte) *rpc
 	if err != nil || !t.Enabled || validate(schema) != nil {
 		return nil // toolsCall answers, from its own lookup
 	}
-	return checkParamProperties(ctx, schema, member(params, "arguments"))
+	return walkParamHeaders(schema, member(params, "arguments"), ctx, nil)
 }
 
-// checkParamProperties walks the properties of schema, and of its nested
-// object properties, beside the arguments object args (nil: none). Only
-// chains of properties keys are followed: an annotation anywhere else makes
-// the tool invalid for clients, which then do not call it.
-func checkParamProperties(ctx *fasthttp.RequestCtx, schema, args []byte) *rpcError {
+// walkParamHeaders walks the properties of schema, and of its nested
+// object properties, beside the arguments object args (nil: none), for the
+// ones annotated with x-mcp-header. Only chains of properties keys are
+// followed: an annotation anywhere else makes the tool invalid for clients,
+// which then do not call it. With ctx, each annotated argument is checked
+// against its Mcp-Param-* header (the first mismatch is returned); with
+// out, the header is made from the argument (primitive values only).
+func walkParamHeaders(schema, args []byte, ctx *fasthttp.RequestCtx, out *http.Header) *rpcError {
 	props := member(schema, "properties")
 	if props == nil || props[0] != '{' {
 		return nil
@@ -257,11 +260,23 @@ func checkParamProperties(ctx *fasthttp.RequestCtx, schema, args []byte) *rpcErr
 		arg := member(args, string(unquote(k)))
 		if h := member(prop, "x-mcp-header"); h != nil && h[0] == '"' && isToken(unquote(h)) {
 			name := headerParamPrefix + string(unquote(h))
-			if rerr := checkMirrored(name, ctx.Request.Header.Peek(name), arg); rerr != nil {
-				return rerr
+			if ctx != nil {
+				if rerr := checkMirrored(name, ctx.Request.Header.Peek(name), arg); rerr != nil {
+					return rerr
+				}
+			}
+			if out != nil && arg != nil && arg[0] != '{' && arg[0] != '[' && arg[0] != 'n' {
+				value := string(arg) // a number, true or false, as written
+				if arg[0] == '"' {
+					value = string(unquote(arg))
+				}
+				if *out == nil {
+					*out = http.Header{}
+				}
+				out.Set(name, upstream.HeaderValue(value))
 			}
 		}
-		if rerr := checkParamProperties(ctx, prop, arg); rerr != nil {
+		if rerr := walkParamHeaders(prop, arg, ctx, out); rerr != nil {
 			return rerr
 		}
 	}
@@ -270,7 +285,7 @@ func checkParamProperties(ctx *fasthttp.RequestCtx, schema, args []byte) *rpcErr
 // paramHeaders makes the Mcp-Param-* headers that the x-mcp-header
 // annotations of schema ask for from the arguments args (nil: none), for
 // a client that sent none: a session client's call that reaches an
-// upstream in the 2026-07-28 form. Only primitive values are mirrored.
+// upstream in the 2026-07-28 form.
 func paramHeaders(schema, args []byte) http.Header {
 	if !bytes.Contains(schema, []byte("x-mcp-header")) {
 		return nil // the common case, at the cost of a scan
@@ -280,40 +295,7 @@ func paramHeaders(schema, args []byte) http.Header {
 		return nil
 	}
 	var h http.Header
-	var walk func(schema, args []byte)
-	walk = func(schema, args []byte) {
-		props := member(schema, "properties")
-		if props == nil || props[0] != '{' {
-			return
-		}
-		for it := objectMembers(props); ; {
-			k, prop, ok := it.next()
-			if !ok {
-				return
-			}
-			if prop[0] != '{' {
-				continue
-			}
-			arg := member(args, string(unquote(k)))
-			name := member(prop, "x-mcp-header")
-			if name == nil || name[0] != '"' || !isToken(unquote(name)) || arg == nil {
-				walk(prop, arg)
-				continue
-			}
-			value := string(arg) // a number, true or false, as written
-			switch arg[0] {
-			case '"':
-				value = string(unquote(arg))
-			case '{', '[', 'n':
-				continue
-			}
-			if h == nil {
-				h = http.Header{}
-			}
-			h.Set(headerParamPrefix+string(unquote(name)), upstream.HeaderValue(value))
-		}
-	}
-	walk(schema, args)
+	walkParamHeaders(schema, args, nil, &h)
 	return h
 }
 

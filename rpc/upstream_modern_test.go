@@ -82,6 +82,8 @@ func TestModernUpstreamThroughTheGateway(t *testing.T) {
 	fb.setTools([]store.Tool{
 		{Name: "m-need", InputSchema: schema, Enabled: true, Gateway: "m", UpstreamName: "need"},
 		{Name: "m-ask", InputSchema: schema, Enabled: true, Gateway: "m", UpstreamName: "ask"},
+		{Name: "m-where", Enabled: true, Gateway: "m", UpstreamName: "where",
+			InputSchema: json.RawMessage(`{"type":"object","properties":{"region":{"type":"string","x-mcp-header":"Region"}}}`)},
 	})
 	b := serversGatewaysFake{
 		&serversFake{allToolsFake: allToolsFake{fb}, servers: map[string]store.Server{"onlym": {ID: "onlym", Gateways: []string{"m"}}}},
@@ -116,6 +118,20 @@ func TestModernUpstreamThroughTheGateway(t *testing.T) {
 		`"name":"m-ask","arguments":{},"inputResponses":{"user_name":{"action":"accept","content":{"name":"Alice"}}},"requestState":"round1"`))
 	if r.status != 200 || !strings.Contains(string(r.body), "hello Alice") || !strings.Contains(string(r.body), `"resultType":"complete"`) {
 		t.Errorf("retry: %d %s", r.status, r.body)
+	}
+
+	// A virtual server's tool, under its own name there, has its
+	// Mcp-Param-* headers checked as on /mcp.
+	where := modernBody("tools/call", `"name":"where","arguments":{"region":"eu"}`)
+	r = call(s, "POST", "/servers/onlym/mcp", where, "Authorization", "Bearer "+tok,
+		"MCP-Protocol-Version", "2026-07-28", "Mcp-Method", "tools/call", "Mcp-Name", "where")
+	if r.status != 400 || !strings.Contains(string(r.body), `"code":-32020`) {
+		t.Errorf("a virtual server's tool without its Mcp-Param-Region: %d %s", r.status, r.body)
+	}
+	r = call(s, "POST", "/servers/onlym/mcp", where, "Authorization", "Bearer "+tok,
+		"MCP-Protocol-Version", "2026-07-28", "Mcp-Method", "tools/call", "Mcp-Name", "where", "Mcp-Param-Region", "eu")
+	if strings.Contains(string(r.body), `-32020`) {
+		t.Errorf("a virtual server's tool with its Mcp-Param-Region: %d %s", r.status, r.body)
 	}
 
 	read := func(path string) string {

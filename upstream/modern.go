@@ -150,7 +150,7 @@ func SessionRetry(inputResponses, requestState json.RawMessage) *Modern {
 func (c *Client) refusedSessions(ctx context.Context, initErr error) bool {
 	var rpcErr *RPCError
 	var status *StatusError
-	if c.srv.Transport == TransportSSE || !errors.As(initErr, &rpcErr) && !errors.As(initErr, &status) {
+	if !errors.As(initErr, &rpcErr) && !errors.As(initErr, &status) {
 		return false // not an answer: it is down
 	}
 	if modern, err := c.speaksModern(ctx); err != nil || !modern {
